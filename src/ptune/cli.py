@@ -1,0 +1,217 @@
+"""The ``ptune`` command line: train, eval and predict on a user's own data.
+
+Bad input exits with code 2 and one line ``ptune: error: ...`` naming the file, line and
+field (or the template column); this is the only module that prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .errors import PtuneError
+
+__all__ = ["main", "build_parser"]
+
+EXAMPLES_TRAIN = """examples:
+  ptune train --model bert-base-cased --train train.jsonl --dev dev.jsonl \\
+      --template '{premise} Question: {hypothesis} ? [P*3] Answer: [MASK] .' \\
+      --verbalizer '{"entailment": "Yes", "not_entailment": "No"}' --output runs/rte
+  ptune train --model ./my-gpt2 --train data.csv --template '[P*3] {text} [P*3] [MASK]' \\
+      --verbalizer labels.json --epochs 5 --output runs/x --finetune-lm
+"""
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="P-tune a model on your data", epilog=EXAMPLES_TRAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a prompt (pseudo tokens + prompt encoder) for a frozen or jointly tuned LM.",
+    )
+    p.add_argument("--model", required=True, help="hub name or local folder of a causal or masked LM")
+    p.add_argument("--train", required=True, help="training data: .jsonl or .csv with named fields")
+    p.add_argument("--dev", help="dev data for model selection and early stopping")
+    p.add_argument("--template", required=True, help="template text, e.g. '[P*3] {text} [P*3] [MASK]'")
+    p.add_argument("--verbalizer", required=True, help='inline JSON {"label": "word"} or a JSON file')
+    p.add_argument("--output", required=True, help="run folder (best/, last/, metrics.jsonl)")
+    p.add_argument("--encoder", choices=["lstm", "mlp", "none"], default="lstm", help="prompt encoder (default: lstm, the paper's)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--steps", type=int, help="optimizer steps")
+    g.add_argument("--epochs", type=int, help="passes over the training data (default 10)")
+    p.add_argument("--lr", type=float, default=1e-3, help="prompt-encoder learning rate (default 1e-3)")
+    p.add_argument("--lm-lr", type=float, default=1e-5, help="LM learning rate with --finetune-lm (default 1e-5)")
+    p.add_argument("--batch-size", type=int, default=8, help="global batch size (default 8)")
+    p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--finetune-lm", action="store_true", help="tune the LM jointly with the prompt")
+    p.add_argument("--schedule", choices=["linear", "exponential", "constant"], default="linear")
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--eval-every", type=int, help="evaluate on dev every N steps (default: each epoch)")
+    p.add_argument("--patience", type=int, help="early stopping: evaluations without improvement")
+    p.add_argument("--label-field", default="label", help="field holding the label (default: label)")
+    p.add_argument("--max-length", type=int, help="longest input in tokens")
+    p.add_argument("--kind", choices=["masked", "causal"], help="override the model kind")
+    p.add_argument("--normalize", choices=["labels", "vocab"], default="labels",
+                   help="loss over the labels (default) or LM cross-entropy over the vocabulary")
+    p.add_argument("--length-norm", choices=["sum", "mean"], default="sum",
+                   help="multi-token words: sum (default) or mean of token log-probabilities")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="autocast on GPU")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_eval(sub: argparse._SubParsersAction, name: str, func: Callable, helptext: str) -> None:
+    p = sub.add_parser(name, help=helptext, description=helptext)
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder (or run folder: its best/)")
+    p.add_argument("--data", required=True, help=".jsonl or .csv file")
+    p.add_argument("--output", help="file to write (default: standard output only)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--model", help="base model to load the prompt onto (default: the recorded one)")
+    p.set_defaults(func=func)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ptune",
+        description="P-tuning for Hugging Face causal and masked language models.",
+    )
+    parser.add_argument("--version", action="version", version=f"ptune {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_eval(sub, "eval", cmd_eval, "evaluate a checkpoint on labelled data (JSON metrics)")
+    _add_eval(sub, "predict", cmd_predict, "predict labels with a checkpoint (one JSON line per example)")
+    return parser
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> int:
+    from accelerate.utils import set_seed
+
+    from .config import PromptConfig, TrainConfig
+    from .data import read_examples
+    from .encoder import EncoderConfig
+    from .model import PTunedModel, load_base
+    from .trainer import train
+    from .verbalizer import Verbalizer
+
+    verbalizer = Verbalizer.from_json(args.verbalizer)
+    train_cfg = TrainConfig(
+        steps=args.steps, epochs=args.epochs, lr=args.lr, lm_lr=args.lm_lr, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, seed=args.seed, finetune_lm=args.finetune_lm, schedule=args.schedule,
+        warmup_steps=args.warmup_steps, eval_every=args.eval_every, patience=args.patience,
+        mixed_precision=args.mixed_precision,
+    )
+    prompt_cfg = PromptConfig(
+        template=args.template, verbalizer=verbalizer.to_dict(), encoder=EncoderConfig(type=args.encoder),
+        label_field=args.label_field, max_length=args.max_length, kind=args.kind,
+        normalize=args.normalize, length_norm=args.length_norm,
+    )
+    from .template import Template
+
+    Template.parse(args.template)  # template errors before loading any model
+    train_data = read_examples(args.train)
+    dev_data = read_examples(args.dev) if args.dev else None
+    set_seed(args.seed)
+    lm, tokenizer, kind = load_base(args.model, args.kind)
+    model = PTunedModel(lm, tokenizer, PromptConfig(**{**prompt_cfg.to_dict(), "kind": kind}), base_model=args.model)
+    train_items = model.prepare(train_data.examples, train_data.sources, require_labels=True)
+    dev_items = model.prepare(dev_data.examples, dev_data.sources, require_labels=True) if dev_data else None
+    result = train(model, train_items, dev_items, train_cfg, args.output, resume=args.resume)
+    summary = {
+        "output": str(result.output_dir),
+        "steps": result.steps,
+        "stopped_early": result.stopped_early,
+        "best_step": result.best_step,
+        "best": result.best_metrics,
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def _load(args: argparse.Namespace):
+    from .checkpoint import load_checkpoint
+    from .data import read_examples
+
+    records = read_examples(args.data)
+    model = load_checkpoint(args.checkpoint, args.model)
+    return model, records
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .trainer import evaluate
+
+    model, records = _load(args)
+    items = model.prepare(records.examples, records.sources, require_labels=True)
+    metrics = evaluate(model, items, batch_size=args.batch_size)
+    metrics = {"data": str(args.data), "checkpoint": str(args.checkpoint), **metrics}
+    line = json.dumps(metrics)
+    print(line)
+    if args.output:
+        _write_text(args.output, line + "\n")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    model, records = _load(args)
+    items = model.prepare(records.examples, records.sources)
+    preds = model.predict(items, batch_size=args.batch_size)
+    lines = []
+    for src, ex, p in zip(records.sources, records.examples, preds):
+        row = {"source": src, "label": p["label"], "scores": _top(p["scores"])}
+        if "idx" in ex:
+            row = {"idx": ex["idx"], **row}
+        lines.append(json.dumps(row))
+    text = "\n".join(lines) + "\n"
+    if args.output:
+        _write_text(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _top(scores: dict[str, float], k: int = 20) -> dict[str, float]:
+    if len(scores) <= k:
+        return {label: round(v, 6) for label, v in scores.items()}
+    best = sorted(scores.items(), key=lambda kv: -kv[1])[:k]
+    return {label: round(v, 6) for label, v in best}
+
+
+def _write_text(path: str, text: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ptune`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not args.verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+        except ImportError:  # pragma: no cover
+            pass
+    try:
+        return int(args.func(args))
+    except PtuneError as e:
+        print(f"ptune: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

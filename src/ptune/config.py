@@ -1,0 +1,163 @@
+"""Configuration dataclasses: what a prompt is (saved in checkpoints) and how to train it.
+
+Both are frozen and keyword-only; every field is validated in ``__post_init__`` and
+loading from a dict rejects unknown keys, naming the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from .encoder import EncoderConfig
+from .errors import ConfigError
+
+__all__ = ["PromptConfig", "TrainConfig"]
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(name, f"{value!r}; accepted: {', '.join(map(str, choices))}")
+
+
+def _from_dict(cls: type, d: dict[str, Any], where: str) -> dict[str, Any]:
+    names = [f.name for f in fields(cls)]
+    for key in d:
+        if key not in names:
+            near = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"{where}.{key}", f"unknown key{hint}")
+    return dict(d)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptConfig:
+    """What a P-tuned prompt is: everything needed to rebuild it on its base model."""
+
+    template: str
+    """Template text, e.g. ``"{premise} ? [P*3] [MASK] , {hypothesis}"``."""
+    verbalizer: dict[str, list[str]]
+    """Label -> words that say it."""
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """The prompt encoder (paper: ``lstm``)."""
+    label_field: str = "label"
+    """The example field holding the gold label."""
+    x_field: str = "subject"
+    """The field that a LAMA-style ``[X]`` stands for."""
+    normalize: Literal["labels", "vocab"] = "labels"
+    """``labels``: train with cross-entropy over the labels (PET-style classification);
+    ``vocab``: label scores are LM log-probabilities over the whole vocabulary and the
+    loss is the LM cross-entropy of the gold word (the paper's LAMA loss)."""
+    length_norm: Literal["sum", "mean"] = "sum"
+    """Multi-token words: sum of token log-probabilities, or their mean."""
+    max_length: int | None = None
+    """Longest input in tokens (default: the tokenizer's limit)."""
+    truncation: Literal["longest_first", "last_first"] = "longest_first"
+    """Which shortenable field is cut first when an input is too long."""
+    padding_side: Literal["right", "left"] = "right"
+    """Where batches are padded; results do not depend on it."""
+    kind: Literal["masked", "causal"] | None = None
+    """``masked`` or ``causal``; ``None`` reads it from the model."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.template, str) or not self.template.strip():
+            raise ConfigError("template", "must be a non-empty string")
+        if isinstance(self.encoder, dict):
+            object.__setattr__(self, "encoder", EncoderConfig.from_dict(self.encoder))
+        _check_choice("normalize", self.normalize, ("labels", "vocab"))
+        _check_choice("length_norm", self.length_norm, ("sum", "mean"))
+        _check_choice("truncation", self.truncation, ("longest_first", "last_first"))
+        _check_choice("padding_side", self.padding_side, ("right", "left"))
+        _check_choice("kind", self.kind, ("masked", "causal", None))
+        if self.max_length is not None and self.max_length < 2:
+            raise ConfigError("max_length", f"must be at least 2, got {self.max_length}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["encoder"] = self.encoder.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PromptConfig":
+        return cls(**_from_dict(cls, d, "prompt"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How to train a prompt (and optionally the LM with it)."""
+
+    steps: int | None = None
+    """Optimizer steps to train; exclusive with ``epochs``."""
+    epochs: int | None = None
+    """Passes over the training data; exclusive with ``steps`` (default 10 if neither)."""
+    batch_size: int = 8
+    """Global batch size: examples per optimizer step over all processes."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step (each of batch_size/grad_accum)."""
+    lr: float = 1e-3
+    """Learning rate of the prompt encoder."""
+    lm_lr: float = 1e-5
+    """Learning rate of the LM when it is tuned jointly."""
+    weight_decay: float = 0.0
+    """AdamW weight decay of the prompt encoder."""
+    lm_weight_decay: float = 0.01
+    """AdamW weight decay of the LM (not applied to biases and norms)."""
+    schedule: Literal["linear", "exponential", "constant"] = "linear"
+    """Learning-rate decay after warmup."""
+    gamma: float = 0.98
+    """Exponential decay factor per epoch (``schedule="exponential"``, the paper's LAMA)."""
+    warmup_steps: int = 0
+    """Linear warmup steps."""
+    max_grad_norm: float | None = 1.0
+    """Gradient clipping norm (``None``: no clipping)."""
+    eval_every: int | None = None
+    """Evaluate on dev every N steps (default: once per epoch)."""
+    patience: int | None = None
+    """Stop after this many evaluations without a strict improvement (``None``: never)."""
+    metric: str = "accuracy"
+    """The dev metric that selects the best checkpoint."""
+    seed: int = 42
+    """Seed of every random generator."""
+    finetune_lm: bool = False
+    """Tune the LM jointly with the prompt (the paper's SuperGLUE setting)."""
+    lm_dropout: bool = False
+    """Keep the LM's dropout on while training (off by default for a frozen LM)."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast on GPU."""
+    eval_batch_size: int = 32
+    """Batch size for evaluation."""
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError("steps", "give steps or epochs, not both")
+        for name in ("steps", "epochs", "eval_every", "patience"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ConfigError(name, f"must be a positive integer, got {v!r}")
+        for name in ("batch_size", "grad_accum", "eval_batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(name, f"must be a positive integer, got {v!r}")
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(
+                "grad_accum", f"batch_size {self.batch_size} is not divisible by {self.grad_accum}"
+            )
+        for name in ("lr", "lm_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ConfigError("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        if not 0 < self.gamma <= 1:
+            raise ConfigError("gamma", f"must be in (0, 1], got {self.gamma}")
+        _check_choice("schedule", self.schedule, ("linear", "exponential", "constant"))
+        _check_choice("mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ConfigError("max_grad_norm", f"must be positive, got {self.max_grad_norm}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        return cls(**_from_dict(cls, d, "train"))

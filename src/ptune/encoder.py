@@ -1,0 +1,136 @@
+"""The prompt encoder: turns ``n_pseudo`` learned vectors into pseudo-token embeddings.
+
+Three types (paper §1; ``../shared/docs/paper-spec.md``):
+
+* ``lstm`` — the paper's: free embeddings (n, H) → 2-layer bidirectional LSTM with H/2
+  hidden units per direction → Linear(H, H) → ReLU → Linear(H, H).
+* ``mlp`` — free embeddings → Linear(H, H) → ReLU → Linear(H, H).
+* ``none`` — the free embeddings themselves (prompt tuning's parameterisation).
+
+The encoder takes no input from the example: one forward pass gives an (n, H) matrix
+shared by every example of the batch. In eval mode with gradients off its output is
+cached until a parameter changes.
+
+Example:
+    >>> enc = PromptEncoder(EncoderConfig(type="lstm"), n_pseudo=6, hidden_size=16)
+    >>> enc().shape
+    torch.Size([6, 16])
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+__all__ = ["EncoderConfig", "PromptEncoder", "ENCODER_TYPES"]
+
+EncoderType = Literal["lstm", "mlp", "none"]
+ENCODER_TYPES: tuple[str, ...] = ("lstm", "mlp", "none")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderConfig:
+    """How pseudo-token embeddings are produced."""
+
+    type: EncoderType = "lstm"
+    """``lstm`` (the paper's), ``mlp`` or ``none`` (free embeddings)."""
+    lstm_dropout: float = 0.0
+    """Dropout between the two LSTM layers (only for ``lstm``)."""
+
+    def __post_init__(self) -> None:
+        if self.type not in ENCODER_TYPES:
+            raise ConfigError(
+                "encoder.type", f"{self.type!r}; accepted: {', '.join(ENCODER_TYPES)}"
+            )
+        if not 0.0 <= self.lstm_dropout < 1.0:
+            raise ConfigError("encoder.lstm_dropout", f"{self.lstm_dropout} is not in [0, 1)")
+        if self.lstm_dropout and self.type != "lstm":
+            raise ConfigError(
+                "encoder.lstm_dropout", f"only applies to the lstm encoder, not {self.type!r}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EncoderConfig":
+        unknown = set(d) - {"type", "lstm_dropout"}
+        if unknown:
+            raise ConfigError("encoder", f"unknown keys {sorted(unknown)}; accepted: type, lstm_dropout")
+        return cls(**d)
+
+
+class PromptEncoder(nn.Module):
+    """Produces the (n_pseudo, hidden_size) pseudo-token embeddings.
+
+    Args:
+        config: the encoder type and options.
+        n_pseudo: number of pseudo tokens of the template (all blocks, in order).
+        hidden_size: the LM's input embedding size.
+        init: optional (n_pseudo, hidden_size) tensor to initialise the free embeddings
+            (e.g. word embeddings); rows that are NaN keep their random init.
+    """
+
+    def __init__(
+        self,
+        config: EncoderConfig,
+        n_pseudo: int,
+        hidden_size: int,
+        init: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        if n_pseudo < 1:
+            raise ConfigError("n_pseudo", f"a prompt encoder needs pseudo tokens, got {n_pseudo}")
+        self.config = config
+        self.n_pseudo = n_pseudo
+        self.hidden_size = hidden_size
+        self.embedding = nn.Embedding(n_pseudo, hidden_size)
+        if init is not None:
+            with torch.no_grad():
+                keep = ~torch.isnan(init).any(-1)
+                self.embedding.weight[keep] = init[keep].to(self.embedding.weight.dtype)
+        self.lstm: nn.LSTM | None = None
+        self.mlp: nn.Sequential | None = None
+        if config.type == "lstm":
+            if hidden_size % 2:
+                raise ConfigError("encoder.type", f"lstm needs an even hidden size, got {hidden_size}")
+            self.lstm = nn.LSTM(
+                hidden_size,
+                hidden_size // 2,
+                num_layers=2,
+                bidirectional=True,
+                batch_first=True,
+                dropout=config.lstm_dropout,
+            )
+        if config.type in ("lstm", "mlp"):
+            self.mlp = nn.Sequential(
+                nn.Linear(hidden_size, hidden_size),
+                nn.ReLU(),
+                nn.Linear(hidden_size, hidden_size),
+            )
+        self._cache: torch.Tensor | None = None
+        self._cache_key: tuple | None = None
+
+    def _param_key(self) -> tuple:
+        return tuple((p.data_ptr(), p._version) for p in self.parameters())
+
+    def forward(self) -> torch.Tensor:
+        """Returns the pseudo-token embeddings, shape (n_pseudo, hidden_size)."""
+        cacheable = not self.training and not torch.is_grad_enabled()
+        if cacheable and self._cache is not None and self._cache_key == self._param_key():
+            return self._cache
+        h = self.embedding.weight  # (n, H)
+        if self.lstm is not None:
+            h = self.lstm(h.unsqueeze(0))[0].squeeze(0)  # (n, H): [forward ; backward]
+        if self.mlp is not None:
+            h = self.mlp(h)
+        if cacheable:
+            self._cache, self._cache_key = h, self._param_key()
+        else:
+            self._cache = None
+        return h

@@ -1,0 +1,550 @@
+"""The P-tuned model: any Hugging Face causal or masked LM plus a prompt encoder.
+
+Data flow (paper §1): the template renders each example to token ids with placeholder
+ids at the pseudo positions; the LM's input embeddings are looked up, the prompt
+encoder's output is written into the pseudo positions in one vectorized ``where`` and the
+result is fed as ``inputs_embeds``. The LM head runs only at the answer positions, and
+only for the verbalizer's words when that is exact.
+
+Nothing here looks at model names: the masked/causal decision comes from the Auto-class
+mappings of transformers, the head from ``get_output_embeddings()``, the embeddings from
+``get_input_embeddings()``.
+
+Example:
+    >>> model = PTunedModel.from_base(                      # doctest: +SKIP
+    ...     "gpt2", template="{premise} ? [P*3] [MASK]",
+    ...     verbalizer={"entailment": "yes", "not_entailment": "no"})
+    >>> model.predict([{"premise": "A cat sleeps."}])        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from dataclasses import dataclass, fields as dc_fields
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import PromptConfig
+from .encoder import EncoderConfig, PromptEncoder
+from .errors import ConfigError, DataError
+from .template import CompiledTemplate, Encoded, Pseudo, Template, check_fields
+from .verbalizer import CompiledVerbalizer, Verbalizer, label_logsumexp
+
+__all__ = ["PTunedModel", "Item", "Batch", "View", "detect_kind", "load_base"]
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- base models
+def detect_kind(lm: nn.Module) -> str:
+    """``"masked"`` or ``"causal"``, from the model class via transformers' Auto mappings."""
+    from transformers.models.auto import modeling_auto as ma
+
+    def names(mapping: dict) -> set[str]:
+        out: set[str] = set()
+        for v in mapping.values():
+            out.update((v,) if isinstance(v, str) else v)
+        return out
+
+    cls = type(lm).__name__
+    if cls in names(ma.MODEL_FOR_MASKED_LM_MAPPING_NAMES):
+        return "masked"
+    if cls in names(ma.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
+        return "causal"
+    raise ConfigError(
+        "kind", f"cannot tell whether {cls} is a masked or a causal LM; pass kind='masked' or 'causal'"
+    )
+
+
+def _kind_of_config(config: Any) -> str:
+    from transformers.models.auto import modeling_auto as ma
+
+    for arch in getattr(config, "architectures", None) or []:
+        if arch.endswith("ForMaskedLM"):
+            return "masked"
+        if arch.endswith(("ForCausalLM", "LMHeadModel")):
+            return "causal"
+    if config.model_type in ma.MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "masked"
+    if config.model_type in ma.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "causal"
+    raise ConfigError("model", f"{config.model_type!r} is neither a masked nor a causal LM")
+
+
+def load_base(name_or_path: str, kind: str | None = None, **kwargs: Any) -> tuple[nn.Module, Any, str]:
+    """Load a model and its tokenizer by hub name or local folder.
+
+    Returns:
+        (model, tokenizer, kind).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError("model", f"cannot load {name_or_path!r}: {first}") from None
+    kind = kind or _kind_of_config(config)
+    auto = AutoModelForMaskedLM if kind == "masked" else AutoModelForCausalLM
+    lm = auto.from_pretrained(name_or_path, **kwargs)
+    return lm, tokenizer, kind
+
+
+# ----------------------------------------------------------------------------- batches
+@dataclass
+class Item:
+    """One prepared example: tokenized fields, label index (-100 if none), source."""
+
+    fields: dict[str, list[int]]
+    label: int
+    source: str
+
+
+@dataclass
+class View:
+    """One forward pass's worth of rows; all rows have answers of the same length L.
+
+    Shapes: R rows, T tokens, K candidates per row.
+    """
+
+    input_ids: torch.Tensor  # (R, T)
+    attention_mask: torch.Tensor  # (R, T)
+    pseudo_index: torch.Tensor  # (R, T), -1 where no pseudo token
+    token_type_ids: torch.Tensor  # (R, T)
+    answer_positions: torch.Tensor  # (R, L)
+    targets: torch.Tensor  # (R, K, L) token ids of each candidate
+    cand_index: torch.Tensor  # (R, K) global candidate index
+    row_example: torch.Tensor  # (R,) example of each row
+    shared: bool  # every row scores the same candidates (targets identical across rows)
+
+    def to(self, device: Any, non_blocking: bool = False) -> "View":
+        kw = {
+            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+            else getattr(self, f.name)
+            for f in dc_fields(self)
+        }
+        return View(**kw)
+
+
+@dataclass
+class Batch:
+    """A collated batch: the views to run and the gold labels (B,) (-100: unknown)."""
+
+    views: list[View]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: Any, non_blocking: bool = False) -> "Batch":
+        return Batch([v.to(device, non_blocking) for v in self.views], self.labels.to(device))
+
+
+@dataclass
+class Output:
+    """Label scores (B, n_labels) and, when every example has a label, the loss."""
+
+    scores: torch.Tensor
+    loss: torch.Tensor | None
+
+
+# ----------------------------------------------------------------------------- the model
+class PTunedModel(nn.Module):
+    """A masked or causal LM with a P-tuning prompt.
+
+    Args:
+        lm: an ``AutoModelForMaskedLM`` / ``AutoModelForCausalLM`` model.
+        tokenizer: its tokenizer.
+        config: template, verbalizer, encoder and scoring options.
+        base_model: the name or path the LM was loaded from (recorded in checkpoints).
+
+    The LM starts frozen (``requires_grad=False``, dropout off); see :meth:`set_lm_trainable`.
+    """
+
+    def __init__(self, lm: nn.Module, tokenizer: Any, config: PromptConfig, *, base_model: str | None = None):
+        super().__init__()
+        self.config = config
+        self.kind = config.kind or detect_kind(lm)
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.base_model = base_model or getattr(lm.config, "_name_or_path", "") or "unknown"
+        self.template = Template.parse(config.template, x_field=config.x_field)
+        self.compiled: CompiledTemplate = self.template.compile(
+            tokenizer, self.kind, max_length=config.max_length or _max_positions(lm, tokenizer),
+            truncation=config.truncation,
+        )
+        self.verbalizer = Verbalizer(config.verbalizer)
+        self.answers: CompiledVerbalizer = self.verbalizer.compile(
+            tokenizer, self.compiled.answer.space_before
+        )
+        self.hidden_size = lm.get_input_embeddings().embedding_dim
+        n = self.compiled.n_pseudo
+        self.encoder = (
+            PromptEncoder(config.encoder, n, self.hidden_size, init=self._init_from_words())
+            if n
+            else None
+        )
+        self.pad_id = _pad_id(tokenizer)
+        sig = inspect.signature(lm.forward).parameters
+        self._pass_token_types = (
+            "token_type_ids" in sig and "token_type_ids" in getattr(tokenizer, "model_input_names", [])
+        )
+        self._type_vocab = int(getattr(lm.config, "type_vocab_size", 1) or 1)
+        self._accepts_positions = "position_ids" in sig
+        self._position_offset: int | None = None
+        self._capture_ok = getattr(lm.config, "final_logit_softcapping", None) is None
+        self.lm_dropout = False
+        self.set_lm_trainable(False)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_base(
+        cls,
+        model: str,
+        template: str,
+        verbalizer: dict[str, Any] | Verbalizer,
+        *,
+        encoder: str | EncoderConfig = "lstm",
+        **options: Any,
+    ) -> "PTunedModel":
+        """Load a base model by hub name or folder and wrap it.
+
+        Args:
+            model: e.g. ``"gpt2"``, ``"bert-base-cased"`` or a local folder.
+            template: the template text.
+            verbalizer: ``{label: word(s)}``.
+            encoder: ``"lstm"``, ``"mlp"``, ``"none"`` or an :class:`EncoderConfig`.
+            **options: other :class:`~ptune.config.PromptConfig` fields.
+        """
+        enc = EncoderConfig(type=encoder) if isinstance(encoder, str) else encoder
+        vmap = verbalizer.to_dict() if isinstance(verbalizer, Verbalizer) else dict(verbalizer)
+        config = PromptConfig(template=template, verbalizer=vmap, encoder=enc, **options)
+        lm, tokenizer, kind = load_base(model, config.kind)
+        return cls(lm, tokenizer, PromptConfig(**{**config.to_dict(), "kind": kind}), base_model=model)
+
+    def _init_from_words(self) -> torch.Tensor | None:
+        inits = [(e.count, e.init) for e in self.compiled.elements if isinstance(e, Pseudo)]
+        if not any(word for _, word in inits):
+            return None
+        table = self.lm.get_input_embeddings().weight.detach()
+        rows = []
+        for count, word in inits:
+            if word is None:
+                rows += [torch.full((self.hidden_size,), float("nan"))] * count
+                continue
+            ids = self.tokenizer(" " + word, add_special_tokens=False)["input_ids"] or self.tokenizer(
+                word, add_special_tokens=False
+            )["input_ids"]
+            rows += [table[ids].float().mean(0).cpu()] * count
+        return torch.stack(rows)
+
+    # ------------------------------------------------------------------ modes
+    def set_lm_trainable(self, trainable: bool, dropout: bool | None = None) -> None:
+        """Freeze (default) or unfreeze the LM; ``dropout`` keeps LM dropout while training."""
+        self.lm_trainable = trainable
+        self.lm_dropout = trainable if dropout is None else dropout
+        for p in self.lm.parameters():
+            p.requires_grad_(trainable)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "PTunedModel":
+        super().train(mode)
+        self.lm.train(mode and self.lm_dropout)  # a frozen LM runs without dropout
+        return self
+
+    def prompt_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters()) if self.encoder is not None else []
+
+    def pseudo_embeddings(self) -> torch.Tensor | None:
+        """The (n_pseudo, H) pseudo-token embeddings, or ``None`` for a template without any."""
+        return self.encoder() if self.encoder is not None else None
+
+    # ------------------------------------------------------------------ data
+    def prepare(
+        self,
+        examples: Sequence[dict[str, Any]],
+        sources: Sequence[str] | None = None,
+        *,
+        require_labels: bool = False,
+    ) -> list[Item]:
+        """Validate and tokenize examples (once; batches are assembled from the result).
+
+        Args:
+            examples: dicts with the template's fields (and the label field).
+            sources: where each example comes from (``file:line``), for error messages.
+            require_labels: raise if an example has no label.
+
+        Raises:
+            DataError: naming the source and field of the first bad example.
+        """
+        sources = list(sources) if sources is not None else [f"example {i + 1}" for i in range(len(examples))]
+        labels = []
+        lf = self.config.label_field
+        for ex, src in zip(examples, sources):
+            if not isinstance(ex, dict):
+                raise DataError(src, f"expected an object with fields, got {type(ex).__name__}")
+            check_fields(self.template, ex, src)
+            if lf in ex and ex[lf] is not None:
+                labels.append(self.verbalizer.label_index(ex[lf], src, lf))
+            elif require_labels:
+                raise DataError(src, "missing; training and evaluation need a label", field=lf)
+            else:
+                labels.append(-100)
+        field_ids = self.compiled.tokenize_fields(examples)
+        items = [Item(f, y, s) for f, y, s in zip(field_ids, labels, sources)]
+        longest = max(self.answers.groups)
+        for it in items:  # fail now, not in the middle of training
+            self.compiled.encode(it.fields, answer_len=longest, answer_ids=self._probe_answer(longest), source=it.source)
+        return items
+
+    def _probe_answer(self, length: int) -> list[int] | None:
+        if self.kind == "masked" or length == 1:
+            return None
+        return list(self.answers.groups[length][1][0].tolist())
+
+    def collate(self, items: Sequence[Item]) -> Batch:
+        """Assemble and pad a batch: one view per answer length (see :class:`View`)."""
+        views = []
+        b = len(items)
+        for length, (cidx, cids) in self.answers.groups.items():
+            k = len(cidx)
+            if self.kind == "masked" or length == 1:
+                encs = [self.compiled.encode(it.fields, answer_len=length, source=it.source) for it in items]
+                targets = cids.unsqueeze(0).expand(b, k, length)
+                cand_index = cidx.unsqueeze(0).expand(b, k)
+                rows = torch.arange(b)
+                shared = True
+            else:  # causal, multi-token: one row per (example, candidate)
+                encs = [
+                    self.compiled.encode(it.fields, answer_len=length, answer_ids=ids, source=it.source)
+                    for it in items
+                    for ids in cids.tolist()
+                ]
+                targets = cids.repeat(b, 1).unsqueeze(1)  # (b*k, 1, L)
+                cand_index = cidx.repeat(b).unsqueeze(1)
+                rows = torch.arange(b).repeat_interleave(k)
+                shared = False
+            views.append(self._pad(encs, targets, cand_index, rows, shared))
+        labels = torch.tensor([it.label for it in items], dtype=torch.long)
+        return Batch(views, labels)
+
+    def _pad(self, encs: list[Encoded], targets, cand_index, rows, shared) -> View:
+        t = max(len(e.input_ids) for e in encs)
+        r = len(encs)
+        ids = torch.full((r, t), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((r, t), dtype=torch.long)
+        pseudo = torch.full((r, t), -1, dtype=torch.long)
+        types = torch.zeros((r, t), dtype=torch.long)
+        answer = torch.zeros((r, len(encs[0].answer_positions)), dtype=torch.long)
+        left = self.config.padding_side == "left"
+        for i, e in enumerate(encs):
+            n = len(e.input_ids)
+            sl = slice(t - n, t) if left else slice(0, n)
+            ids[i, sl] = torch.tensor(e.input_ids)
+            mask[i, sl] = 1
+            pseudo[i, sl] = torch.tensor(e.pseudo_index)
+            types[i, sl] = torch.tensor(e.token_type_ids)
+            answer[i] = torch.tensor(e.answer_positions) + (t - n if left else 0)
+        return View(ids, mask, pseudo, types, answer, targets.contiguous(), cand_index.contiguous(), rows, shared)
+
+    def batches(self, items: Sequence[Item], batch_size: int) -> Iterator[Batch]:
+        for i in range(0, len(items), batch_size):
+            yield self.collate(items[i : i + batch_size])
+
+    # ------------------------------------------------------------------ forward
+    def embed(self, input_ids: torch.Tensor, pseudo_index: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
+        """Word embeddings with the pseudo positions overwritten: (R, T, H)."""
+        emb = self.lm.get_input_embeddings()(input_ids)
+        if prompt is None:
+            return emb
+        rows = prompt.to(emb.dtype)[pseudo_index.clamp(min=0)]  # (R, T, H)
+        return torch.where((pseudo_index >= 0).unsqueeze(-1), rows, emb)
+
+    def forward(self, batch: Batch) -> Output:
+        """Label scores (B, n_labels) and, when all labels are known, the loss."""
+        prompt = self.pseudo_embeddings()
+        b = len(batch)
+        n_cand = len(self.answers.candidates)
+        cand = None
+        for view in batch.views:
+            s = self._score_view(view, prompt)  # (R, K)
+            if cand is None and view.shared and s.shape == (b, n_cand):
+                cand = s  # one view covers every candidate in order
+                continue
+            if cand is None:
+                cand = torch.full((b, n_cand), float("-inf"), device=s.device, dtype=s.dtype)
+            rows = view.row_example.unsqueeze(1).expand_as(view.cand_index)
+            cand = cand.index_put((rows, view.cand_index), s)
+        assert cand is not None
+        if self.answers.one_per_label:
+            scores = cand
+        else:
+            scores = label_logsumexp(cand, self.answers.cand_label, self.answers.n_labels)
+        loss = None
+        if bool((batch.labels >= 0).all()):
+            loss = self.loss(scores, batch.labels)
+        return Output(scores, loss)
+
+    def loss(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over labels (``normalize="labels"``) or LM NLL of the gold word."""
+        if self.config.normalize == "labels":
+            return F.cross_entropy(scores.float(), labels)
+        return -scores.float().gather(1, labels.unsqueeze(1)).mean()
+
+    def _fast(self, view: View) -> bool:
+        """Restricted logits are exact: one token per word and softmax over labels only."""
+        return view.shared and view.targets.shape[-1] == 1 and self.config.normalize == "labels"
+
+    def _score_view(self, view: View, prompt: torch.Tensor | None) -> torch.Tensor:
+        h = self.answer_hidden(view, prompt)  # (R, L, Hh)
+        weight, bias = self._head_params()
+        if weight is not None and self._fast(view):
+            ids = view.targets[0, :, 0]  # (K,)
+            s = h[:, 0] @ weight[ids].T.to(h.dtype)  # (R, K)
+            if bias is not None:
+                s = s + bias[ids].to(s.dtype)
+            return s.float()
+        logp = self._logits(h, weight, bias).float().log_softmax(-1)  # (R, L, V)
+        g = logp.gather(2, view.targets.transpose(1, 2))  # (R, L, K)
+        s = g.sum(1)
+        if self.config.length_norm == "mean":
+            s = s / view.targets.shape[-1]
+        return s
+
+    def _logits(self, h: torch.Tensor, weight, bias) -> torch.Tensor:
+        if weight is None:
+            return h  # the LM already returned logits
+        logits = h @ weight.T.to(h.dtype)
+        return logits + bias.to(logits.dtype) if bias is not None else logits
+
+    def _head_params(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        head = self.lm.get_output_embeddings()
+        if not self._capture_ok or head is None:
+            return None, None
+        return head.weight, getattr(head, "bias", None)
+
+    def answer_hidden(self, view: View, prompt: torch.Tensor | None) -> torch.Tensor:
+        """The LM head's input at the answer positions, (R, L, Hh) (or logits if not capturable)."""
+        kwargs: dict[str, Any] = {
+            "inputs_embeds": self.embed(view.input_ids, view.pseudo_index, prompt),
+            "attention_mask": view.attention_mask,
+        }
+        if self._accepts_positions:
+            pos = self._positions(view.attention_mask)
+            if pos is not None:
+                kwargs["position_ids"] = pos
+        if self._pass_token_types:
+            kwargs["token_type_ids"] = view.token_type_ids.clamp(max=self._type_vocab - 1)
+        if self.kind == "causal":
+            kwargs["use_cache"] = False
+        with self._capture_head() as captured:
+            out = self.lm(**kwargs)
+        h = out.logits
+        if not captured:
+            self._capture_ok = False
+        idx = view.answer_positions.unsqueeze(-1).expand(-1, -1, h.shape[-1])
+        return h.gather(1, idx)
+
+    def answer_logits(self, view: View, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """Full-vocabulary logits at the answer positions, (R, L, V)."""
+        if prompt is None:
+            prompt = self.pseudo_embeddings()
+        weight, bias = self._head_params()
+        return self._logits(self.answer_hidden(view, prompt), weight, bias)
+
+    @contextlib.contextmanager
+    def _capture_head(self) -> Iterator[bool]:
+        """Make the LM return the head's *input* instead of full-vocabulary logits."""
+        head = self.lm.get_output_embeddings()
+        if not self._capture_ok or head is None:
+            yield False
+            return
+        seen: list[bool] = []
+
+        def passthrough(x: torch.Tensor) -> torch.Tensor:
+            seen.append(True)
+            return x
+
+        head.forward = passthrough  # instance attribute shadows the class method
+        try:
+            yield True
+        finally:
+            del head.forward
+        if not seen:
+            raise ConfigError("model", f"{type(self.lm).__name__} does not call its output embeddings")
+
+    def _positions(self, mask: torch.Tensor) -> torch.Tensor | None:
+        """Position ids that make left padding invisible; None where the default is right."""
+        if self.kind == "causal":  # the convention of transformers' generate()
+            return (mask.cumsum(-1) - 1).clamp(min=0)
+        if self.config.padding_side == "right":
+            return None  # masked LMs number positions from the first token by default
+        if self._position_offset is None:
+            self._position_offset = self._probe_position_offset()
+        return (mask.cumsum(-1) - 1).clamp(min=0) + self._position_offset
+
+    @torch.no_grad()
+    def _probe_position_offset(self) -> int:
+        """Find the first default position id of a masked LM (0 for BERT, pad+1 for RoBERTa)."""
+        was = self.lm.training
+        self.lm.eval()
+        try:
+            dev = self.lm.get_input_embeddings().weight.device
+            ids = torch.tensor([[self.compiled.placeholder_id, self.pad_id + 1, self.compiled.placeholder_id]], device=dev) % self.lm.get_input_embeddings().num_embeddings
+            emb = self.lm.get_input_embeddings()(ids)
+            ref = self.lm(inputs_embeds=emb).logits
+            pad = getattr(self.lm.config, "pad_token_id", None)
+            for off in dict.fromkeys([0, 1, 2] + ([pad + 1] if isinstance(pad, int) else [])):
+                pos = torch.arange(3, device=dev).unsqueeze(0) + off
+                if torch.allclose(self.lm(inputs_embeds=emb, position_ids=pos).logits, ref, atol=1e-5):
+                    return off
+        finally:
+            self.lm.train(was)
+        raise ConfigError("padding_side", "cannot find this model's position numbering; use padding_side='right'")
+
+    # ------------------------------------------------------------------ prediction
+    @torch.no_grad()
+    def predict(self, examples: Sequence[dict[str, Any]] | Sequence[Item], batch_size: int = 32) -> list[dict[str, Any]]:
+        """Predict labels.
+
+        Returns:
+            One dict per example: ``label`` (the best label) and ``scores`` (label ->
+            probability, softmax over the labels' scores).
+        """
+        items = examples if examples and isinstance(examples[0], Item) else self.prepare(examples)  # type: ignore[arg-type]
+        was = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        out = []
+        try:
+            for batch in self.batches(items, batch_size):  # type: ignore[arg-type]
+                probs = self(batch.to(device)).scores.float().softmax(-1).cpu()
+                for row in probs:
+                    best = int(row.argmax())
+                    out.append({"label": self.answers.labels[best], "scores": dict(zip(self.answers.labels, row.tolist()))})
+        finally:
+            self.train(was)
+        return out
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+def _max_positions(lm: nn.Module, tokenizer: Any) -> int:
+    limits = [getattr(lm.config, name, None) for name in ("max_position_embeddings", "n_positions")]
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and tok_limit < 1_000_000:
+        limits.append(tok_limit)
+    limits = [x for x in limits if isinstance(x, int) and x > 0]
+    return min(limits) if limits else 512

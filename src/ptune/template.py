@@ -1,0 +1,594 @@
+"""Templates: where the input, the pseudo tokens, the anchors and the answer slot go.
+
+A template is plain text with a few markers, parsed by this module (never ``eval``)::
+
+    {premise} Question: {hypothesis} ? [P] Answer: [MASK] .
+    [P*3] {subject} [P*3] [MASK] [P*3]
+    [X] was born in [Y] .
+
+=================  ==========================================================
+``{field}``        the example's field ``field``
+``{field:shorten}`` the same, and the field may be cut when the input is too long
+``[P]``, ``[P*n]`` one or ``n`` pseudo tokens (paper §1); ``[P:word]`` or
+                   ``[P*n:word]`` initialises them from the embedding of ``word``
+``[MASK]``         the answer slot (``[Y]`` is accepted as an alias)
+``[X]``            LAMA's subject slot: the field ``subject`` (see ``x_field``)
+``[SEP]``          the tokenizer's separator token; the text after it is the next segment
+``\\[ \\] \\{ \\} \\\\``  literal brackets and backslash
+anything else      literal text: the anchor tokens
+=================  ==========================================================
+
+All pseudo tokens of a template form one sequence, numbered left to right, that the
+prompt encoder processes in order wherever they stand (paper §1). Whitespace in the
+template matters the way it matters in text: ``Answer: [MASK]`` puts the answer after a
+space (so a BPE verbalizer word is spelled ``ĠYes``), ``Answer:[MASK]`` does not.
+
+A :class:`Template` is compiled once per tokenizer into a :class:`CompiledTemplate`,
+which turns examples into token ids plus per-token flags (pseudo-token index, answer
+positions, segment) with the model family's special tokens.
+
+Example:
+    >>> t = Template.parse("{premise} Question: {hypothesis} ? [P] Answer: [MASK] .")
+    >>> t.fields, t.n_pseudo
+    (('premise', 'hypothesis'), 1)
+    >>> Template.parse("[P*3] [X] [P*3] [Y]").fields
+    ('subject',)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+from .errors import ConfigError, DataError, TemplateError
+
+__all__ = [
+    "Template",
+    "CompiledTemplate",
+    "Encoded",
+    "Text",
+    "Field",
+    "Pseudo",
+    "Answer",
+    "Sep",
+    "ModelKind",
+    "special_token_frame",
+]
+
+logger = logging.getLogger(__name__)
+
+ModelKind = Literal["masked", "causal"]
+Truncation = Literal["longest_first", "last_first"]
+
+_FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+_PSEUDO_RE = re.compile(r"P(?:\*(\d+))?(?::(.+))?$", re.S)
+_ESCAPES = {"[": "[", "]": "]", "{": "{", "}": "}", "\\": "\\"}
+MAX_PSEUDO_PER_MARKER = 512
+
+
+# ----------------------------------------------------------------------------- elements
+@dataclass(frozen=True)
+class Text:
+    """Literal text: anchor tokens."""
+
+    text: str
+    column: int
+
+
+@dataclass(frozen=True)
+class Field:
+    """An input field of the example; ``shorten`` marks it as cuttable."""
+
+    name: str
+    shorten: bool
+    column: int
+    space_before: bool = False
+
+
+@dataclass(frozen=True)
+class Pseudo:
+    """``count`` pseudo tokens, optionally initialised from the embedding of ``init``."""
+
+    count: int
+    init: str | None
+    column: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The answer slot: mask token(s) for a masked LM, the continuation for a causal LM."""
+
+    column: int
+    space_before: bool = False
+
+
+@dataclass(frozen=True)
+class Sep:
+    """The tokenizer's separator token; what follows is the next segment."""
+
+    column: int
+
+
+Element = Text | Field | Pseudo | Answer | Sep
+
+
+# ----------------------------------------------------------------------------- parsing
+class Template:
+    """A parsed template (tokenizer independent). Build it with :meth:`parse`."""
+
+    def __init__(self, text: str, elements: tuple[Element, ...]):
+        self.text = text
+        self.elements = elements
+
+    def __repr__(self) -> str:
+        return f"Template({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Template) and other.elements == self.elements
+
+    def __hash__(self) -> int:
+        return hash(self.elements)
+
+    @classmethod
+    def parse(cls, text: str, *, x_field: str = "subject") -> "Template":
+        """Parse template text.
+
+        Args:
+            text: the template, e.g. ``"[P*3] {subject} [P*3] [MASK] ."``.
+            x_field: the field that LAMA's ``[X]`` stands for.
+
+        Raises:
+            TemplateError: naming the column of an unknown marker, an unbalanced bracket,
+                a bad field name, a missing or second answer slot.
+        """
+        if not isinstance(text, str):
+            raise TemplateError(repr(text), None, "a template must be a string")
+        elements: list[Element] = []
+        buf: list[str] = []
+        buf_col = 0
+        i = 0
+
+        def flush() -> None:
+            if buf:
+                elements.append(Text("".join(buf), buf_col))
+                buf.clear()
+
+        while i < len(text):
+            ch = text[i]
+            if ch == "\\":
+                if i + 1 < len(text) and text[i + 1] in _ESCAPES:
+                    if not buf:
+                        buf_col = i
+                    buf.append(text[i + 1])
+                    i += 2
+                    continue
+                raise TemplateError(text, i, "a backslash must be followed by one of [ ] { } \\")
+            if ch in "]}":
+                raise TemplateError(
+                    text, i, f"unbalanced {ch!r}; write \\{ch} for a literal bracket"
+                )
+            if ch in "[{":
+                close = "]" if ch == "[" else "}"
+                end = _find_close(text, i, close)
+                inner = text[i + 1 : end]
+                flush()
+                elements.append(_parse_marker(text, i, ch, inner, x_field))
+                i = end + 1
+                continue
+            if not buf:
+                buf_col = i
+            buf.append(ch)
+            i += 1
+        flush()
+        elements = _attach_spaces(elements)
+        answers = [e for e in elements if isinstance(e, Answer)]
+        if not answers:
+            raise TemplateError(text, None, "no answer slot; put [MASK] where the answer goes")
+        if len(answers) > 1:
+            raise TemplateError(text, answers[1].column, "a second answer slot; one is allowed")
+        return cls(text, tuple(elements))
+
+    # --------------------------------------------------------------- properties
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Names of the example fields the template reads, in order, without repeats."""
+        seen: dict[str, None] = {}
+        for e in self.elements:
+            if isinstance(e, Field):
+                seen.setdefault(e.name)
+        return tuple(seen)
+
+    @property
+    def n_pseudo(self) -> int:
+        """Number of pseudo tokens in the whole template."""
+        return sum(e.count for e in self.elements if isinstance(e, Pseudo))
+
+    def without_pseudo(self) -> "Template":
+        """The same template with every pseudo token removed (the manual-prompt baseline)."""
+        kept = [e for e in self.elements if not isinstance(e, Pseudo)]
+        return Template(self.text + " (without pseudo tokens)", tuple(_attach_spaces(kept)))
+
+    def compile(
+        self,
+        tokenizer: Any,
+        kind: ModelKind,
+        *,
+        max_length: int | None = None,
+        truncation: Truncation = "longest_first",
+    ) -> "CompiledTemplate":
+        """Compile for one tokenizer and model kind (see :class:`CompiledTemplate`)."""
+        return CompiledTemplate(
+            self, tokenizer, kind, max_length=max_length, truncation=truncation
+        )
+
+
+def _find_close(text: str, start: int, close: str) -> int:
+    j = start + 1
+    while j < len(text):
+        if text[j] == "\\":
+            j += 2
+            continue
+        if text[j] == close:
+            return j
+        if text[j] in "[{":
+            raise TemplateError(
+                text, start, f"unbalanced {text[start]!r}: {text[j]!r} opens at column {j + 1} "
+                f"before {close!r} closes it"
+            )
+        j += 1
+    raise TemplateError(text, start, f"unbalanced {text[start]!r}: no closing {close!r}")
+
+
+def _parse_marker(text: str, col: int, opener: str, inner: str, x_field: str) -> Element:
+    if opener == "{":
+        name, _, opts = inner.partition(":")
+        name = name.strip()
+        if not _FIELD_RE.match(name):
+            raise TemplateError(
+                text, col, f"bad field name {name!r}; use letters, digits and _ (e.g. {{premise}})"
+            )
+        shorten = False
+        if opts:
+            for opt in (o.strip() for o in opts.split(",")):
+                if opt == "shorten":
+                    shorten = True
+                else:
+                    raise TemplateError(
+                        text, col, f"unknown field option {opt!r}; accepted: shorten"
+                    )
+        return Field(name, shorten, col)
+    if inner in ("MASK", "Y"):
+        return Answer(col)
+    if inner == "X":
+        return Field(x_field, False, col)
+    if inner == "SEP":
+        return Sep(col)
+    m = _PSEUDO_RE.match(inner)
+    if m:
+        count = int(m.group(1)) if m.group(1) is not None else 1
+        if not 1 <= count <= MAX_PSEUDO_PER_MARKER:
+            raise TemplateError(
+                text, col, f"[P*{count}]: the count must be 1 to {MAX_PSEUDO_PER_MARKER}"
+            )
+        init = m.group(2)
+        if init is not None and not init.strip():
+            raise TemplateError(text, col, "[P:word] needs a word after the colon")
+        return Pseudo(count, init.strip() if init else None, col)
+    raise TemplateError(
+        text,
+        col,
+        f"unknown marker [{inner}]; accepted: [P], [P*n], [P:word], [MASK], [Y], [X], [SEP] "
+        "(write \\[ for a literal bracket)",
+    )
+
+
+def _attach_spaces(elements: Sequence[Element]) -> list[Element]:
+    """Record, on fields and the answer slot, whether whitespace precedes them."""
+    out: list[Element] = []
+    prev_space = False
+    for k, e in enumerate(elements):
+        if isinstance(e, Field):
+            e = Field(e.name, e.shorten, e.column, space_before=prev_space and k > 0)
+        elif isinstance(e, Answer):
+            e = Answer(e.column, space_before=prev_space and k > 0)
+        out.append(e)
+        if isinstance(e, Text):
+            prev_space = e.text[-1:].isspace()
+        else:
+            prev_space = False
+    return out
+
+
+# ----------------------------------------------------------------------------- special tokens
+def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after one sequence.
+
+    Found generically by encoding a probe text with and without special tokens, so that
+    BOS (Llama), CLS/SEP (BERT), <s>/</s> (RoBERTa) and none (GPT-2) all come out right.
+    """
+    probe = "hello world"
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start]), list(full[start + len(plain) :])
+    raise ConfigError(
+        "tokenizer", "cannot find where the text goes among the special tokens it adds"
+    )
+
+
+# ----------------------------------------------------------------------------- compiled
+@dataclass
+class Encoded:
+    """One rendered example (lists, before padding).
+
+    Attributes:
+        input_ids: token ids; pseudo positions hold a placeholder id.
+        pseudo_index: per token, the index of the pseudo token there, or -1.
+        token_type_ids: per token, its segment (0, 1, ...).
+        answer_positions: the positions whose LM output gives answer token 1, 2, ...
+            (the mask tokens for a masked LM; for a causal LM the token before each).
+    """
+
+    input_ids: list[int]
+    pseudo_index: list[int]
+    token_type_ids: list[int]
+    answer_positions: list[int]
+
+
+class CompiledTemplate:
+    """A template bound to one tokenizer and model kind.
+
+    Anchor text and special tokens are tokenized once here; :meth:`tokenize_fields`
+    tokenizes example fields in one tokenizer call per field; :meth:`encode` assembles
+    one example, cutting shortenable fields when it is longer than ``max_length``.
+
+    Args:
+        template: the parsed template.
+        tokenizer: a Hugging Face tokenizer.
+        kind: ``"masked"`` (answer read at mask tokens) or ``"causal"`` (answer is the
+            continuation; the template after the answer slot is dropped).
+        max_length: the longest sequence to produce (defaults to the tokenizer's limit).
+        truncation: ``"longest_first"`` cuts the currently longest shortenable field one
+            token at a time; ``"last_first"`` empties the last shortenable field first
+            (PET's behaviour).
+
+    Raises:
+        TemplateError: the template needs a token the tokenizer lacks ([MASK], [SEP]), or
+            a causal template has nothing before its answer slot.
+    """
+
+    def __init__(
+        self,
+        template: Template,
+        tokenizer: Any,
+        kind: ModelKind,
+        *,
+        max_length: int | None = None,
+        truncation: Truncation = "longest_first",
+    ):
+        if kind not in ("masked", "causal"):
+            raise ConfigError("kind", f"{kind!r} is not a model kind; accepted: masked, causal")
+        if truncation not in ("longest_first", "last_first"):
+            raise ConfigError(
+                "truncation", f"{truncation!r}; accepted: longest_first, last_first"
+            )
+        self.template = template
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.truncation = truncation
+        limit = getattr(tokenizer, "model_max_length", None)
+        if max_length is None:
+            max_length = limit if isinstance(limit, int) and limit < 1_000_000 else 512
+        self.max_length = int(max_length)
+        self.prefix, suffix = special_token_frame(tokenizer)
+        self.suffix = suffix if kind == "masked" else []
+        self.placeholder_id = _placeholder_id(tokenizer)
+        text = template.text
+
+        elements = list(template.elements)
+        answer_at = next(k for k, e in enumerate(elements) if isinstance(e, Answer))
+        if kind == "causal" and answer_at + 1 < len(elements):
+            dropped = elements[answer_at + 1 :]
+            if any(isinstance(e, Pseudo) for e in dropped):
+                logger.warning(
+                    "template %r: a causal LM reads the answer as the continuation, so the "
+                    "pseudo tokens after the answer slot are dropped",
+                    text,
+                )
+            elements = elements[: answer_at + 1]
+        self.elements: list[Element] = elements
+        self.answer: Answer = elements[answer_at]  # type: ignore[assignment]
+        self.n_pseudo = sum(e.count for e in elements if isinstance(e, Pseudo))
+        self.fields = tuple(dict.fromkeys(e.name for e in elements if isinstance(e, Field)))
+        self.shortenable = tuple(
+            dict.fromkeys(e.name for e in elements if isinstance(e, Field) and e.shorten)
+        )
+
+        self.mask_id: int | None = tokenizer.mask_token_id
+        if kind == "masked" and self.mask_id is None:
+            raise TemplateError(
+                text, self.answer.column, "the tokenizer has no mask token; is this a masked LM?"
+            )
+        # anchors are tokenized once; the first text of a sequence gets no leading space
+        self._anchor_ids: dict[int, list[int]] = {}
+        self._pseudo_start: dict[int, int] = {}
+        n = 0
+        for k, e in enumerate(elements):
+            if isinstance(e, Text):
+                body = e.text.strip()
+                if body:  # the template's own leading space is kept, except at its start
+                    lead = " " if (e.text[:1].isspace() and k > 0) else ""
+                    self._anchor_ids[k] = tokenizer(lead + body, add_special_tokens=False)[
+                        "input_ids"
+                    ]
+            elif isinstance(e, Sep):
+                if tokenizer.sep_token_id is None:
+                    raise TemplateError(text, e.column, "[SEP]: the tokenizer has no separator token")
+            elif isinstance(e, Pseudo):
+                self._pseudo_start[k] = n
+                n += e.count
+        if kind == "causal" and not self.prefix and not any(
+            isinstance(e, Text | Field | Pseudo | Sep) for e in elements[:answer_at]
+        ):
+            raise TemplateError(
+                text,
+                self.answer.column,
+                "a causal LM needs at least one token before the answer slot",
+            )
+
+    # ------------------------------------------------------------------ encoding
+    def field_prefix(self, name: str) -> str:
+        """The whitespace put before the field's value (its spelling at this position)."""
+        for k, e in enumerate(self.elements):
+            if isinstance(e, Field) and e.name == name:
+                return " " if e.space_before else ""
+        raise KeyError(name)
+
+    def tokenize_fields(self, examples: Sequence[dict[str, Any]]) -> list[dict[str, list[int]]]:
+        """Tokenize the template's fields of many examples, one tokenizer call per field.
+
+        Values are converted with ``str`` and stripped; the whitespace before the field in
+        the template decides whether the value is spelled as a new word.
+        """
+        out: list[dict[str, list[int]]] = [{} for _ in examples]
+        for name in self.fields:
+            lead = self.field_prefix(name)
+            texts = [lead + str(ex[name]).strip() for ex in examples]
+            if not texts:
+                continue
+            ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            for row, toks in zip(out, ids):
+                row[name] = list(toks)
+        return out
+
+    def encode(
+        self,
+        field_ids: dict[str, list[int]],
+        *,
+        answer_len: int = 1,
+        answer_ids: Sequence[int] | None = None,
+        source: str = "example",
+    ) -> Encoded:
+        """Assemble one example.
+
+        Args:
+            field_ids: token ids of each field (from :meth:`tokenize_fields`).
+            answer_len: number of answer tokens (mask tokens for a masked LM).
+            answer_ids: for a causal LM scoring a multi-token answer, the answer's tokens;
+                all but the last are appended so that each answer token is predicted.
+            source: where the example comes from, for error messages.
+
+        Raises:
+            DataError: the example is too long even with its shortenable fields emptied.
+        """
+        if answer_len < 1:
+            raise ConfigError("answer_len", f"must be at least 1, got {answer_len}")
+        if self.kind == "causal" and answer_len > 1 and (
+            answer_ids is None or len(answer_ids) != answer_len
+        ):
+            raise ConfigError("answer_ids", "a causal LM needs the answer tokens to score them")
+        extra = answer_len if self.kind == "masked" else answer_len - 1
+        fixed = len(self.prefix) + len(self.suffix) + extra + self.n_pseudo
+        fixed += sum(len(v) for v in self._anchor_ids.values())
+        fixed += sum(1 for e in self.elements if isinstance(e, Sep))
+        lengths = {}
+        for e in self.elements:
+            if isinstance(e, Field):
+                if e.shorten:
+                    lengths[e.name] = len(field_ids[e.name])
+                else:
+                    fixed += len(field_ids[e.name])
+        keep = self._truncate(lengths, self.max_length - fixed, source, fixed)
+
+        ids = list(self.prefix)
+        pseudo = [-1] * len(ids)
+        seg = 0
+        segs = [0] * len(ids)
+        answer_positions: list[int] = []
+
+        def put(tokens: Sequence[int], flag: int = -1) -> None:
+            ids.extend(tokens)
+            pseudo.extend([flag] * len(tokens) if flag < 0 else range(flag, flag + len(tokens)))
+            segs.extend([seg] * len(tokens))
+
+        for k, e in enumerate(self.elements):
+            if isinstance(e, Text):
+                put(self._anchor_ids.get(k, []))
+            elif isinstance(e, Field):
+                toks = field_ids[e.name]
+                put(toks[: keep[e.name]] if e.shorten else toks)
+            elif isinstance(e, Pseudo):
+                ids.extend([self.placeholder_id] * e.count)
+                start = self._pseudo_start[k]
+                pseudo.extend(range(start, start + e.count))
+                segs.extend([seg] * e.count)
+            elif isinstance(e, Sep):
+                put([self.tokenizer.sep_token_id])
+                seg += 1
+            elif isinstance(e, Answer):
+                if self.kind == "masked":
+                    answer_positions = list(range(len(ids), len(ids) + answer_len))
+                    put([self.mask_id] * answer_len)  # type: ignore[list-item]
+                else:
+                    start = len(ids) - 1
+                    answer_positions = list(range(start, start + answer_len))
+                    if answer_len > 1:
+                        put(list(answer_ids[:-1]))  # type: ignore[index]
+        put(self.suffix)
+        return Encoded(ids, pseudo, segs, answer_positions)
+
+    def _truncate(
+        self, lengths: dict[str, int], budget: int, source: str, fixed: int
+    ) -> dict[str, int]:
+        """How many tokens of each shortenable field to keep so that all fits in budget."""
+        excess = sum(lengths.values()) - budget
+        if excess <= 0:
+            return lengths
+        if budget < 0:
+            hint = (
+                "mark a long field shortenable, e.g. {passage:shorten}, or raise max_length"
+                if not self.shortenable
+                else "raise max_length"
+            )
+            raise DataError(
+                source,
+                f"{fixed} tokens without its shortenable fields, more than max_length "
+                f"{self.max_length}; {hint}",
+            )
+        keep = dict(lengths)
+        if self.truncation == "last_first":
+            for name in reversed(list(keep)):
+                cut = min(keep[name], excess)
+                keep[name] -= cut
+                excess -= cut
+        else:  # longest_first: level the longest fields down
+            while excess > 0:
+                name = max(keep, key=lambda f: keep[f])
+                keep[name] -= 1
+                excess -= 1
+        return keep
+
+
+def _placeholder_id(tokenizer: Any) -> int:
+    """A valid token id to hold pseudo positions (overwritten by the prompt encoder)."""
+    for tid in (tokenizer.unk_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+def check_fields(template: Template, example: dict[str, Any], source: str) -> None:
+    """Raise :class:`DataError` naming the first template field the example lacks."""
+    for name in template.fields:
+        if name not in example:
+            raise DataError(
+                source,
+                f"missing (the template needs {', '.join(template.fields)}; "
+                f"the example has {', '.join(sorted(map(str, example))) or 'no fields'})",
+                field=name,
+            )
+        if example[name] is None:
+            raise DataError(source, "is null; a text is needed", field=name)
