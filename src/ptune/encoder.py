@@ -74,6 +74,8 @@ class PromptEncoder(nn.Module):
         hidden_size: the LM's input embedding size.
         init: optional (n_pseudo, hidden_size) tensor to initialise the free embeddings
             (e.g. word embeddings); rows that are NaN keep their random init.
+        init_std: standard deviation of the random init; the LSTM and MLP encoders use
+            N(0, 1) as the paper, ``none`` should match the LM's embedding scale.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class PromptEncoder(nn.Module):
         n_pseudo: int,
         hidden_size: int,
         init: torch.Tensor | None = None,
+        init_std: float = 1.0,
     ):
         super().__init__()
         if n_pseudo < 1:
@@ -90,6 +93,7 @@ class PromptEncoder(nn.Module):
         self.n_pseudo = n_pseudo
         self.hidden_size = hidden_size
         self.embedding = nn.Embedding(n_pseudo, hidden_size)
+        nn.init.normal_(self.embedding.weight, std=init_std)
         if init is not None:
             with torch.no_grad():
                 keep = ~torch.isnan(init).any(-1)

@@ -186,11 +186,14 @@ class PTunedModel(nn.Module):
         )
         self.hidden_size = lm.get_input_embeddings().embedding_dim
         n = self.compiled.n_pseudo
-        self.encoder = (
-            PromptEncoder(config.encoder, n, self.hidden_size, init=self._init_from_words())
-            if n
-            else None
-        )
+        self.encoder = None
+        if n:
+            table = lm.get_input_embeddings().weight
+            # free embeddings start at the LM's own embedding scale; LSTM/MLP inputs at N(0, 1)
+            std = float(table.detach().float().std()) if config.encoder.type == "none" else 1.0
+            self.encoder = PromptEncoder(
+                config.encoder, n, self.hidden_size, init=self._init_from_words(), init_std=std
+            )
         self.pad_id = _pad_id(tokenizer)
         sig = inspect.signature(lm.forward).parameters
         self._pass_token_types = (

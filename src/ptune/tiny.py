@@ -66,13 +66,11 @@ def train_tokenizer(family: str, corpus: Iterable[str], vocab_size: int = 300, e
             vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
         )
     else:  # llama, albert: SentencePiece-style word-start marker
-        tok = Tokenizer(models.Unigram() if family == "albert" else models.BPE(unk_token="<unk>"))
+        # BPE with the ▁ word-start marker (a Unigram trainer is unstable on tiny corpora)
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
         tok.decoder = decoders.Metaspace(prepend_scheme="always")
-        if family == "albert":
-            trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>")
-        else:
-            trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials)
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials)
     tok.train_from_iterator(corpus, trainer)
     extra = [AddedToken(w, single_word=True, normalized=False) for w in extra_tokens]
     if extra:
@@ -120,14 +118,14 @@ def train_tokenizer(family: str, corpus: Iterable[str], vocab_size: int = 300, e
     return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
 
 
-def tiny_model(family: str, tokenizer: Any, *, hidden: int = 32, layers: int = 2, heads: int = 2, positions: int = 128, seed: int = 0, dropout: float = 0.1) -> Any:
+def tiny_model(family: str, tokenizer: Any, *, hidden: int = 32, layers: int = 2, heads: int = 2, positions: int = 128, seed: int = 0, dropout: float = 0.1, init_range: float = 0.02) -> Any:
     """A random-init LM of ``family``'s architecture sized for ``tokenizer``."""
     import torch
     import transformers as tf
 
     v = len(tokenizer)
     pad = tokenizer.pad_token_id
-    common = dict(vocab_size=v, pad_token_id=pad)
+    common = dict(vocab_size=v, pad_token_id=pad, initializer_range=init_range)
     if family == "gpt2":
         cfg = tf.GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=positions,
                             bos_token_id=None, eos_token_id=None, resid_pdrop=dropout, embd_pdrop=dropout,

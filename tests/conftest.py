@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny tokenizers trained here and random-init models from configs."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import torch
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+from ptune.tiny import tiny_model, train_tokenizer  # noqa: E402
+
+POS = ["great", "wonderful", "brilliant", "loved"]
+NEG = ["terrible", "awful", "boring", "hated"]
+CORPUS = [
+    "the movie was great and i loved it .",
+    "the film was terrible , i hated every minute of it .",
+    "a wonderful story with brilliant acting and good music .",
+    "boring plot and awful dialogue , bad film .",
+    "Question : is it good ? Answer : yes . Is it bad ? Answer : no .",
+    "The cat sat on the mat while the dog slept in the garden .",
+    "Paris is the capital of France and Rome is the capital of Italy .",
+    "premise hypothesis entailment maybe true false not sure why who what",
+] * 8
+
+FAMILIES = ["gpt2", "llama", "bert", "roberta", "albert"]
+MASKED = {"bert", "roberta", "albert", "deberta-v2"}
+
+_TOKENIZERS: dict[str, object] = {}
+
+
+def tokenizer_for(family: str):
+    if family not in _TOKENIZERS:
+        _TOKENIZERS[family] = train_tokenizer(family, CORPUS, vocab_size=400, extra_tokens=["yes", "no"])
+    return _TOKENIZERS[family]
+
+
+def pair(family: str, seed: int = 0, **kw):
+    """A fresh (model, tokenizer) of ``family``; the tokenizer is shared, the model new."""
+    tok = tokenizer_for(family)
+    return tiny_model(family, tok, seed=seed, **kw), tok
+
+
+def sentiment(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        lab = i % 2 == 0
+        w = rng.choice(POS if lab else NEG)
+        out.append({"text": f"the movie was {w} .", "label": "pos" if lab else "neg"})
+    rng.shuffle(out)
+    return out
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request):
+    return request.param
