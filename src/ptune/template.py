@@ -63,7 +63,7 @@ ModelKind = Literal["masked", "causal"]
 Truncation = Literal["longest_first", "last_first"]
 
 _FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
-_PSEUDO_RE = re.compile(r"P(?:\*(\d+))?(?::(.+))?$", re.S)
+_PSEUDO_RE = re.compile(r"P(?:\*(\d+))?(?::(.*))?$", re.S)
 _ESCAPES = {"[": "[", "]": "]", "{": "{", "}": "}", "\\": "\\"}
 MAX_PSEUDO_PER_MARKER = 512
 
