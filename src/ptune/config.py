@@ -121,8 +121,8 @@ class TrainConfig:
     """Seed of every random generator."""
     finetune_lm: bool = False
     """Tune the LM jointly with the prompt (the paper's SuperGLUE setting)."""
-    lm_dropout: bool = False
-    """Keep the LM's dropout on while training (off by default for a frozen LM)."""
+    lm_dropout: bool | None = None
+    """LM dropout while training; ``None``: on when the LM is tuned, off when it is frozen."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Autocast on GPU."""
     eval_batch_size: int = 32

@@ -229,18 +229,20 @@ def train(
     eval_every = config.eval_every or steps_per_epoch
 
     set_seed(config.seed)
-    model.set_lm_trainable(config.finetune_lm, dropout=config.lm_dropout or None)
+    model.set_lm_trainable(config.finetune_lm, dropout=config.lm_dropout)
     model.to(accelerator.device)
     optimizer = torch.optim.AdamW(_param_groups(model, config))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, total, steps_per_epoch))
+    lr_factor = _lr_lambda(config, total, steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     state: dict[str, Any] = {"step": 0, "best": None, "best_step": None, "bad_evals": 0, "history": []}
     if resume:
         assert out is not None
         state, opt_state = _restore(model, out / "last", accelerator)
         if opt_state is not None:
             optimizer.load_state_dict(opt_state)
-        scheduler.last_epoch = state["step"] - 1
-        scheduler.step()
+        scheduler.last_epoch = state["step"]
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * lr_factor(state["step"])
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     if out is not None and accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -340,7 +342,12 @@ def _load_weights(model: PTunedModel, path: Path) -> None:
 
 
 def _restore(model: PTunedModel, path: Path, accelerator: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    from .checkpoint import _check_fingerprint, read_meta
+
     state, opt = load_training_state(path)
+    meta = read_meta(path)
+    if not meta.get("lm_included"):
+        _check_fingerprint(meta["base"], model.lm, model.tokenizer, path, model.base_model)
     _load_weights(model, path)
     _set_rng_state(state.pop("rng"))
     state.pop("config", None)

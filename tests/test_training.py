@@ -1,0 +1,131 @@
+"""The training loop: learning with a frozen LM, joint tuning, schedules, early stopping, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import pair, sentiment
+from ptune import CheckpointError, ConfigError, EncoderConfig, PromptConfig, PTunedModel, TrainConfig
+from ptune.trainer import _lr_lambda, _param_groups, evaluate, train
+
+TEMPLATE = "{text} [P*4] [MASK]"
+VERB = {"pos": "yes", "neg": "no"}
+
+
+def _model(family="gpt2", encoder="lstm", seed=0, template=TEMPLATE, prompt_seed=None):
+    lm, tok = pair(family, seed=seed, hidden=64, init_range=0.2)
+    torch.manual_seed(seed if prompt_seed is None else prompt_seed)
+    return PTunedModel(lm, tok, PromptConfig(template=template, verbalizer=VERB, encoder=EncoderConfig(type=encoder)))
+
+
+@pytest.mark.parametrize("family,encoder", [("gpt2", "lstm"), ("bert", "mlp"), ("llama", "none")])
+def test_frozen_training_learns_and_leaves_the_lm_untouched(family, encoder):
+    model = _model(family, encoder)
+    before = {k: v.clone() for k, v in model.lm.state_dict().items()}
+    data = sentiment(64)
+    items = model.prepare(data, require_labels=True)
+    start = evaluate(model, items)
+    result = train(model, items, items, TrainConfig(steps=80, lr=1e-2, batch_size=16, eval_every=40), progress=False)
+    end = evaluate(model, items)
+    assert end["loss"] < 0.5 * start["loss"], (start, end)
+    assert end["accuracy"] >= 0.9
+    assert result.steps == 80
+    after = model.lm.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(not p.requires_grad for p in model.lm.parameters())
+    assert not model.lm.training  # no dropout in a frozen LM
+
+
+def test_finetune_lm_updates_the_lm_with_its_own_learning_rate():
+    model = _model("bert", "mlp")
+    before = model.lm.get_input_embeddings().weight.detach().clone()
+    items = model.prepare(sentiment(32), require_labels=True)
+    train(model, items, None, TrainConfig(steps=3, lr=1e-2, lm_lr=1e-3, batch_size=16, finetune_lm=True), progress=False)
+    assert not torch.equal(before, model.lm.get_input_embeddings().weight)
+    assert model.lm.training is False  # model ends in eval mode
+
+
+def test_schedules():
+    cfg = TrainConfig(steps=10, warmup_steps=2, schedule="linear")
+    f = _lr_lambda(cfg, 10, 5)
+    assert [round(f(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
+    g = _lr_lambda(TrainConfig(schedule="exponential", gamma=0.5), 100, 5)
+    assert [g(s) for s in (0, 4, 5, 10)] == [1.0, 1.0, 0.5, 0.25]
+    assert _lr_lambda(TrainConfig(schedule="constant"), 100, 5)(50) == 1.0
+
+
+def test_early_stopping_and_metrics_log(tmp_path):
+    model = _model()
+    items = model.prepare(sentiment(32), require_labels=True)
+    # lr so small that dev accuracy cannot improve after the first evaluation
+    result = train(model, items, items, TrainConfig(steps=50, lr=1e-9, batch_size=16, eval_every=2, patience=3),
+                   tmp_path / "run", progress=False)
+    assert result.stopped_early and result.steps == 8 and result.best_step == 2
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "eval" not in r] == list(range(1, 9))
+    assert [r["step"] for r in lines if r.get("eval") == "dev"] == [2, 4, 6, 8]
+    assert all({"loss", "lr", "epoch"} <= set(r) for r in lines if "eval" not in r)
+    for sub in ("best", "last"):
+        assert (tmp_path / "run" / sub / "ptune_config.json").is_file()
+    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["patience"] == 3
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+    weights = []
+    for accum in (1, 4):
+        model = _model(seed=1)
+        items = model.prepare(sentiment(32), require_labels=True)
+        train(model, items, None, TrainConfig(steps=3, lr=1e-2, batch_size=16, grad_accum=accum), progress=False)
+        weights.append([p.detach().clone() for p in model.prompt_parameters()])
+    for a, b in zip(*weights):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = TrainConfig(steps=12, lr=1e-2, batch_size=8, eval_every=3, schedule="linear", warmup_steps=2)
+    straight = _model(seed=2)
+    items = straight.prepare(sentiment(32), require_labels=True)
+    train(straight, items, None, cfg, tmp_path / "a", progress=False)
+
+    first = _model(seed=2)
+    r1 = train(first, items, None, cfg, tmp_path / "b", stop_at_step=5, progress=False)
+    assert r1.steps == 5
+    state = json.loads((tmp_path / "b" / "last" / "trainer_state.json").read_text())
+    assert state["step"] == 5
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(_model(seed=2), items, None, cfg, tmp_path / "b", progress=False)
+    with pytest.raises(CheckpointError, match="another base model"):
+        train(_model(seed=3), items, None, cfg, tmp_path / "b", resume=True, progress=False)
+    resumed = _model(seed=2, prompt_seed=99)  # another prompt init: the checkpoint must restore it
+    r2 = train(resumed, items, None, cfg, tmp_path / "b", resume=True, progress=False)
+    assert r2.steps == 12
+    for a, b in zip(straight.prompt_parameters(), resumed.prompt_parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    steps = [json.loads(l)["step"] for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 13))
+
+
+def test_nothing_to_train_and_bad_batch_size():
+    model = _model(template="{text} [MASK]")
+    items = model.prepare(sentiment(16), require_labels=True)
+    with pytest.raises(ConfigError, match="nothing to train"):
+        train(model, items, None, TrainConfig(steps=1, batch_size=8), progress=False)
+    with pytest.raises(ConfigError, match="larger than the 16 training examples"):
+        train(_model(), sentiment(16), None, TrainConfig(steps=1, batch_size=32), progress=False)
+    with pytest.raises(ConfigError, match="steps or epochs"):
+        TrainConfig(steps=1, epochs=1)
+    with pytest.raises(ConfigError, match="did you mean 'lr'"):
+        TrainConfig.from_dict({"lrr": 1})
+
+
+def test_manual_template_trains_with_the_lm():
+    """The manual-prompt baseline: no pseudo tokens, the LM tuned (PET-style)."""
+    model = _model("bert", template="{text} It was [MASK] .")
+    assert model.encoder is None
+    items = model.prepare(sentiment(32), require_labels=True)
+    result = train(model, items, items, TrainConfig(steps=30, lm_lr=3e-3, batch_size=16, finetune_lm=True, lm_dropout=False), progress=False)
+    assert result.last_metrics["accuracy"] >= 0.9
+    assert [g["name"] for g in _param_groups(model, TrainConfig(finetune_lm=True))] == ["lm", "lm_no_decay"]
