@@ -104,12 +104,13 @@ def _commit_dir(tmp: Path, path: Path) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename."""
+    """Write JSON to ``path`` through a temporary file and a rename (key order kept:
+    the verbalizer's label order is the order of the model's outputs)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
+        json.dump(data, fh, indent=2)
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
@@ -139,7 +140,7 @@ def save_checkpoint(
             was = model.encoder.training
             model.encoder.eval()
             with torch.no_grad():
-                tensors["pseudo_embeddings"] = model.encoder().detach().float().cpu().contiguous()
+                tensors["pseudo_embeddings"] = model.encoder().detach().float().cpu().clone()
             model.encoder.train(was)
             for k, v in model.encoder.state_dict().items():
                 tensors[f"encoder.{k}"] = v.detach().cpu().contiguous()
@@ -211,6 +212,8 @@ def load_checkpoint(
     if meta.get("ptune_version") is None or "prompt" not in meta:
         raise CheckpointError(f"{path / CONFIG_NAME}: not a ptune checkpoint config")
     config = PromptConfig.from_dict(meta["prompt"])
+    if list(config.verbalizer) != meta.get("labels", list(config.verbalizer)):
+        raise CheckpointError(f"{path / CONFIG_NAME}: the verbalizer's labels are not in the recorded order {meta['labels']}")
     if meta.get("lm_included"):
         if base is not None and not isinstance(base, str):
             raise CheckpointError(f"{path}: holds its own tuned LM; do not pass a base model")
@@ -252,8 +255,7 @@ def _load_prompt(model: PTunedModel, path: Path) -> None:
     model.encoder.load_state_dict(state)
     if "pseudo_embeddings" in tensors:  # serve the materialized embeddings exactly
         model.encoder.eval()
-        model.encoder._cache = tensors["pseudo_embeddings"].to(model.encoder.embedding.weight.dtype)
-        model.encoder._cache_key = model.encoder._param_key()
+        model.encoder.set_cache(tensors["pseudo_embeddings"].to(model.encoder.embedding.weight.dtype))
 
 
 def load_training_state(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from .encoder import EncoderConfig
 from .errors import ConfigError
+from .verbalizer import Verbalizer
 
 __all__ = ["PromptConfig", "TrainConfig"]
 
@@ -63,6 +64,8 @@ class PromptConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.template, str) or not self.template.strip():
             raise ConfigError("template", "must be a non-empty string")
+        # canonical form: label -> list of words, label order kept (it is the output order)
+        object.__setattr__(self, "verbalizer", Verbalizer(self.verbalizer).to_dict())
         if isinstance(self.encoder, dict):
             object.__setattr__(self, "encoder", EncoderConfig.from_dict(self.encoder))
         _check_choice("normalize", self.normalize, ("labels", "vocab"))

@@ -117,8 +117,8 @@ class PromptEncoder(nn.Module):
                 nn.ReLU(),
                 nn.Linear(hidden_size, hidden_size),
             )
-        self._cache: torch.Tensor | None = None
-        self._cache_key: tuple | None = None
+        # eval-mode output cache, kept out of the state dict: {"key": ..., "value": tensor}
+        self._cached: dict[str, object] = {}
 
     def _param_key(self) -> tuple:
         return tuple((p.data_ptr(), p._version) for p in self.parameters())
@@ -126,15 +126,20 @@ class PromptEncoder(nn.Module):
     def forward(self) -> torch.Tensor:
         """Returns the pseudo-token embeddings, shape (n_pseudo, hidden_size)."""
         cacheable = not self.training and not torch.is_grad_enabled()
-        if cacheable and self._cache is not None and self._cache_key == self._param_key():
-            return self._cache
+        if cacheable and self._cached and self._cached["key"] == self._param_key():
+            return self._cached["value"]  # type: ignore[return-value]
         h = self.embedding.weight  # (n, H)
         if self.lstm is not None:
             h = self.lstm(h.unsqueeze(0))[0].squeeze(0)  # (n, H): [forward ; backward]
         if self.mlp is not None:
             h = self.mlp(h)
         if cacheable:
-            self._cache, self._cache_key = h, self._param_key()
+            self.set_cache(h)
         else:
-            self._cache = None
+            self._cached.clear()
         return h
+
+    def set_cache(self, value: torch.Tensor) -> None:
+        """Serve ``value`` as the output until a parameter changes (used by checkpoints)."""
+        self._cached.clear()
+        self._cached.update(key=self._param_key(), value=value)
