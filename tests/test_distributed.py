@@ -1,0 +1,44 @@
+"""Two processes under Accelerate make the same updates as one with the same global batch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+HERE = Path(__file__).parent
+
+
+def _env():
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", TRANSFORMERS_VERBOSITY="error")
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), env.get("PYTHONPATH", "")])
+    return env
+
+
+def test_two_processes_match_one(tmp_path):
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
+    if accelerate is None:
+        pytest.skip("the accelerate command is not installed")
+    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    subprocess.run([sys.executable, str(HERE / "dist_train.py"), str(one)], check=True, env=_env(), timeout=300)
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+           str(HERE / "dist_train.py"), str(two)]
+    proc = subprocess.run(cmd, env=_env(), timeout=300, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from safetensors import safe_open
+
+    worlds = [safe_open(str(f), "pt").metadata()["world"] for f in (one, two)]
+    assert worlds == ["1", "2"]
+    a, b = load_file(str(one)), load_file(str(two))
+    assert a.keys() == b.keys()
+    trained = [k for k in a if not k.startswith("initial.")]
+    assert any(not torch.allclose(a[k], a[f"initial.{k}"]) for k in trained)  # training moved the weights
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
