@@ -116,6 +116,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .template import Template
 
     Template.parse(args.template)  # template errors before loading any model
+    if args.resume:
+        _check_resume(Path(args.output), prompt_cfg)
     train_data = read_examples(args.train)
     dev_data = read_examples(args.dev) if args.dev else None
     set_seed(args.seed)
@@ -133,6 +135,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary))
     return 0
+
+
+def _check_resume(out: Path, wanted: Any) -> None:
+    """A resumed run must be asked for with the prompt it was started with."""
+    from .checkpoint import read_meta
+    from .errors import ConfigError
+
+    if not (out / "last").is_dir():
+        raise ConfigError("--resume", f"{out} holds no run to resume (no last/)")
+    saved = read_meta(out / "last")["prompt"]
+    now = wanted.to_dict()
+    diff = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now if k != "kind" and now[k] != saved.get(k)]
+    if diff:
+        raise ConfigError("--resume", f"the run in {out} was started with {', '.join(diff)}")
 
 
 def _load(args: argparse.Namespace):
@@ -204,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from transformers.utils import logging as hf_logging
 
             hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
         except ImportError:  # pragma: no cover
             pass
     try:

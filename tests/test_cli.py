@@ -1,0 +1,129 @@
+"""The command line: train / eval / predict on files, --help, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import pair, sentiment
+from ptune.cli import main
+
+VERB = '{"pos": "yes", "neg": "no"}'
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    for family in ("gpt2", "bert"):
+        lm, tok = pair(family, hidden=64, init_range=0.2, dropout=0.0)
+        lm.save_pretrained(root / family)
+        tok.save_pretrained(root / family)
+    for name, rows in (("train", sentiment(48)), ("dev", sentiment(16, seed=1))):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with open(root / "train.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["text", "label"])
+        w.writeheader()
+        w.writerows(sentiment(48))
+    return root
+
+
+def _train(files, out, *extra, model="gpt2", train="train.jsonl"):
+    return main(["train", "--model", str(files / model), "--train", str(files / train), "--dev", str(files / "dev.jsonl"),
+                 "--template", "{text} [P*3] [MASK]", "--verbalizer", VERB, "--output", str(out),
+                 "--steps", "30", "--lr", "1e-2", "--batch-size", "16", *extra])
+
+
+@pytest.mark.parametrize("model,encoder", [("gpt2", "lstm"), ("bert", "mlp")])
+def test_train_eval_predict(files, tmp_path, capsys, model, encoder):
+    assert _train(files, tmp_path / "run", "--encoder", encoder, "--eval-every", "10", model=model) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 30 and summary["best"]["accuracy"] >= 0.9
+    assert main(["eval", "--checkpoint", str(tmp_path / "run"), "--data", str(files / "dev.jsonl"),
+                 "--output", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n"] == 16 and metrics["accuracy"] == summary["best"]["accuracy"]
+    assert json.loads((tmp_path / "m.json").read_text())["accuracy"] == metrics["accuracy"]
+    assert main(["predict", "--checkpoint", str(tmp_path / "run" / "best"), "--data", str(files / "dev.jsonl")]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 16 and all(set(r["scores"]) == {"pos", "neg"} for r in lines)
+    assert all(r["label"] == max(r["scores"], key=r["scores"].get) for r in lines)
+    assert lines[0]["source"].endswith("dev.jsonl:1")
+
+
+def test_csv_and_resume(files, tmp_path, capsys):
+    assert _train(files, tmp_path / "run", "--encoder", "none", train="train.csv") == 0
+    assert _train(files, tmp_path / "run") == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert _train(files, tmp_path / "run", "--resume") == 2
+    assert "was started with encoder={'type': 'none', 'lstm_dropout': 0.0}" in _error(capsys)
+    assert _train(files, tmp_path / "run", "--resume", "--encoder", "none") == 0  # nothing left: same 30 steps
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["predict"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as ex:
+        main([*command, "--help"])
+    assert ex.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ptune")
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("ptune: error: ")
+    return err
+
+
+def test_bad_input_errors(files, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": "neg"\n')
+    assert _train(files, tmp_path / "r1", train=bad) == 2
+    assert f"{bad}:2: invalid JSON at column" in _error(capsys)
+
+    bad.write_text('{"text": "a", "label": "pos"}\n\n{"txt": "b", "label": "neg"}\n')
+    assert _train(files, tmp_path / "r2", train=bad) == 2
+    assert f"{bad}:3: field 'text': missing" in _error(capsys)
+
+    bad.write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": "maybe"}\n')
+    assert _train(files, tmp_path / "r3", train=bad) == 2
+    assert f"{bad}:2: field 'label': 'maybe' is not a label of the verbalizer (pos, neg)" in _error(capsys)
+
+    bad.write_text('{"text": "a"}\n')
+    assert _train(files, tmp_path / "r4", train=bad) == 2
+    assert f"{bad}:1: field 'label': missing" in _error(capsys)
+
+    assert main(["train", "--model", str(files / "gpt2"), "--train", str(files / "train.jsonl"), "--template",
+                 "{text} [P*3 [MASK]", "--verbalizer", VERB, "--output", str(tmp_path / "r5")]) == 2
+    assert "column 8" in _error(capsys)
+
+    assert main(["train", "--model", str(files / "gpt2"), "--train", str(files / "train.jsonl"), "--template",
+                 "{text} [MASK]", "--verbalizer", '{"pos": "yes"', "--output", str(tmp_path / "r6")]) == 2
+    assert "invalid JSON" in _error(capsys)
+
+    assert main(["train", "--model", str(tmp_path / "no-model"), "--train", str(files / "train.jsonl"), "--template",
+                 "{text} [P] [MASK]", "--verbalizer", VERB, "--output", str(tmp_path / "r7")]) == 2
+    assert "cannot load" in _error(capsys)
+
+    assert main(["eval", "--checkpoint", str(tmp_path), "--data", str(files / "dev.jsonl")]) == 2
+    assert "not a ptune checkpoint" in _error(capsys)
+
+    assert main(["eval", "--checkpoint", str(tmp_path), "--data", str(tmp_path / "none.jsonl")]) == 2
+    assert "no such file" in _error(capsys)
+
+
+def test_console_script_exit_code(files, tmp_path):
+    exe = shutil.which("ptune", path=os.path.dirname(sys.executable))
+    if exe is None:
+        pytest.skip("the ptune console script is not installed")
+    proc = subprocess.run([exe, "eval", "--checkpoint", str(tmp_path), "--data", str(files / "dev.jsonl")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("ptune: error:") and len(proc.stderr.splitlines()) == 1
+    proc = subprocess.run([exe, "train", "--model", "x"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "required" in proc.stderr
