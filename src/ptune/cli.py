@@ -76,6 +76,32 @@ def _add_eval(sub: argparse._SubParsersAction, name: str, func: Callable, helpte
     p.set_defaults(func=func)
 
 
+def _add_probe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "probe", help="LAMA knowledge probing of a frozen LM",
+        description="Probe a frozen LM on LAMA relations with manual prompts, P-tuning and more; "
+                    "writes results.json, results.md, p_at_1.png and one prompt checkpoint per relation. "
+                    "Resumable: finished relations are skipped.",
+        epilog="example:\n  ptune probe --model bert-base-cased --data-dir data/LAMA --relations P19,P36 "
+               "--methods manual,ptuning --vocab common --output runs/lama",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="hub name or local folder")
+    p.add_argument("--data-dir", required=True, help="LAMA folder: relations.jsonl, fact-retrieval/, vocab files")
+    p.add_argument("--relations", default="all", help="comma-separated relation ids, or all (default)")
+    p.add_argument("--methods", default="manual,ptuning", help="comma-separated: manual, ptuning, hybrid, oracle, majority")
+    p.add_argument("--vocab", choices=["common", "original", "29k"], default="common", help="candidate vocabulary")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--template", help="P-tuning template (default: [P*3] [X] [P*3] [MASK] [P*3], causal without the last block)")
+    p.add_argument("--encoder", choices=["lstm", "mlp", "none"], default="lstm")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--patience", type=int, default=8, help="epochs without dev P@1 improvement before stopping")
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_probe)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ptune",
@@ -87,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub, "eval", cmd_eval, "evaluate a checkpoint on labelled data (JSON metrics)")
     _add_eval(sub, "predict", cmd_predict, "predict labels with a checkpoint (one JSON line per example)")
+    _add_probe(sub)
     return parser
 
 
@@ -134,6 +161,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         "best": result.best_metrics,
     }
     print(json.dumps(summary))
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from .config import TrainConfig
+    from .model import load_base
+    from .tasks.lama import ProbeConfig, markdown_table, probe
+
+    relations = None if args.relations == "all" else tuple(r.strip() for r in args.relations.split(",") if r.strip())
+    config = ProbeConfig(
+        relations=relations, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        vocab=args.vocab, template=args.template, encoder=args.encoder,
+        train=TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=5e-4,
+                          schedule="exponential", gamma=0.98, patience=args.patience, seed=args.seed),
+    )
+    if not (Path(args.data_dir) / "relations.jsonl").is_file():
+        from .errors import DataError
+
+        raise DataError(str(Path(args.data_dir) / "relations.jsonl"), "no such file (is --data-dir a LAMA folder?)")
+    lm, tokenizer, _ = load_base(args.model)
+    results = probe(lm, tokenizer, args.data_dir, args.output, config, model_name=args.model, progress=sys.stderr.isatty())
+    sys.stdout.write(markdown_table(results, config.methods))
     return 0
 
 

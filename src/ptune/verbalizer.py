@@ -110,21 +110,22 @@ class Verbalizer:
         seqs: list[tuple[int, ...]] = []
         owner: dict[tuple[int, ...], str] = {}
         cand_label: list[int] = []
-        for li, label in enumerate(self.labels):
-            for w in self.words[label]:
-                ids = tuple(tokenizer(lead + w, add_special_tokens=False)["input_ids"])
-                if not ids:
-                    raise ConfigError(f"verbalizer[{label!r}]", f"word {w!r} gives no tokens")
-                if ids in owner:
-                    if owner[ids] != label:
-                        raise ConfigError(
-                            f"verbalizer[{label!r}]",
-                            f"word {w!r} has the same tokens as a word of label {owner[ids]!r}",
-                        )
-                    continue
-                owner[ids] = label
-                seqs.append(ids)
-                cand_label.append(li)
+        pairs = [(li, label, w) for li, label in enumerate(self.labels) for w in self.words[label]]
+        encoded = tokenizer([lead + w for _, _, w in pairs], add_special_tokens=False)["input_ids"]
+        for (li, label, w), ids_list in zip(pairs, encoded):
+            ids = tuple(ids_list)
+            if not ids:
+                raise ConfigError(f"verbalizer[{label!r}]", f"word {w!r} gives no tokens")
+            if ids in owner:
+                if owner[ids] != label:
+                    raise ConfigError(
+                        f"verbalizer[{label!r}]",
+                        f"word {w!r} has the same tokens as a word of label {owner[ids]!r}",
+                    )
+                continue
+            owner[ids] = label
+            seqs.append(ids)
+            cand_label.append(li)
         return CompiledVerbalizer(self.labels, seqs, cand_label)
 
 

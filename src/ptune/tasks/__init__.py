@@ -1,0 +1,1 @@
+"""Task harnesses built on the core: LAMA knowledge probing (and, later, SuperGLUE)."""

@@ -1,0 +1,397 @@
+"""LAMA knowledge probing (paper §2): how many facts a frozen LM gives up to a prompt.
+
+Reads LAMA's own files from a data folder:
+
+* ``relations.jsonl`` — relation id, manual template with ``[X]``/``[Y]``, label, type
+  (and, for ptune's synthetic world, ``train_templates``: the pretraining wordings);
+* ``fact-retrieval/<relation>/{train,dev,test}.jsonl`` (also under ``fact-retrieval/original/``),
+  or LAMA's original per-relation ``<relation>.jsonl`` files (used as the test split);
+* ``common_vocab_cased.txt`` and ``29k-vocab.json`` for the candidate vocabulary.
+
+Methods, all with the LM frozen and one prompt per relation:
+
+* ``manual`` — the relation's template, zero-shot;
+* ``ptuning`` — ``[P*3] [X] [P*3] [MASK] [P*3]`` (masked) or ``[P*3] [X] [P*3] [MASK]``
+  (causal): subject before the answer, unlike the original code (spec §4 item 1);
+* ``hybrid`` — pseudo tokens around the manual template's words (the paper's v2);
+* ``oracle`` — the best pretraining wording on dev (only where ``train_templates`` exist);
+* ``majority`` — the most frequent training object, no model.
+
+Trained prompts are selected on dev P@1 with early stopping and reported on test with
+P@1, P@10 and MRR; aggregates are the macro average over relations (LAMA's convention)
+and the micro average over facts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..checkpoint import write_json_atomic
+from ..config import PromptConfig, TrainConfig
+from ..data import Records, read_examples
+from ..encoder import EncoderConfig
+from ..errors import ConfigError, DataError, PtuneError
+from ..metrics import gold_ranks, macro_micro, rank_metrics
+from ..model import PTunedModel, detect_kind
+from ..trainer import train
+from ..verbalizer import Verbalizer
+
+__all__ = [
+    "Relation", "ProbeConfig", "load_relations", "load_facts", "vocabulary", "hybrid_template",
+    "probe", "METHODS", "DEFAULT_TEMPLATES",
+]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("manual", "ptuning", "hybrid", "oracle", "majority")
+DEFAULT_TEMPLATES = {"masked": "[P*3] [X] [P*3] [MASK] [P*3]", "causal": "[P*3] [X] [P*3] [MASK]"}
+SPLITS = ("train", "dev", "test")
+VOCABS = ("common", "original", "29k")
+
+
+@dataclass(frozen=True)
+class Relation:
+    """One LAMA relation."""
+
+    id: str
+    template: str
+    label: str = ""
+    type: str = ""
+    description: str = ""
+    train_templates: tuple[str, ...] = ()
+
+
+def load_relations(data_dir: str | Path) -> dict[str, Relation]:
+    """Relations of ``data_dir/relations.jsonl``, by id, in file order."""
+    path = Path(data_dir) / "relations.jsonl"
+    records = read_examples(path)
+    out: dict[str, Relation] = {}
+    for ex, src in zip(records.examples, records.sources):
+        for key in ("relation", "template"):
+            if not isinstance(ex.get(key), str):
+                raise DataError(src, "missing or not a string", field=key)
+        if "[X]" not in ex["template"] or "[Y]" not in ex["template"]:
+            raise DataError(src, f"{ex['template']!r} needs both [X] and [Y]", field="template")
+        out[ex["relation"]] = Relation(
+            ex["relation"], ex["template"], ex.get("label", ""), ex.get("type", ""),
+            ex.get("description", ""), tuple(ex.get("train_templates", ())),
+        )
+    return out
+
+
+def load_facts(data_dir: str | Path, relation: str, split: str) -> Records | None:
+    """Facts of one relation and split as examples ``{"subject", "object"}``; None if absent."""
+    root = Path(data_dir)
+    candidates = [root / "fact-retrieval" / relation / f"{split}.jsonl",
+                  root / "fact-retrieval" / "original" / relation / f"{split}.jsonl"]
+    if split == "test":
+        candidates.append(root / f"{relation}.jsonl")  # LAMA's original T-REx files
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        return None
+    raw = read_examples(path)
+    examples = []
+    for ex, src in zip(raw.examples, raw.sources):
+        for key in ("sub_label", "obj_label"):
+            if not isinstance(ex.get(key), str) or not ex[key].strip():
+                raise DataError(src, "missing or empty", field=key)
+        examples.append({"subject": ex["sub_label"], "object": ex["obj_label"]})
+    return Records(examples, raw.sources)
+
+
+def _single_token_words(words: Sequence[str], tokenizer: Any, space_before: bool) -> list[str]:
+    lead = " " if space_before else ""
+    words = [w for w in dict.fromkeys(w.strip() for w in words) if w]
+    ids = tokenizer([lead + w for w in words], add_special_tokens=False)["input_ids"]
+    seen: set[int] = set()
+    out = []
+    for w, t in zip(words, ids):
+        if len(t) == 1 and t[0] not in seen and t[0] not in tokenizer.all_special_ids:
+            seen.add(t[0])
+            out.append(w)
+    return out
+
+
+def vocabulary(strategy: str, tokenizer: Any, data_dir: str | Path | None = None, *,
+               space_before: bool = True, key: str | None = None, model_type: str | None = None) -> list[str]:
+    """Candidate answer words that are one token for this tokenizer.
+
+    Args:
+        strategy: ``original`` (the tokenizer's whole vocabulary), ``common`` (LAMA's
+            ``common_vocab_cased.txt``) or ``29k`` (the paper's ``29k-vocab.json``).
+        tokenizer: the model's tokenizer.
+        data_dir: folder with the vocabulary files.
+        space_before: words are spelled as after a space (BPE ``Ġ``, SentencePiece ``▁``).
+        key: the ``29k-vocab.json`` key (default: chosen from ``model_type``).
+        model_type: the model's ``config.model_type``.
+    """
+    if strategy not in VOCABS:
+        raise ConfigError("vocab", f"{strategy!r}; accepted: {', '.join(VOCABS)}")
+    if strategy == "original":
+        tokens = [t for t in tokenizer.get_vocab() if t not in tokenizer.all_special_tokens]
+        words = [tokenizer.convert_tokens_to_string([t]).strip() for t in tokens]
+        return _single_token_words(sorted(w for w in words if w), tokenizer, space_before)
+    root = Path(data_dir) if data_dir is not None else None
+    if strategy == "common":
+        path = root / "common_vocab_cased.txt" if root else None
+        if path is None or not path.is_file():
+            raise ConfigError("vocab", f"common: no common_vocab_cased.txt in {data_dir}")
+        return _single_token_words(path.read_text(encoding="utf-8").split("\n"), tokenizer, space_before)
+    path = root / "29k-vocab.json" if root else None
+    if path is None or not path.is_file():
+        raise ConfigError("vocab", f"29k: no 29k-vocab.json in {data_dir}")
+    table = json.loads(path.read_text(encoding="utf-8"))
+    if key is None:  # the paper's mapping: GPT models -> gpt2-xl, RoBERTa -> roberta-large
+        mt = model_type or ""
+        key = "gpt2-xl" if mt.startswith("gpt") else "roberta-large" if "roberta" in mt else "bert-base-cased"
+    if key not in table:
+        raise ConfigError("vocab", f"29k: no key {key!r} in {path}; keys: {', '.join(table)}")
+    words = [tokenizer.convert_tokens_to_string([t]).strip() if t[:1] in ("Ġ", "▁") else t for t in table[key]]
+    return _single_token_words(words, tokenizer, space_before)
+
+
+def hybrid_template(manual: str, kind: str) -> str:
+    """Pseudo tokens around the manual template's words: ``[P*3] <manual, [P*3] before
+    [Y]> [P*3]`` (the last block only for masked LMs)."""
+    body = manual.replace("[Y]", "[P*3] [Y]")
+    return f"[P*3] {body}" + (" [P*3]" if kind == "masked" else "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeConfig:
+    """What ``ptune probe`` runs."""
+
+    relations: tuple[str, ...] | None = None
+    """Relation ids (None: all in relations.jsonl)."""
+    methods: tuple[str, ...] = ("manual", "ptuning")
+    """Any of manual, ptuning, hybrid, oracle, majority."""
+    vocab: str = "common"
+    """Candidate vocabulary: common, original or 29k."""
+    template: str | None = None
+    """P-tuning template (default: DEFAULT_TEMPLATES for the model kind)."""
+    encoder: str = "lstm"
+    """Prompt encoder."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=40, lr=3e-3, batch_size=16, weight_decay=5e-4, schedule="exponential", gamma=0.98, patience=8))
+    """Training of each relation's prompt (epochs, early stopping on dev P@1)."""
+    eval_batch_size: int = 64
+    """Batch size for evaluation."""
+
+    def __post_init__(self) -> None:
+        for m in self.methods:
+            if m not in METHODS:
+                raise ConfigError("methods", f"{m!r}; accepted: {', '.join(METHODS)}")
+        if self.vocab not in VOCABS:
+            raise ConfigError("vocab", f"{self.vocab!r}; accepted: {', '.join(VOCABS)}")
+
+
+@torch.no_grad()
+def rank_eval(model: PTunedModel, examples: list[dict], sources: list[str], batch_size: int = 64) -> dict[str, float]:
+    """P@1, P@10, MRR of the gold object among the candidates."""
+    if not examples:
+        return rank_metrics([])
+    items = model.prepare(examples, sources, require_labels=True)
+    model.eval()
+    device = next(model.parameters()).device
+    ranks = []
+    for batch in model.batches(items, batch_size):
+        batch = batch.to(device)
+        ranks.append(gold_ranks(model(batch).scores, batch.labels).cpu())
+    return rank_metrics(torch.cat(ranks))
+
+
+def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: str, facts: dict[str, Records],
+                    words: list[str], config: ProbeConfig, ckpt_dir: Path, model_name: str) -> dict[str, Any]:
+    from accelerate.utils import set_seed
+
+    split = {s: (r.examples, r.sources) for s, r in facts.items()}
+    evals = [s for s in ("dev", "test") if split.get(s) and split[s][0]]
+    if method == "majority":
+        if not split.get("train") or not split["train"][0]:
+            return {"skipped": "no training facts"}
+        top = Counter(ex["object"] for ex in split["train"][0]).most_common(1)[0][0]
+        out: dict[str, Any] = {"answer": top}
+        for s in evals:
+            hits = [ex["object"] == top for ex in split[s][0]]
+            out[s] = {"n": len(hits), "p@1": sum(hits) / len(hits)}
+        return out
+    verbalizer = Verbalizer.from_vocabulary(words).to_dict()
+
+    def wrap(template: str) -> PTunedModel:
+        set_seed(config.train.seed)
+        cfg = PromptConfig(template=template, verbalizer=verbalizer, encoder=EncoderConfig(type=config.encoder),
+                           label_field="object", normalize="vocab", kind=kind)  # type: ignore[arg-type]
+        return PTunedModel(lm, tokenizer, cfg, base_model=model_name)
+
+    if method in ("manual", "oracle"):
+        templates = [rel.template] if method == "manual" else list(rel.train_templates)
+        if not templates:
+            return {"skipped": "no pretraining wordings (train_templates) for this relation"}
+        if kind == "causal":
+            usable = [t for t in templates if t.index("[Y]") > t.index("[X]")]
+            if not usable:
+                return {"skipped": "the answer slot precedes the subject; a causal LM cannot read it"}
+            templates = usable
+        if len(templates) > 1:
+            dev = split.get("dev") or split.get("train")
+            scored = [(rank_eval(wrap(t), *dev, config.eval_batch_size)["p@1"], -i, t) for i, t in enumerate(templates)]
+            templates = [max(scored)[2]]
+        model = wrap(templates[0])
+        return {"template": templates[0], **{s: rank_eval(model, *split[s], config.eval_batch_size) for s in evals}}
+
+    template = config.template or DEFAULT_TEMPLATES[kind]
+    if method == "hybrid":
+        template = hybrid_template(rel.template, kind)
+    if not split.get("train") or len(split["train"][0]) < 2:
+        return {"skipped": "too few training facts"}
+    model = wrap(template)
+    train_items = model.prepare(*split["train"], require_labels=True)
+    dev_items = model.prepare(*split["dev"], require_labels=True) if "dev" in evals else None
+    tc = config.train
+    if tc.batch_size > len(train_items):
+        tc = TrainConfig(**{**tc.to_dict(), "batch_size": len(train_items)})
+    if ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)  # an unfinished run of this relation: start it again
+    result = train(model, train_items, dev_items, tc, ckpt_dir, progress=False)
+    shutil.rmtree(ckpt_dir / "last", ignore_errors=True)  # keep the serving checkpoint only
+    out = {"template": template, "steps": result.steps, "best_step": result.best_step,
+           "stopped_early": result.stopped_early}
+    for s in evals:
+        out[s] = rank_eval(model, *split[s], config.eval_batch_size)
+    return out
+
+
+def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path, config: ProbeConfig | None = None,
+          *, model_name: str = "model", progress: bool = False) -> dict[str, Any]:
+    """Probe a frozen LM on LAMA relations; resumable (finished relation/method pairs are kept).
+
+    Writes ``results.json``, ``results.md``, ``p_at_1.png`` and ``checkpoints/<rel>/<method>/``
+    under ``output_dir`` and returns the results.
+    """
+    from tqdm.auto import tqdm
+
+    config = config or ProbeConfig()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = detect_kind(lm)
+    relations = load_relations(data_dir)
+    wanted = list(config.relations or relations)
+    unknown = [r for r in wanted if r not in relations]
+    if unknown:
+        raise ConfigError("relations", f"{', '.join(unknown)} not in {Path(data_dir) / 'relations.jsonl'}")
+    # every LAMA template has a space before the answer slot: words are spelled as new words
+    words = vocabulary(config.vocab, tokenizer, data_dir, space_before=True,
+                       model_type=getattr(lm.config, "model_type", None))
+    settings = {"model": model_name, "kind": kind, "data_dir": str(data_dir), "vocab": config.vocab,
+                "vocab_size": len(words), "template": config.template, "encoder": config.encoder,
+                "train": config.train.to_dict()}
+    results_file = out / "results.json"
+    results: dict[str, Any] = {"settings": settings, "relations": {}}
+    if results_file.is_file():
+        previous = json.loads(results_file.read_text(encoding="utf-8"))
+        if previous.get("settings") != settings:
+            raise ConfigError("output", f"{out} holds a probe run with other settings; choose another folder")
+        results = previous
+    vocab_set = set(words)
+    lm.eval()
+    bar = tqdm(total=len(wanted) * len(config.methods), desc="probe", unit="run", disable=not progress)
+    for rid in wanted:
+        rel = relations[rid]
+        entry = results["relations"].setdefault(rid, {"label": rel.label, "methods": {}})
+        facts: dict[str, Records] = {}
+        counts = {}
+        for s in SPLITS:
+            rec = load_facts(data_dir, rid, s)
+            if rec is None:
+                continue
+            keep = [i for i, ex in enumerate(rec.examples) if ex["object"] in vocab_set]
+            facts[s] = Records([rec.examples[i] for i in keep], [rec.sources[i] for i in keep])
+            counts[s] = {"total": len(rec.examples), "kept": len(keep)}
+        entry["facts"] = counts
+        for method in config.methods:
+            bar.set_postfix(relation=rid, method=method)
+            if method not in entry["methods"]:
+                try:
+                    entry["methods"][method] = _probe_relation(
+                        lm, tokenizer, kind, rel, method, facts, words, config,
+                        out / "checkpoints" / rid / method, model_name)
+                except PtuneError as e:
+                    entry["methods"][method] = {"skipped": str(e)}
+                results["summary"] = summarize(results, config.methods)
+                write_json_atomic(results_file, results)
+            bar.update(1)
+    bar.close()
+    results["summary"] = summarize(results, config.methods)
+    write_json_atomic(results_file, results)
+    (out / "results.md").write_text(markdown_table(results, config.methods), encoding="utf-8")
+    plot_p_at_1(results, config.methods, out / "p_at_1.png")
+    return results
+
+
+def summarize(results: dict[str, Any], methods: Sequence[str]) -> dict[str, Any]:
+    """Macro and micro averages per method and split."""
+    summary: dict[str, Any] = {}
+    for m in methods:
+        for s in ("dev", "test"):
+            per = {r: e["methods"][m][s] for r, e in results["relations"].items()
+                   if m in e["methods"] and s in e["methods"][m]}
+            if per:
+                keys = [k for k in ("p@1", "p@10", "mrr") if all(k in v for v in per.values())]
+                summary.setdefault(m, {})[s] = macro_micro(per, keys)
+    return summary
+
+
+def _split_of(results: dict[str, Any]) -> str:
+    has_test = any("test" in v for e in results["relations"].values() for v in e["methods"].values())
+    return "test" if has_test else "dev"
+
+
+def markdown_table(results: dict[str, Any], methods: Sequence[str]) -> str:
+    """Per-relation P@1 of each method on test (dev where no test), plus averages."""
+    split = _split_of(results)
+    head = f"| relation | label | n ({split}) | " + " | ".join(methods) + " |"
+    lines = [head, "|" + "---|" * (3 + len(methods))]
+    for rid, e in results["relations"].items():
+        n = e.get("facts", {}).get(split, {}).get("kept", 0)
+        cells = []
+        for m in methods:
+            r = e["methods"].get(m, {})
+            cells.append(f"{r[split]['p@1']:.3f}" if split in r else "–")
+        lines.append(f"| {rid} | {e.get('label', '')} | {n} | " + " | ".join(cells) + " |")
+    summary = results.get("summary") or summarize(results, methods)
+    for avg in ("macro", "micro"):
+        cells = [f"{summary[m][split][avg]['p@1']:.3f}" if split in summary.get(m, {}) else "–" for m in methods]
+        lines.append(f"| **{avg}** | | | " + " | ".join(f"**{c}**" for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_p_at_1(results: dict[str, Any], methods: Sequence[str], path: Path, title: str | None = None) -> None:
+    """A grouped bar chart of P@1 per relation and method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    split = _split_of(results)
+    rels = list(results["relations"])
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(rels) * max(1, len(methods)) / 2 + 2), 4))
+    for k, m in enumerate(methods):
+        vals = [results["relations"][r]["methods"].get(m, {}).get(split, {}).get("p@1", 0.0) for r in rels]
+        ax.bar([i + k * width for i in range(len(rels))], vals, width, label=m)
+    ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(rels))], rels, rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"P@1 ({split})")
+    ax.set_title(title or f"LAMA P@1 per relation — {results['settings']['model']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
