@@ -102,6 +102,29 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_probe)
 
 
+def _add_demo_and_world(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="the offline demo: P-tuning vs manual prompts on ptune's world LMs",
+        description="Probe the causal and masked LMs of ptune's synthetic world with manual prompts, "
+                    "the oracle wording, P-tuning and a random-LM control; prints the table. The world is "
+                    "built once (a few minutes) and cached in $PTUNE_CACHE (default .cache/ptune).",
+    )
+    p.add_argument("--output", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--world", help="world folder (default: the cached one, built if missing)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    world = sub.add_parser("world", help="build ptune's synthetic knowledge world",
+                           description="Build a synthetic knowledge base, its corpus and tokenizer, and pretrain "
+                                       "a small causal and a small masked LM on it (CPU, seeded).")
+    wsub = world.add_subparsers(dest="world_command", required=True, metavar="COMMAND")
+    b = wsub.add_parser("build", help="generate the world and pretrain its LMs",
+                        description="Writes lama/ (LAMA formats), gpt/, bert/ and world.json to --output.")
+    b.add_argument("--output", required=True, help="folder to create")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--preset", choices=["tiny", "mini"], default="tiny", help="tiny (default, the demo's) or mini (seconds)")
+    b.set_defaults(func=cmd_world_build)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ptune",
@@ -114,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub, "eval", cmd_eval, "evaluate a checkpoint on labelled data (JSON metrics)")
     _add_eval(sub, "predict", cmd_predict, "predict labels with a checkpoint (one JSON line per example)")
     _add_probe(sub)
+    _add_demo_and_world(sub)
     return parser
 
 
@@ -183,6 +207,29 @@ def cmd_probe(args: argparse.Namespace) -> int:
     lm, tokenizer, _ = load_base(args.model)
     results = probe(lm, tokenizer, args.data_dir, args.output, config, model_name=args.model, progress=sys.stderr.isatty())
     sys.stdout.write(markdown_table(results, config.methods))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import format_summary, run_demo
+
+    summary = run_demo(args.output, world_dir=args.world, seed=args.seed, progress=sys.stderr.isatty())
+    sys.stdout.write(format_summary(summary))
+    sys.stdout.write(f"results: {args.output}/summary.md, {args.output}/p_at_1.png, {args.output}/<model>/results.json\n")
+    return 0
+
+
+def cmd_world_build(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .errors import ConfigError
+    from .world import WorldConfig, build_world
+
+    if Path(args.output).exists() and any(Path(args.output).iterdir()):
+        raise ConfigError("--output", f"{args.output} exists and is not empty")
+    preset = WorldConfig.tiny() if args.preset == "tiny" else WorldConfig.mini()
+    meta = build_world(args.output, dataclasses.replace(preset, seed=args.seed), progress=sys.stderr.isatty())
+    print(json.dumps({"output": args.output, **{k: meta[k] for k in ("timings", "memorized") if k in meta}}))
     return 0
 
 
