@@ -129,3 +129,12 @@ def test_manual_template_trains_with_the_lm():
     result = train(model, items, items, TrainConfig(steps=30, lm_lr=3e-3, batch_size=16, finetune_lm=True, lm_dropout=False), progress=False)
     assert result.last_metrics["accuracy"] >= 0.9
     assert [g["name"] for g in _param_groups(model, TrainConfig(finetune_lm=True))] == ["lm", "lm_no_decay"]
+
+
+def test_best_dev_weights_are_restored_in_memory():
+    model = _model()
+    items = model.prepare(sentiment(32), require_labels=True)
+    result = train(model, items, items, TrainConfig(steps=12, lr=5e-2, batch_size=16, eval_every=2), progress=False)
+    best = max(h["accuracy"] for h in result.history)
+    assert result.best_metrics["accuracy"] == best
+    assert evaluate(model, items)["accuracy"] == best

@@ -253,6 +253,7 @@ def train(
 
     stopped_early = False
     last_metrics = None
+    best_weights: dict[str, torch.Tensor] | None = None
     model.train()
     params = [p for g in optimizer.param_groups for p in g["params"]]
     while state["step"] < total:
@@ -298,6 +299,9 @@ def train(
                 state["best"], state["best_step"], state["bad_evals"] = value, step, 0
                 if out is not None and accelerator.is_main_process:
                     save_checkpoint(model, out / "best")
+                elif out is None:  # keep the best weights in memory
+                    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()
+                                    if k.startswith("encoder.") or model.lm_trainable}
             else:
                 state["bad_evals"] += 1
             if config.patience is not None and state["bad_evals"] >= config.patience:
@@ -313,8 +317,11 @@ def train(
     if out is not None and accelerator.is_main_process and not dev_items:
         save_checkpoint(model, out / "best")
     accelerator.wait_for_everyone()
-    if dev_items and state["best_step"] is not None and out is not None and state["best_step"] != state["step"]:
-        _load_weights(model, out / "best")
+    if dev_items and state["best_step"] is not None and state["best_step"] != state["step"]:
+        if out is not None:
+            _load_weights(model, out / "best")
+        elif best_weights is not None:
+            model.load_state_dict(best_weights, strict=False)
     model.eval()
     return TrainResult(
         steps=state["step"],
