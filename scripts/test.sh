@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up .venv if needed, then run the test suite. Extra arguments go to pytest,
+# e.g. `bash scripts/test.sh tests/test_template.py -x`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/python -m pytest -q "$@"
