@@ -138,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub, "predict", cmd_predict, "predict labels with a checkpoint (one JSON line per example)")
     _add_probe(sub)
     _add_demo_and_world(sub)
+    from .bench import add_arguments
+
+    bench = sub.add_parser("bench", help="benchmark ptune against PEFT's P-tuning side by side",
+                           description="Times ptune and PEFT P-tuning alternately on the same frozen random-init "
+                                       "model and batch; prints a table with the ptune/PEFT ratios.")
+    add_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -208,6 +215,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
     results = probe(lm, tokenizer, args.data_dir, args.output, config, model_name=args.model, progress=sys.stderr.isatty())
     sys.stdout.write(markdown_table(results, config.methods))
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_from_args
+
+    return run_from_args(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

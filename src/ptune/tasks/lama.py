@@ -107,7 +107,7 @@ def load_facts(data_dir: str | Path, relation: str, split: str) -> Records | Non
     return Records(examples, raw.sources)
 
 
-def _single_token_words(words: Sequence[str], tokenizer: Any, space_before: bool) -> list[str]:
+def single_token_words(words: Sequence[str], tokenizer: Any, space_before: bool) -> list[str]:
     lead = " " if space_before else ""
     words = [w for w in dict.fromkeys(w.strip() for w in words) if w]
     ids = tokenizer([lead + w for w in words], add_special_tokens=False)["input_ids"]
@@ -138,13 +138,13 @@ def vocabulary(strategy: str, tokenizer: Any, data_dir: str | Path | None = None
     if strategy == "original":
         tokens = [t for t in tokenizer.get_vocab() if t not in tokenizer.all_special_tokens]
         words = [tokenizer.convert_tokens_to_string([t]).strip() for t in tokens]
-        return _single_token_words(sorted(w for w in words if w), tokenizer, space_before)
+        return single_token_words(sorted(w for w in words if w), tokenizer, space_before)
     root = Path(data_dir) if data_dir is not None else None
     if strategy == "common":
         path = root / "common_vocab_cased.txt" if root else None
         if path is None or not path.is_file():
             raise ConfigError("vocab", f"common: no common_vocab_cased.txt in {data_dir}")
-        return _single_token_words(path.read_text(encoding="utf-8").split("\n"), tokenizer, space_before)
+        return single_token_words(path.read_text(encoding="utf-8").split("\n"), tokenizer, space_before)
     path = root / "29k-vocab.json" if root else None
     if path is None or not path.is_file():
         raise ConfigError("vocab", f"29k: no 29k-vocab.json in {data_dir}")
@@ -155,7 +155,7 @@ def vocabulary(strategy: str, tokenizer: Any, data_dir: str | Path | None = None
     if key not in table:
         raise ConfigError("vocab", f"29k: no key {key!r} in {path}; keys: {', '.join(table)}")
     words = [tokenizer.convert_tokens_to_string([t]).strip() if t[:1] in ("Ġ", "▁") else t for t in table[key]]
-    return _single_token_words(words, tokenizer, space_before)
+    return single_token_words(words, tokenizer, space_before)
 
 
 def hybrid_template(manual: str, kind: str) -> str:

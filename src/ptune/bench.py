@@ -1,0 +1,294 @@
+"""``ptune bench``: ptune and PEFT's P-tuning side by side on the same frozen model.
+
+Both libraries get the same random-init model of a named size (config only, no
+download), the same batch of real tokens, the same number of pseudo tokens and the same
+prompt-encoder type; steps alternate between them after a warm-up, so both see the same
+machine state. PEFT has no masked-LM task type: masked LMs are wrapped with its
+``FEATURE_EXTRACTION`` task type and the loss is taken at the mask position by hand.
+
+Reported for each side: training and eval samples/s, median step time and its spread
+(10th–90th percentile), peak GPU memory, trainable parameters and useful TFLOP/s
+(frozen training ≈ 4 × non-embedding parameters × tokens per sample; eval ≈ 2 ×).
+
+Example:
+    python -m ptune.bench --arch gpt2-small --encoder mlp --batch 8 --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .config import PromptConfig
+from .encoder import EncoderConfig
+from .model import Item, PTunedModel
+
+__all__ = ["ARCHS", "build_model", "run_bench", "main"]
+
+ARCHS: dict[str, dict[str, Any]] = {
+    "tiny": dict(family="gpt2", n_layer=2, n_embd=64, n_head=2, vocab_size=1000),
+    "gpt2-small": dict(family="gpt2", n_layer=12, n_embd=768, n_head=12, vocab_size=50257),
+    "gpt2-medium": dict(family="gpt2", n_layer=24, n_embd=1024, n_head=16, vocab_size=50257),
+    "bert-tiny": dict(family="bert", num_hidden_layers=2, hidden_size=64, num_attention_heads=2,
+                      intermediate_size=128, vocab_size=1000),
+    "bert-base": dict(family="bert", num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
+                      intermediate_size=3072, vocab_size=28996),
+    "bert-large": dict(family="bert", num_hidden_layers=24, hidden_size=1024, num_attention_heads=16,
+                       intermediate_size=4096, vocab_size=28996),
+    "llama-1b": dict(family="llama", num_hidden_layers=16, hidden_size=2048, num_attention_heads=32,
+                     num_key_value_heads=8, intermediate_size=8192, vocab_size=128256),
+}
+
+
+def build_model(arch: str, dtype: torch.dtype = torch.float32) -> tuple[Any, str]:
+    """A random-init model of a named size, and its kind."""
+    import transformers as tf
+
+    if arch not in ARCHS:
+        raise SystemExit(f"ptune bench: unknown --arch {arch!r}; accepted: {', '.join(ARCHS)}")
+    spec = dict(ARCHS[arch])
+    family = spec.pop("family")
+    torch.manual_seed(0)
+    if family == "gpt2":
+        cfg = tf.GPT2Config(n_positions=512, bos_token_id=None, eos_token_id=None, **spec)
+        return tf.AutoModelForCausalLM.from_config(cfg, dtype=dtype), "causal"
+    if family == "llama":
+        cfg = tf.LlamaConfig(max_position_embeddings=512, **spec)
+        return tf.AutoModelForCausalLM.from_config(cfg, dtype=dtype), "causal"
+    cfg = tf.BertConfig(max_position_embeddings=512, **spec)
+    return tf.AutoModelForMaskedLM.from_config(cfg, dtype=dtype), "masked"
+
+
+_WORDS = [a + b for a in ("ba", "ko", "mi", "tu", "le", "ra", "si", "no", "pe", "du", "ga", "vo", "zi", "fe", "ju")
+          for b in ("ran", "lek", "mot", "sif", "pul", "dor", "vin", "tas", "kem", "bol")]
+
+
+def _tokenizer(kind: str) -> Any:
+    from .tiny import train_tokenizer
+
+    return train_tokenizer("bert" if kind == "masked" else "gpt2", [" ".join(_WORDS)] * 5, vocab_size=1200)
+
+
+@dataclass
+class Side:
+    """One library's training and eval step on the shared batch."""
+
+    name: str
+    train_step: Callable[[], None]
+    eval_step: Callable[[], None]
+    trainable: int
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _ptune_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, encoder: str, n_pseudo: int,
+                n_cand: int, device: str, dtype: torch.dtype) -> Side:
+    from .tasks.lama import single_token_words
+
+    tok = _tokenizer(kind)
+    words = single_token_words(_WORDS, tok, space_before=True)[:n_cand]
+    if len(words) < n_cand:
+        raise RuntimeError(f"the bench tokenizer has only {len(words)} single-token candidate words")
+    a, b = n_pseudo // 3, n_pseudo - 2 * (n_pseudo // 3)
+    template = f"[P*{a}] {{text}} [P*{a}] [MASK]" + (f" [P*{b}]" if kind == "masked" else "")
+    if kind == "causal":
+        template = f"[P*{a}] {{text}} [P*{n_pseudo - a}] [MASK]"
+    model = PTunedModel(lm, tok, PromptConfig(template=template, verbalizer={w: w for w in words},
+                                              encoder=EncoderConfig(type=encoder), max_length=512))
+    model.to(device)
+    model.encoder.to(torch.float32)
+    items = [Item({"text": row.tolist()}, int(t) % n_cand, f"row {i}") for i, (row, t) in enumerate(zip(ids, target))]
+    batch = model.collate(items).to(device)
+    opt = torch.optim.AdamW(model.prompt_parameters(), lr=1e-4, fused=device == "cuda")
+    autocast = torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32)
+
+    def train_step() -> None:
+        model.train()
+        with autocast:
+            loss = model(batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def eval_step() -> None:
+        model.eval()
+        with autocast:
+            model(batch).scores.argmax(-1)
+
+    return Side("ptune", train_step, eval_step, sum(p.numel() for p in model.prompt_parameters()))
+
+
+def _peft_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, encoder: str, n_pseudo: int,
+               device: str, dtype: torch.dtype) -> Side:
+    from peft import PromptEncoderConfig, get_peft_model
+
+    hidden = lm.get_input_embeddings().embedding_dim
+    cfg = PromptEncoderConfig(
+        task_type="CAUSAL_LM" if kind == "causal" else "FEATURE_EXTRACTION", num_virtual_tokens=n_pseudo,
+        token_dim=hidden, encoder_reparameterization_type="MLP" if encoder == "mlp" else "LSTM",
+        encoder_hidden_size=hidden,
+    )
+    model = get_peft_model(lm, cfg).to(device)
+    ids = ids.to(device)
+    mask = torch.ones_like(ids)
+    if kind == "masked":  # answer at a [MASK]-like last position, read by hand
+        labels = None
+    else:
+        labels = torch.full_like(ids, -100)
+        labels[:, -1] = target.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=device == "cuda")
+    autocast = torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32)
+
+    def loss_of() -> torch.Tensor:
+        if kind == "causal":
+            return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, n_pseudo + T, V)
+        return torch.nn.functional.cross_entropy(logits[:, -1].float(), target.to(device))
+
+    def train_step() -> None:
+        model.train()
+        with autocast:
+            loss = loss_of()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def eval_step() -> None:
+        model.eval()
+        with autocast:
+            model(input_ids=ids, attention_mask=mask).logits[:, -1].argmax(-1)
+
+    return Side("peft", train_step, eval_step, sum(p.numel() for p in params))
+
+
+def _time(fn: Callable[[], None], device: str) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, device: str = "cpu", dtype: str = "fp32",
+              steps: int = 10, warmup: int = 2, real_tokens: int = 24, n_pseudo: int = 9, n_candidates: int = 100,
+              sides: tuple[str, ...] = ("ptune", "peft")) -> list[dict[str, Any]]:
+    """Time ptune and PEFT alternately on one frozen model; one result row per side."""
+    tdtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    lm, kind = build_model(arch)
+    lm.to(device)
+    for p in lm.parameters():
+        p.requires_grad_(False)
+    vocab = lm.get_input_embeddings().num_embeddings
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000 if vocab > 2000 else 10, vocab, (batch, real_tokens), generator=gen)
+    target = torch.randint(0, n_candidates, (batch,), generator=gen)
+    built = []
+    if "ptune" in sides:
+        built.append(_ptune_side(lm, kind, ids, target, encoder, n_pseudo, n_candidates, device, tdtype))
+    if "peft" in sides:
+        built.append(_peft_side(lm, kind, ids, target, encoder, n_pseudo, device, tdtype))
+    non_emb = sum(p.numel() for n, p in lm.named_parameters() if "embed" not in n and "wte" not in n and "wpe" not in n)
+    times: dict[str, dict[str, list[float]]] = {s.name: {"train": [], "eval": []} for s in built}
+    peak: dict[str, int | None] = {}
+    for phase in ("train", "eval"):
+        for s in built:
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            for _ in range(warmup):
+                (s.train_step if phase == "train" else s.eval_step)()
+            if device == "cuda" and phase == "train":
+                peak[s.name] = torch.cuda.max_memory_allocated()
+        for _ in range(steps):
+            for s in built:
+                times[s.name][phase].append(_time(s.train_step if phase == "train" else s.eval_step, device))
+    tokens = real_tokens + n_pseudo
+    rows = []
+    for s in built:
+        row: dict[str, Any] = {"side": s.name, "arch": arch, "kind": kind, "encoder": encoder, "batch": batch,
+                               "device": device, "dtype": dtype, "trainable_params": s.trainable,
+                               "peak_memory_mb": round(peak[s.name] / 2**20, 1) if peak.get(s.name) else None}
+        for phase, flops_per_token in (("train", 4), ("eval", 2)):
+            t = sorted(times[s.name][phase])
+            med = statistics.median(t)
+            row[f"{phase}_step_ms"] = round(1000 * med, 2)
+            row[f"{phase}_spread_ms"] = [round(1000 * t[int(0.1 * (len(t) - 1))], 2), round(1000 * t[int(0.9 * (len(t) - 1))], 2)]
+            row[f"{phase}_samples_per_s"] = round(batch / med, 2)
+            row[f"{phase}_tflops"] = round(flops_per_token * non_emb * tokens * batch / med / 1e12, 3)
+        if kind == "masked" and s.name == "peft":
+            row["note"] = "PEFT has no masked-LM task type: FEATURE_EXTRACTION wrapper, loss at the mask by hand"
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """A table of both sides and the ptune/PEFT ratios."""
+    lines = ["| arch | encoder | batch | device | dtype | side | train samples/s | eval samples/s | "
+             "train step ms (p10–p90) | trainable | train TFLOP/s |", "|" + "---|" * 11]
+    for r in rows:
+        lines.append(f"| {r['arch']} | {r['encoder']} | {r['batch']} | {r['device']} | {r['dtype']} | {r['side']} | "
+                     f"{r['train_samples_per_s']} | {r['eval_samples_per_s']} | {r['train_step_ms']} "
+                     f"({r['train_spread_ms'][0]}–{r['train_spread_ms'][1]}) | {r['trainable_params']:,} | {r['train_tflops']} |")
+    by = {r["side"]: r for r in rows}
+    if {"ptune", "peft"} <= set(by):
+        p, q = by["ptune"], by["peft"]
+        lines.append("")
+        lines.append(f"ptune/PEFT: training {p['train_samples_per_s'] / q['train_samples_per_s']:.2f}x, "
+                     f"eval {p['eval_samples_per_s'] / q['eval_samples_per_s']:.2f}x")
+    notes = {r["note"] for r in rows if r.get("note")}
+    lines += [f"note: {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ptune bench", description="ptune vs PEFT P-tuning, side by side")
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", default="tiny", choices=list(ARCHS))
+    p.add_argument("--encoder", choices=["mlp", "lstm"], default="mlp")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per side and phase")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--json", help="append the result rows as JSON lines to this file")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("ptune: error: --device cuda but no GPU is available", file=sys.stderr)
+        return 2
+    rows = run_bench(args.arch, encoder=args.encoder, batch=args.batch, device=args.device, dtype=args.dtype,
+                     steps=args.steps, warmup=args.warmup)
+    meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if args.device == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name()
+    for r in rows:
+        r.update(meta)
+    if args.json:
+        with open(args.json, "a", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps(r) + "\n")
+    sys.stdout.write(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
