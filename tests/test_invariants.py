@@ -136,6 +136,44 @@ def test_fast_path_matches_full_vocabulary_path(family, monkeypatch):
         torch.testing.assert_close(a, p.grad, atol=1e-6, rtol=1e-4)
 
 
+def test_fast_path_matches_the_plain_path(family):
+    """Head at answer positions over candidates + cached encoder == full logits everywhere."""
+    model, _, _ = _model(family, encoder="lstm", normalize="labels", verbalizer={"pos": ["the", "great movie"], "neg": "was"})
+    batch = model.collate(model.prepare([{"text": t, "label": l} for t, l in zip(TEXTS, ["pos", "neg", "pos"])]))
+    model.eval()
+    with torch.no_grad():
+        fast = model(batch).scores
+        cached = model(batch).scores
+    model.train()
+    out = model(batch)
+    out.loss.backward()
+    grads = [p.grad.clone() for p in model.prompt_parameters()]
+    model.zero_grad()
+    model._capture_ok = False  # the LM computes (batch, seq, vocab) logits as usual
+    model.eval()
+    with torch.no_grad():
+        plain = model(batch).scores
+    model.train()
+    out_plain = model(batch)
+    out_plain.loss.backward()
+    torch.testing.assert_close(fast, cached, atol=0, rtol=0)
+    torch.testing.assert_close(fast.softmax(-1), plain.softmax(-1), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.loss, out_plain.loss, atol=1e-6, rtol=1e-5)
+    for g, p in zip(grads, model.prompt_parameters()):
+        torch.testing.assert_close(g, p.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_length_buckets_do_not_change_scores():
+    model, _, _ = _model("gpt2", encoder="lstm", side="left")
+    items = model.prepare([{"text": t} for t in TEXTS])
+    with torch.no_grad():
+        plain = model(model.collate(items)).scores
+        model.pad_to_multiple_of = 8
+        batch = model.collate(items)
+        assert batch.views[0].input_ids.shape[1] % 8 == 0
+        torch.testing.assert_close(model(batch).scores, plain, atol=1e-5, rtol=1e-5)
+
+
 def test_head_runs_only_at_answer_positions(family):
     """The LM returns the head's input, never (batch, seq, vocab) logits."""
     model, lm, _ = _model(family, encoder="lstm", normalize="labels")

@@ -204,6 +204,7 @@ class PTunedModel(nn.Module):
         self._position_offset: int | None = None
         self._capture_ok = getattr(lm.config, "final_logit_softcapping", None) is None
         self.lm_dropout = False
+        self.pad_to_multiple_of = 1  # >1 gives fixed-shape buckets (fewer recompiles on GPU)
         self.set_lm_trainable(False)
 
     # ------------------------------------------------------------------ construction
@@ -340,6 +341,7 @@ class PTunedModel(nn.Module):
 
     def _pad(self, encs: list[Encoded], targets, cand_index, rows, shared) -> View:
         t = max(len(e.input_ids) for e in encs)
+        t = -(-t // self.pad_to_multiple_of) * self.pad_to_multiple_of  # round up to a bucket
         r = len(encs)
         ids = torch.full((r, t), self.pad_id, dtype=torch.long)
         mask = torch.zeros((r, t), dtype=torch.long)
@@ -402,8 +404,9 @@ class PTunedModel(nn.Module):
         return -scores.float().gather(1, labels.unsqueeze(1)).mean()
 
     def _fast(self, view: View) -> bool:
-        """Restricted logits are exact: one token per word and softmax over labels only."""
-        return view.shared and view.targets.shape[-1] == 1 and self.config.normalize == "labels"
+        """Restricted logits are exact when every word is one token and the loss is a softmax
+        over labels: the log-partition is then a per-row constant that cancels."""
+        return view.shared and self.answers.single_token and self.config.normalize == "labels"
 
     def _score_view(self, view: View, prompt: torch.Tensor | None) -> torch.Tensor:
         h = self.answer_hidden(view, prompt)  # (R, L, Hh)

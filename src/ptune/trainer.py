@@ -231,7 +231,10 @@ def train(
     set_seed(config.seed)
     model.set_lm_trainable(config.finetune_lm, dropout=config.lm_dropout)
     model.to(accelerator.device)
-    optimizer = torch.optim.AdamW(_param_groups(model, config))
+    on_gpu = accelerator.device.type == "cuda"
+    if on_gpu:
+        model.pad_to_multiple_of = 8  # length buckets: fixed shapes for kernels and compilers
+    optimizer = torch.optim.AdamW(_param_groups(model, config), fused=on_gpu)
     lr_factor = _lr_lambda(config, total, steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     state: dict[str, Any] = {"step": 0, "best": None, "best_step": None, "bad_evals": 0, "history": []}
