@@ -110,8 +110,13 @@ def test_probe_end_to_end_and_resume(tmp_path, monkeypatch):
     assert p1["manual"]["test"]["n"] == 3 and set(p1["manual"]["test"]) == {"n", "p@1", "p@10", "mrr"}
     assert res["relations"]["P2"]["methods"]["manual"]["skipped"].startswith("the answer slot precedes")
     assert p1["majority"]["answer"] in ("good", "bad", "music")
-    assert (tmp_path / "out" / "checkpoints" / "P1" / "ptuning" / "best" / "ptune_config.json").is_file()
-    assert not (tmp_path / "out" / "checkpoints" / "P1" / "ptuning" / "last").exists()
+    ck = tmp_path / "out" / "checkpoints" / "P1" / "ptuning"
+    assert sorted(p.name for p in ck.iterdir()) == ["prompt.safetensors", "ptune_config.json"]
+    from ptune.checkpoint import load_checkpoint
+
+    served = load_checkpoint(ck, base=(lm, tok))  # the checkpoint reproduces the reported numbers
+    test = lama.load_facts(data, "P1", "test")
+    assert lama.rank_eval(served, test.examples, test.sources) == p1["ptuning"]["test"]
     assert res["summary"]["ptuning"]["test"]["macro"]["relations"] == 2
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| P1 | is a | 3 |" in table and "**macro**" in table

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..checkpoint import write_json_atomic
+from ..checkpoint import save_checkpoint, write_json_atomic
 from ..config import PromptConfig, TrainConfig
 from ..data import Records, read_examples
 from ..encoder import EncoderConfig
@@ -258,10 +257,9 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
     tc = config.train
     if tc.batch_size > len(train_items):
         tc = TrainConfig(**{**tc.to_dict(), "batch_size": len(train_items)})
-    if ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)  # an unfinished run of this relation: start it again
-    result = train(model, train_items, dev_items, tc, ckpt_dir, progress=False)
-    shutil.rmtree(ckpt_dir / "last", ignore_errors=True)  # keep the serving checkpoint only
+    # best weights are kept in memory; one serving checkpoint is written at the end
+    result = train(model, train_items, dev_items, tc, None, progress=False)
+    save_checkpoint(model, ckpt_dir)
     out = {"template": template, "steps": result.steps, "best_step": result.best_step,
            "stopped_early": result.stopped_early}
     for s in evals:
