@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q "$@"
+# pyproject.toml already passes -q; a second -q would also hide the "N passed" line
+exec .venv/bin/python -m pytest "$@"
