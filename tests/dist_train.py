@@ -22,10 +22,10 @@ def main(out: str) -> None:
     model = PTunedModel(lm, tok, PromptConfig(template="{text} [P*3] [MASK]", verbalizer={"pos": "yes", "neg": "no"}))
     initial = {f"initial.{k}": v.detach().clone() for k, v in model.encoder.state_dict().items()}
     items = model.prepare(sentiment(32), require_labels=True)
-    train(model, items, items, TrainConfig(steps=6, lr=1e-2, batch_size=8, eval_every=3), progress=False)
+    result = train(model, items, items, TrainConfig(steps=6, lr=1e-2, batch_size=8, eval_every=3), progress=False)
     if int(os.environ.get("RANK", "0")) == 0:
         final = {k: v.contiguous() for k, v in model.encoder.state_dict().items()}
-        save_file({**final, **initial}, out, metadata={"world": os.environ.get("WORLD_SIZE", "1")})
+        save_file({**final, **initial}, out, metadata={"world": str(result.num_processes)})
 
 
 if __name__ == "__main__":

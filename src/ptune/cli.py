@@ -191,7 +191,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "best_step": result.best_step,
         "best": result.best_metrics,
     }
-    print(json.dumps(summary))
+    if int(os.environ.get("RANK", "0")) == 0:  # once, also under torchrun / accelerate launch
+        print(json.dumps(summary))
     return 0
 
 

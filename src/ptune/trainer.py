@@ -63,12 +63,16 @@ class TrainResult:
     stopped_early: bool
     output_dir: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    num_processes: int = 1
 
 
 def _accelerator(config: TrainConfig):
     from accelerate import Accelerator
 
-    return Accelerator(mixed_precision=config.mixed_precision if torch.cuda.is_available() else "no")
+    gpu = torch.cuda.is_available()
+    # cpu=True on a machine without a GPU: torchrun / accelerate launch then join the
+    # processes in one gloo group (without it each process trains alone)
+    return Accelerator(mixed_precision=config.mixed_precision if gpu else "no", cpu=not gpu)
 
 
 @torch.no_grad()
@@ -334,6 +338,7 @@ def train(
         stopped_early=stopped_early,
         output_dir=out,
         history=state["history"],
+        num_processes=world,
     )
 
 
