@@ -83,3 +83,13 @@ def test_config_errors():
         EncoderConfig(type="mlp", lstm_dropout=0.1)
     with pytest.raises(ConfigError, match="unknown keys"):
         EncoderConfig.from_dict({"type": "lstm", "layers": 3})
+
+
+def test_seed_fixes_the_initial_prompt_whatever_ran_before():
+    lm, tok = pair("gpt2")
+    cfg = PromptConfig(template="[P*2] {text} [MASK]", verbalizer={"a": "the", "b": "was"})
+    first = PTunedModel(lm, tok, cfg, seed=5).encoder.embedding.weight.detach().clone()
+    torch.rand(100)  # move the global RNG
+    again = PTunedModel(lm, tok, cfg, seed=5).encoder.embedding.weight
+    other = PTunedModel(lm, tok, cfg, seed=6).encoder.embedding.weight
+    assert torch.equal(first, again) and not torch.equal(first, other)

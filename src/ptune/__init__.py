@@ -13,14 +13,16 @@ Example:
     ...     ptune.TrainConfig(steps=500), output_dir="runs/rte")
 """
 
-from .config import PromptConfig, TrainConfig
-from .encoder import EncoderConfig, PromptEncoder
-from .errors import CheckpointError, ConfigError, DataError, PtuneError, TemplateError
-from .model import PTunedModel
-from .template import Template
-from .verbalizer import Verbalizer
-
 __version__ = "0.1.0"
+
+from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from .config import PromptConfig, TrainConfig  # noqa: E402
+from .encoder import EncoderConfig, PromptEncoder  # noqa: E402
+from .errors import CheckpointError, ConfigError, DataError, PtuneError, TemplateError  # noqa: E402
+from .model import PTunedModel  # noqa: E402
+from .template import Template  # noqa: E402
+from .trainer import TrainResult, evaluate, train  # noqa: E402
+from .verbalizer import Verbalizer  # noqa: E402
 
 __all__ = [
     "PTunedModel",
@@ -30,6 +32,11 @@ __all__ = [
     "PromptEncoder",
     "Template",
     "Verbalizer",
+    "train",
+    "evaluate",
+    "TrainResult",
+    "save_checkpoint",
+    "load_checkpoint",
     "PtuneError",
     "TemplateError",
     "DataError",

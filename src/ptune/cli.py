@@ -180,7 +180,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     dev_data = read_examples(args.dev) if args.dev else None
     set_seed(args.seed)
     lm, tokenizer, kind = load_base(args.model, args.kind)
-    model = PTunedModel(lm, tokenizer, PromptConfig(**{**prompt_cfg.to_dict(), "kind": kind}), base_model=args.model)
+    model = PTunedModel(lm, tokenizer, PromptConfig(**{**prompt_cfg.to_dict(), "kind": kind}), base_model=args.model,
+                        seed=args.seed)
     train_items = model.prepare(train_data.examples, train_data.sources, require_labels=True)
     dev_items = model.prepare(dev_data.examples, dev_data.sources, require_labels=True) if dev_data else None
     result = train(model, train_items, dev_items, train_cfg, args.output, resume=args.resume)

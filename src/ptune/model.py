@@ -164,11 +164,13 @@ class PTunedModel(nn.Module):
         tokenizer: its tokenizer.
         config: template, verbalizer, encoder and scoring options.
         base_model: the name or path the LM was loaded from (recorded in checkpoints).
+        seed: seed of the prompt encoder's initial weights (default: the global RNG state).
 
     The LM starts frozen (``requires_grad=False``, dropout off); see :meth:`set_lm_trainable`.
     """
 
-    def __init__(self, lm: nn.Module, tokenizer: Any, config: PromptConfig, *, base_model: str | None = None):
+    def __init__(self, lm: nn.Module, tokenizer: Any, config: PromptConfig, *, base_model: str | None = None,
+                 seed: int | None = None):
         super().__init__()
         self.config = config
         self.kind = config.kind or detect_kind(lm)
@@ -191,9 +193,12 @@ class PTunedModel(nn.Module):
             table = lm.get_input_embeddings().weight
             # free embeddings start at the LM's own embedding scale; LSTM/MLP inputs at N(0, 1)
             std = float(table.detach().float().std()) if config.encoder.type == "none" else 1.0
-            self.encoder = PromptEncoder(
-                config.encoder, n, self.hidden_size, init=self._init_from_words(), init_std=std
-            )
+            with torch.random.fork_rng(devices=[], enabled=seed is not None):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                self.encoder = PromptEncoder(
+                    config.encoder, n, self.hidden_size, init=self._init_from_words(), init_std=std
+                )
         self.pad_id = _pad_id(tokenizer)
         sig = inspect.signature(lm.forward).parameters
         self._pass_token_types = (
@@ -216,6 +221,7 @@ class PTunedModel(nn.Module):
         verbalizer: dict[str, Any] | Verbalizer,
         *,
         encoder: str | EncoderConfig = "lstm",
+        seed: int | None = None,
         **options: Any,
     ) -> "PTunedModel":
         """Load a base model by hub name or folder and wrap it.
@@ -225,13 +231,14 @@ class PTunedModel(nn.Module):
             template: the template text.
             verbalizer: ``{label: word(s)}``.
             encoder: ``"lstm"``, ``"mlp"``, ``"none"`` or an :class:`EncoderConfig`.
+            seed: seed of the prompt encoder's initial weights.
             **options: other :class:`~ptune.config.PromptConfig` fields.
         """
         enc = EncoderConfig(type=encoder) if isinstance(encoder, str) else encoder
         vmap = verbalizer.to_dict() if isinstance(verbalizer, Verbalizer) else dict(verbalizer)
         config = PromptConfig(template=template, verbalizer=vmap, encoder=enc, **options)
         lm, tokenizer, kind = load_base(model, config.kind)
-        return cls(lm, tokenizer, PromptConfig(**{**config.to_dict(), "kind": kind}), base_model=model)
+        return cls(lm, tokenizer, PromptConfig(**{**config.to_dict(), "kind": kind}), base_model=model, seed=seed)
 
     def _init_from_words(self) -> torch.Tensor | None:
         inits = [(e.count, e.init) for e in self.compiled.elements if isinstance(e, Pseudo)]

@@ -57,20 +57,21 @@ def train_tokenizer(family: str, corpus: Iterable[str], vocab_size: int = 300, e
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
     elif family in ("gpt2", "roberta", "opt", "gpt_neox"):
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
         )
     else:  # llama, albert: SentencePiece-style word-start marker
         # BPE with the ▁ word-start marker (a Unigram trainer is unstable on tiny corpora)
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
         tok.decoder = decoders.Metaspace(prepend_scheme="always")
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials)
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
     tok.train_from_iterator(corpus, trainer)
     extra = [AddedToken(w, single_word=True, normalized=False) for w in extra_tokens]
     if extra:

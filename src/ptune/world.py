@@ -150,6 +150,13 @@ _SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<eos>", "[PROMPT]"]
 SPLITS = ("train", "dev", "test")
 
 
+_POSITIVE = ("reps", "vocab_size", "layers", "hidden", "heads", "positions", "block", "gpt_epochs", "gpt_batch",
+             "bert_epochs", "bert_batch")
+_COUNTS = ("persons", "cities", "city_objects", "companies", "company_objects", "countries", "languages",
+           "occupations", "instruments", "warmup")
+_FRACTIONS = ("filler", "distractors", "mlm_prob", "object_mask")
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorldConfig:
     """How to build a world: entities, corpus, tokenizer and the two pretrained LMs."""
@@ -228,8 +235,7 @@ class WorldConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         for rel in self.relations:
             if rel not in RELATIONS:
-                near = difflib.get_close_matches(rel, list(RELATIONS), n=1)
-                raise ConfigError("relations", f"{rel!r} is not a world relation{'; did you mean ' + repr(near[0]) + '?' if near else ''}; accepted: {', '.join(RELATIONS)}")
+                raise ConfigError("relations", f"{rel!r} is not a world relation; accepted: {', '.join(RELATIONS)}")
         if not self.relations or len(set(self.relations)) != len(self.relations):
             raise ConfigError("relations", f"{self.relations!r}: need at least one relation, each once")
         for model in self.models:
@@ -237,17 +243,10 @@ class WorldConfig:
                 raise ConfigError("models", f"{model!r}; accepted: gpt, bert")
         if len(self.split) != 3 or min(self.split) < 1:
             raise ConfigError("split", f"{self.split!r}: need three positive sizes (train, dev, test)")
-        for name in ("reps", "vocab_size", "layers", "hidden", "heads", "positions", "block", "gpt_epochs",
-                     "gpt_batch", "bert_epochs", "bert_batch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
-        for name in ("persons", "cities", "city_objects", "companies", "company_objects", "countries", "languages",
-                     "occupations", "instruments", "warmup"):
-            if getattr(self, name) < 0:
-                raise ConfigError(name, f"must be at least 0, got {getattr(self, name)}")
-        for name in ("filler", "distractors", "mlm_prob", "object_mask"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(name, f"must be in [0, 1], got {getattr(self, name)}")
+        for names, low, high in ((_POSITIVE, 1, math.inf), (_COUNTS, 0, math.inf), (_FRACTIONS, 0, 1)):
+            for name in names:
+                if not low <= getattr(self, name) <= high:
+                    raise ConfigError(name, f"must be in [{low}, {high}], got {getattr(self, name)}")
         if self.occupations > len(OCCUPATIONS) or self.instruments > len(INSTRUMENTS):
             raise ConfigError("occupations" if self.occupations > len(OCCUPATIONS) else "instruments",
                               f"at most {len(OCCUPATIONS)} occupations and {len(INSTRUMENTS)} instruments")
@@ -449,12 +448,14 @@ def _pack(sentences: list[list[int]], block: int, start: int | None, end: int | 
     for ids in sentences:
         piece = ([start] if end is None else []) + ids
         if cur and len(cur) + len(piece) > room:
-            rows.append(cur), slots.append(cur_slots)
+            rows.append(cur)
+            slots.append(cur_slots)
             cur, cur_slots = [], []
         if len(ids) >= 2 and ids[-1] == period and ids[-2] in objects:
             cur_slots.append(len(cur) + len(piece) - 2)
         cur = cur + piece[:room]
-    rows.append(cur), slots.append(cur_slots)
+    rows.append(cur)
+    slots.append(cur_slots)
     ids_t = torch.full((len(rows), block), pad, dtype=torch.long)
     slot_t = torch.zeros((len(rows), block), dtype=torch.bool)
     off = 1 if end is not None else 0
@@ -497,7 +498,8 @@ def _pretrain(model: Any, blocks: Any, slots: Any, cfg: WorldConfig, kind: str, 
             idx = order[i * batch:(i + 1) * batch]
             ids = blocks[idx]
             if kind == "gpt":
-                out = model(input_ids=ids, labels=ids.masked_fill(is_pad[idx], -100))
+                out = model(input_ids=ids, attention_mask=(~is_pad[idx]).long(),
+                            labels=ids.masked_fill(is_pad[idx], -100))
             else:  # 15 % random MLM (80/10/10) plus the object slot with p=object_mask, always [MASK]
                 r = torch.rand(ids.shape, generator=gen)
                 pick = (torch.rand(ids.shape, generator=gen) < cfg.mlm_prob) & ~is_special[idx]
@@ -571,8 +573,8 @@ def _probe(world_dir: Path, which: str, splits: tuple[str, ...]) -> dict[str, di
         for split in splits:
             facts = _read_jsonl(lama / "fact-retrieval" / rel["relation"] / f"{split}.jsonl")
             gold = torch.tensor(tok.convert_tokens_to_ids([f["obj_label"] for f in facts]))
-            accs = []
-            for w in wordings:
+            accs = [0.0] * len(wordings)
+            for j, w in enumerate(wordings if facts else []):
                 if which == "gpt":  # LAMA convention: cut the template at [Y], predict the next token
                     texts = [w.split("[Y]")[0].replace("[X]", f["sub_label"]).strip() for f in facts]
                 else:
@@ -585,7 +587,7 @@ def _probe(world_dir: Path, which: str, splits: tuple[str, ...]) -> dict[str, di
                 else:
                     pos = (enc["input_ids"] == tok.mask_token_id).int().argmax(1)
                 answer = logits[torch.arange(len(facts)), pos][:, cand]  # (B, n_candidates)
-                accs.append(float((cand[answer.argmax(1)] == gold).float().mean()) if facts else 0.0)
+                accs[j] = float((cand[answer.argmax(1)] == gold).float().mean())
             out[rel["relation"]][split] = accs
     return out
 
@@ -607,11 +609,12 @@ def memorized(world_dir: str | os.PathLike[str], which: Literal["gpt", "bert"], 
     if wording not in ("best", "manual"):
         raise ConfigError("wording", f"{wording!r}; accepted: best, manual")
     scores = _probe(Path(world_dir), which, tuple(dict.fromkeys(("dev", split))))
-    out = {}
-    for rel, s in scores.items():
-        best = max(range(len(s["dev"]) - 1), key=lambda i: (s["dev"][i], -i))
-        out[rel] = s[split][-1 if wording == "manual" else best]
-    return out
+    return {rel: round(s[split][-1 if wording == "manual" else _best(s)], 4) for rel, s in scores.items()}
+
+
+def _best(scores: dict[str, list[float]]) -> int:
+    """Index of the training wording with the best dev P@1 (the first on ties)."""
+    return max(range(len(scores["dev"]) - 1), key=lambda i: (scores["dev"][i], -i))
 
 
 # ---------------------------------------------------------------- build
@@ -640,6 +643,11 @@ def _write_lama(root: Path, cfg: WorldConfig, world: _World) -> dict[str, dict[s
             counts[rel][split] = len(world.splits[rel][split])
     (root / "common_vocab_cased.txt").write_text("\n".join(world.objects) + "\n", encoding="utf-8")
     return counts
+
+
+def _default_threads() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(2, cores))  # more threads oversubscribe a shared 2-core machine
 
 
 def _versions() -> dict[str, str]:
@@ -683,8 +691,7 @@ def build_world(output_dir: str | os.PathLike[str], config: WorldConfig | None =
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     old_threads = torch.get_num_threads()
-    threads = cfg.threads or max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                       else (os.cpu_count() or 1)))
+    threads = cfg.threads or _default_threads()
     torch.set_num_threads(threads)
     timings: dict[str, float] = {}
     try:
@@ -700,6 +707,7 @@ def build_world(output_dir: str | os.PathLike[str], config: WorldConfig | None =
         vocab = len(toks["gpt"])
         sentences = toks["gpt"](lines, add_special_tokens=False)["input_ids"]
         obj_ids = set(toks["gpt"].convert_tokens_to_ids(world.objects))
+        period = toks["gpt"].convert_tokens_to_ids(".")
         models = _models(cfg, vocab, special)
         meta: dict[str, Any] = {"config": cfg.to_dict(), "seed": cfg.seed, "threads": threads, "counts": {
             "facts": facts, "objects": len(world.objects), "vocab_size": vocab,
@@ -710,8 +718,7 @@ def build_world(output_dir: str | os.PathLike[str], config: WorldConfig | None =
         for kind, model in models.items():
             t = time.perf_counter()
             start, end = (special["<eos>"], None) if kind == "gpt" else (special["[CLS]"], special["[SEP]"])
-            blocks, slots = _pack(sentences, cfg.block, start, end, special["[PAD]"], obj_ids, special["."]
-                                  if "." in special else toks[kind].convert_tokens_to_ids("."))
+            blocks, slots = _pack(sentences, cfg.block, start, end, special["[PAD]"], obj_ids, period)
             meta["pretraining"][kind] = _pretrain(model, blocks, slots, cfg, kind, special, vocab, progress)
             meta["pretraining"][kind]["parameters"] = sum(p.numel() for p in model.parameters())
             model.save_pretrained(tmp / kind)
@@ -740,7 +747,7 @@ def _summary(world_dir: Path, which: str, world: _World, cfg: WorldConfig) -> di
     scores = _probe(world_dir, which, ("dev", "test"))
     res: dict[str, Any] = {"oracle": {}, "manual": {}, "majority": {}, "best_wording": {}}
     for rel, s in scores.items():
-        best = max(range(len(s["dev"]) - 1), key=lambda i: (s["dev"][i], -i))
+        best = _best(s)
         train = [world.facts[rel][i][1] for i in world.splits[rel]["train"]]
         top = max(set(train), key=lambda o: (train.count(o), o)) if train else None
         test = [world.facts[rel][i][1] for i in world.splits[rel]["test"]]

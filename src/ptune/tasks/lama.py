@@ -228,7 +228,7 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
         set_seed(config.train.seed)
         cfg = PromptConfig(template=template, verbalizer=verbalizer, encoder=EncoderConfig(type=config.encoder),
                            label_field="object", normalize="vocab", kind=kind)  # type: ignore[arg-type]
-        return PTunedModel(lm, tokenizer, cfg, base_model=model_name)
+        return PTunedModel(lm, tokenizer, cfg, base_model=model_name, seed=config.train.seed)
 
     if method in ("manual", "oracle"):
         templates = [rel.template] if method == "manual" else list(rel.train_templates)
