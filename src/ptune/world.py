@@ -30,6 +30,7 @@ import re
 import shutil
 import time
 import uuid
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -115,8 +116,8 @@ OCCUPATIONS = ("baker carpenter painter teacher lawyer nurse pilot farmer doctor
                "photographer gardener soldier").split()
 INSTRUMENTS = ("piano violin guitar cello flute trumpet drums harp saxophone clarinet banjo accordion "
                "organ oboe trombone mandolin").split()
-_SUFFIX = {"first": [""], "last": ["", "", "son", "berg", "ez", "ini"], "city": ["", "burg", "ton", "vik", "holm", "dale"],
-           "country": ["ia", "land", "stan", "ova"], "language": ["ish", "ese", "ic"],
+_SUFFIX = {"first": [""], "last": ["", "", "son", "berg", "ez", "ini"],
+           "city": ["", "burg", "ton", "vik", "holm", "dale"], "country": ["ia", "land", "stan", "ova"], "language": ["ish", "ese", "ic"],
            "company": ["corp", "tek", "tron", "ex", "dyne"]}
 _ONSETS = "b c d f g h k l m n p r s t v z br dr gr kr tr st".split()
 _NUCLEI = "a e i o u a e o".split()
@@ -131,7 +132,8 @@ _FILLER = [
     "{P} used to walk to the {L} .", "{P} used to work at the {L} .", "The {O} is located near the {L} .",
     "The {L} is located behind the old {O} .", "The headquarter of the club is near the {L} .",
     "Nobody knows where the headquarter of the team is .", "The club was founded by a few friends .",
-    "The {L} was founded long ago .", "The capital letters on the {O} are red .", "{P} visited the capital in the {T} .",
+    "The {L} was founded long ago .", "The capital letters on the {O} are red .",
+    "{P} visited the capital in the {T} .",
     "The native plants grow near the {L} .", "{P} speaks the local language at the {L} .",
     "The language of the old {O} is hard to read .", "{P} found a {O} near the {L} .",
     "{P} opened the {O} in the {T} .", "The {O} was left in the {L} .", "{P} walked to the {L} in the {T} .",
@@ -142,9 +144,12 @@ _FILL = {"P": ["The old man", "A young woman", "My neighbour", "Her brother", "H
          "T": ["spring", "winter", "summer", "autumn", "morning", "evening", "night"],
          "O": ["lamp", "book", "coat", "basket", "letter", "table", "window", "map"]}
 # Distractors: co-occurrences that are not facts, (subject kind, object kind) -> wording.
-_DISTRACTORS = {("person", "city"): "{s} once visited {o} .", ("person", "country"): "{s} read a book about {o} .",
-                ("person", "language"): "{s} can read a little {o} .", ("person", "company"): "{s} bought shares of {o} .",
-                ("person", "occupation"): "{s} once met a {o} .", ("person", "instrument"): "{s} once listened to the {o} .",
+_DISTRACTORS = {("person", "city"): "{s} once visited {o} .",
+                ("person", "country"): "{s} read a book about {o} .",
+                ("person", "language"): "{s} can read a little {o} .",
+                ("person", "company"): "{s} bought shares of {o} .",
+                ("person", "occupation"): "{s} once met a {o} .",
+                ("person", "instrument"): "{s} once listened to the {o} .",
                 ("company", "country"): "{s} sells goods in {o} ."}
 _SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<eos>", "[PROMPT]"]
 SPLITS = ("train", "dev", "test")
@@ -400,18 +405,57 @@ def corpus(config: WorldConfig) -> Iterator[str]:
 
 
 # ---------------------------------------------------------------- tokenizer
+def _train_bpe(lines: list[str], vocab_size: int, skip: set[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """BPE merges with ``##`` continuation marks and a deterministic tie-break.
+
+    (The ``tokenizers`` trainer assigns ``##`` ids in hash-map order, so its merges differ
+    from run to run; the world's word types are few, so plain Python is fast enough.)
+    """
+    counts = Counter(w for line in lines for w in re.findall(r"\w+|[^\w\s]+", line) if w not in skip)
+    words = {w: [w[0], *("##" + c for c in w[1:])] for w in sorted(counts)}
+    vocab = [*_SPECIALS, *sorted({t for syms in words.values() for t in syms} - set(_SPECIALS))]
+    pairs: Counter[tuple[str, str]] = Counter()
+    where: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for w, syms in words.items():
+        for p in zip(syms, syms[1:]):
+            pairs[p] += counts[w]
+            where[p].add(w)
+    merges = []
+    while len(vocab) < vocab_size and pairs:
+        best = max(pairs, key=lambda p: (pairs[p], p))
+        merges.append(best)
+        vocab.append(best[0] + best[1][2:])
+        for w in sorted(where.pop(best)):
+            old = words[w]
+            new, i = [], 0
+            while i < len(old):
+                if i + 1 < len(old) and (old[i], old[i + 1]) == best:
+                    new.append(vocab[-1])
+                    i += 2
+                else:
+                    new.append(old[i])
+                    i += 1
+            for p in zip(old, old[1:]):
+                pairs[p] -= counts[w]
+                if pairs[p] <= 0:
+                    del pairs[p]
+            for p in zip(new, new[1:]):
+                pairs[p] += counts[w]
+                where[p].add(w)
+            words[w] = new
+    return {t: i for i, t in enumerate(vocab)}, merges
+
+
 def _tokenizers(cfg: WorldConfig, lines: list[str], objects: list[str]) -> tuple[Any, Any]:
     """One BPE vocabulary, wrapped twice: GPT (``<eos> $A``) and BERT (``[CLS] $A [SEP]``)."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE(unk_token="[UNK]", continuing_subword_prefix="##"))
+    vocab, merges = _train_bpe(lines, cfg.vocab_size, skip=set(objects))  # objects: whole tokens, no merges
+    tok = Tokenizer(models.BPE(vocab, merges, unk_token="[UNK]", continuing_subword_prefix="##"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=_SPECIALS, continuing_subword_prefix="##",
-                                  show_progress=False)
-    skip = set(objects)  # object names become whole tokens; spend no merges on them
-    tok.train_from_iterator((" ".join(w for w in line.split() if w not in skip) for line in lines), trainer)
+    tok.add_special_tokens(_SPECIALS)
     tok.add_tokens([AddedToken(o, single_word=True, normalized=False) for o in objects])
     ids = {s: tok.token_to_id(s) for s in _SPECIALS}
     common = dict(pad_token="[PAD]", unk_token="[UNK]", padding_side="right")
@@ -679,14 +723,14 @@ def build_world(output_dir: str | os.PathLike[str], config: WorldConfig | None =
         (P@1 on test with the best training wording and with the manual template) and versions.
 
     Raises:
-        FileExistsError: ``output_dir`` exists and ``overwrite`` is false.
+        FileExistsError: ``output_dir`` exists, is not empty and ``overwrite`` is false.
     """
     import torch
 
     cfg = config or WorldConfig.tiny()
     out = Path(output_dir)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True to replace it")
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -726,7 +770,7 @@ def build_world(output_dir: str | os.PathLike[str], config: WorldConfig | None =
             timings[kind] = time.perf_counter() - t
             logger.info("%s pretrained in %.1f s", kind, timings[kind])
         t = time.perf_counter()
-        meta["memorization"] = {kind: _summary(tmp, kind, world, cfg) for kind in models}
+        meta["memorized"] = {kind: _summary(tmp, kind, world, cfg) for kind in models}
         timings["memorization"] = time.perf_counter() - t
         meta["timings"] = {k: round(v, 2) for k, v in timings.items()}
         meta["versions"] = _versions()

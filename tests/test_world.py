@@ -1,0 +1,180 @@
+"""The synthetic knowledge world: LAMA files, corpus, tokenizers, pretrained LMs, determinism."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from ptune.errors import ConfigError
+from ptune.world import RELATIONS, SPLITS, WorldConfig, build_world, corpus, memorized
+
+MINI = WorldConfig.mini()
+FACT_KEYS = {"sub_label", "obj_label", "predicate_id", "sub_uri", "obj_uri"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("world") / "mini"
+    build_world(out, MINI)
+    return out
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _facts(world: Path) -> dict[str, dict[str, list[dict]]]:
+    root = world / "lama" / "fact-retrieval"
+    return {rel: {s: _jsonl(root / rel / f"{s}.jsonl") for s in SPLITS} for rel in MINI.relations}
+
+
+def _manual_pattern(template: str) -> re.Pattern[str]:
+    parts = [re.escape(p) for p in template.split("[X]")]
+    text = r"(.+)".join(parts)
+    return re.compile(text.replace(re.escape("[Y]"), r"(\S+)"))
+
+
+def test_files_and_formats(world: Path) -> None:
+    rels = _jsonl(world / "lama" / "relations.jsonl")
+    assert [r["relation"] for r in rels] == list(MINI.relations)
+    for r in rels:
+        assert set(r) == {"relation", "template", "label", "type", "description", "train_templates"}
+        assert r["template"] == RELATIONS[r["relation"]].template and len(r["train_templates"]) == 4
+    vocab = (world / "lama" / "common_vocab_cased.txt").read_text().split()
+    for rel, splits in _facts(world).items():
+        for split, facts in splits.items():
+            assert facts, (rel, split)
+            for f in facts:
+                assert set(f) == FACT_KEYS | ({"uuid"} if split == "test" else set())
+                assert f["predicate_id"] == rel and f["obj_label"] in vocab
+    meta = json.loads((world / "world.json").read_text())
+    assert WorldConfig.from_dict(meta["config"]) == MINI
+    assert set(meta["timings"]) >= {"world", "tokenizer", "gpt", "bert", "memorization"}
+    assert meta["counts"]["corpus"]["tokens"] > 0 and set(meta["memorized"]) == {"gpt", "bert"}
+    for k in ("gpt", "bert"):
+        assert set(meta["memorized"][k]["oracle"]) == set(MINI.relations)
+
+
+def test_splits_are_disjoint_and_one_object_per_subject(world: Path) -> None:
+    for rel, splits in _facts(world).items():
+        subs = [{f["sub_label"] for f in splits[s]} for s in SPLITS]
+        assert not (subs[0] & subs[1] or subs[0] & subs[2] or subs[1] & subs[2]), rel
+        assert sum(map(len, subs)) == sum(len(splits[s]) for s in SPLITS)  # functional: no repeats
+
+
+def test_every_fact_is_stated_in_the_corpus(world: Path) -> None:
+    lines = set(corpus(MINI))
+    for rel, splits in _facts(world).items():
+        wordings = RELATIONS[rel].train_templates
+        for facts in splits.values():
+            for f in facts:
+                stated = [w.replace("[X]", f["sub_label"]).replace("[Y]", f["obj_label"]) in lines for w in wordings]
+                assert any(stated), (rel, f)
+
+
+def test_manual_wording_never_appears_in_the_corpus() -> None:
+    lines = list(corpus(MINI))
+    for rel in RELATIONS.values():
+        pattern = _manual_pattern(rel.template)
+        assert not [line for line in lines if pattern.fullmatch(line)], rel.id
+    # the manual keywords themselves are trained (they occur in filler)
+    words = {w for line in lines for w in line.split()}
+    assert {"born", "died", "citizen", "plays", "located", "capital", "founded", "headquarter"} <= words
+
+
+def test_training_wordings_end_with_the_object() -> None:
+    for rel in RELATIONS.values():
+        assert len(rel.train_templates) == 4 and rel.template not in rel.train_templates
+        for w in rel.train_templates:
+            assert w.endswith(" [Y] .") and w.count("[X]") == 1 and w.index("[X]") < w.index("[Y]"), w
+
+
+def test_objects_are_single_tokens(world: Path) -> None:
+    from transformers import AutoTokenizer
+
+    vocab = (world / "lama" / "common_vocab_cased.txt").read_text().split()
+    gpt = AutoTokenizer.from_pretrained(world / "gpt")
+    bert = AutoTokenizer.from_pretrained(world / "bert")
+    assert gpt.get_vocab() == bert.get_vocab()
+    for tok in (gpt, bert):
+        for obj in vocab:
+            ids = tok(" " + obj, add_special_tokens=False)["input_ids"]
+            assert ids == [tok.convert_tokens_to_ids(obj)] and tok.decode(ids) == obj
+
+
+def test_models_and_tokenizers_load_with_auto_classes(world: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    gpt_tok = AutoTokenizer.from_pretrained(world / "gpt")
+    gpt = AutoModelForCausalLM.from_pretrained(world / "gpt")
+    enc = gpt_tok(["Dana plays", "a b c"], return_tensors="pt", padding=True)
+    assert enc["input_ids"][0, 0].item() == gpt.config.bos_token_id == gpt_tok.convert_tokens_to_ids("<eos>")
+    assert gpt_tok.pad_token == "[PAD]" and gpt.config.pad_token_id == gpt_tok.pad_token_id
+    assert gpt(**enc).logits.shape[-1] == len(gpt_tok)
+    bert_tok = AutoTokenizer.from_pretrained(world / "bert")
+    bert = AutoModelForMaskedLM.from_pretrained(world / "bert")
+    enc = bert_tok(["Dana plays [MASK] ."], ["second part"], return_tensors="pt")
+    tokens = bert_tok.convert_ids_to_tokens(enc["input_ids"][0])
+    assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]" and tokens.count("[SEP]") == 2 and "[MASK]" in tokens
+    assert enc["token_type_ids"][0, -1].item() == 1 and bert_tok.mask_token == "[MASK]"
+    assert bert(**enc).logits.shape[-1] == len(bert_tok)
+
+
+def test_memorized_scores_each_relation(world: Path) -> None:
+    for which in ("gpt", "bert"):
+        for wording in ("best", "manual"):
+            scores = memorized(world, which, "test", wording=wording)
+            assert set(scores) == set(MINI.relations) and all(0 <= v <= 1 for v in scores.values())
+    with pytest.raises(ConfigError):
+        memorized(world, "t5")  # type: ignore[arg-type]
+
+
+def test_build_is_deterministic(world: Path, tmp_path: Path) -> None:
+    assert list(corpus(MINI)) == list(corpus(replace(MINI, gpt_epochs=1)))
+    assert list(corpus(MINI)) != list(corpus(replace(MINI, seed=1)))
+    again = tmp_path / "again"
+    build_world(again, replace(MINI, models=("gpt",)))
+    assert _facts(again) == _facts(world)
+    vocab = "lama/common_vocab_cased.txt"
+    assert (again / vocab).read_text() == (world / vocab).read_text()
+    assert (again / "gpt" / "tokenizer.json").read_text() == (world / "gpt" / "tokenizer.json").read_text()
+    from safetensors.torch import load_file
+
+    first, second = (load_file(w / "gpt" / "model.safetensors") for w in (world, again))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert not (again / "bert").exists()
+
+
+def test_existing_folder_is_not_overwritten(world: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileExistsError):
+        build_world(world, MINI)
+    assert not list(world.parent.glob(".mini.tmp-*"))
+    (tmp_path / "empty").mkdir()  # an empty folder is fine; models=() writes only the LAMA files
+    meta = build_world(tmp_path / "empty", replace(MINI, models=()))
+    assert (tmp_path / "empty" / "lama" / "relations.jsonl").is_file() and not (tmp_path / "empty" / "gpt").exists()
+    assert meta["memorized"] == {} and list(tmp_path.iterdir()) == [tmp_path / "empty"]
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(relations=("P19", "P999")), "relations"),
+    (dict(models=("t5",)), "models"),
+    (dict(countries=10, city_objects=6), "city_objects"),  # P36 needs a capital per country
+    (dict(instruments=0), "instruments"),
+    (dict(heads=3), "heads"),
+    (dict(split=(8, 4)), "split"),
+    (dict(object_mask=1.5), "object_mask"),
+])
+def test_config_errors_name_the_field(change: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        replace(MINI, **change)
+    assert err.value.field == field
+
+
+def test_from_dict_rejects_unknown_keys() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'reps'"):
+        WorldConfig.from_dict({**MINI.to_dict(), "rep": 3})
