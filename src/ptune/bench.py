@@ -110,24 +110,8 @@ def _ptune_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, enc
     model.encoder.to(torch.float32)
     items = [Item({"text": row.tolist()}, int(t) % n_cand, f"row {i}") for i, (row, t) in enumerate(zip(ids, target))]
     batch = model.collate(items).to(device)
-    opt = torch.optim.AdamW(model.prompt_parameters(), lr=1e-4, fused=device == "cuda")
-    autocast = torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32)
-
-    def train_step() -> None:
-        model.train()
-        with autocast:
-            loss = model(batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    @torch.no_grad()
-    def eval_step() -> None:
-        model.eval()
-        with autocast:
-            model(batch).scores.argmax(-1)
-
-    return Side("ptune", train_step, eval_step, sum(p.numel() for p in model.prompt_parameters()))
+    return _side("ptune", model, model.prompt_parameters(), lambda: model(batch).loss,
+                 lambda: model(batch).scores.argmax(-1), device, dtype)
 
 
 def _peft_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, encoder: str, n_pseudo: int,
@@ -149,8 +133,6 @@ def _peft_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, enco
         labels = torch.full_like(ids, -100)
         labels[:, -1] = target.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, fused=device == "cuda")
-    autocast = torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32)
 
     def loss_of() -> torch.Tensor:
         if kind == "causal":
@@ -158,10 +140,20 @@ def _peft_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, enco
         logits = model(input_ids=ids, attention_mask=mask).logits  # (B, n_pseudo + T, V)
         return torch.nn.functional.cross_entropy(logits[:, -1].float(), target.to(device))
 
+    return _side("peft", model, params, loss_of,
+                 lambda: model(input_ids=ids, attention_mask=mask).logits[:, -1].argmax(-1), device, dtype)
+
+
+def _side(name: str, model: torch.nn.Module, params: list[torch.nn.Parameter], loss_fn: Callable[[], torch.Tensor],
+          predict_fn: Callable[[], Any], device: str, dtype: torch.dtype) -> Side:
+    """The same optimizer, autocast and step structure for both libraries."""
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=device == "cuda")
+    autocast = torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32)
+
     def train_step() -> None:
         model.train()
         with autocast:
-            loss = loss_of()
+            loss = loss_fn()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -170,9 +162,9 @@ def _peft_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, enco
     def eval_step() -> None:
         model.eval()
         with autocast:
-            model(input_ids=ids, attention_mask=mask).logits[:, -1].argmax(-1)
+            predict_fn()
 
-    return Side("peft", train_step, eval_step, sum(p.numel() for p in params))
+    return Side(name, train_step, eval_step, sum(p.numel() for p in params))
 
 
 def _time(fn: Callable[[], None], device: str) -> float:
