@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The CPU rows of benchmarks/RESULTS.md: ptune vs PEFT P-tuning, side by side, fp32, batch 8.
+# Usage: bash benchmarks/cpu.sh [extra ptune bench args]   (about 6 minutes on 2 cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PTUNE=${PTUNE:-.venv/bin/ptune}
+OUT=${OUT:-benchmarks/cpu.jsonl}
+export TRANSFORMERS_VERBOSITY=error OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+for arch in gpt2-small bert-base; do
+  "$PTUNE" bench --arch "$arch" --encoder mlp --batch 8 --device cpu --dtype fp32 --steps 6 --warmup 2 --json "$OUT" "$@"
+done
+"$PTUNE" bench --arch gpt2-small --encoder lstm --batch 8 --device cpu --dtype fp32 --steps 6 --warmup 2 --json "$OUT" "$@"
