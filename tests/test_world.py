@@ -77,8 +77,9 @@ def test_every_fact_is_stated_in_the_corpus(world: Path) -> None:
                 assert any(stated), (rel, f)
 
 
-def test_manual_wording_never_appears_in_the_corpus() -> None:
-    lines = list(corpus(MINI))
+@pytest.mark.parametrize("config", [MINI, WorldConfig.tiny()], ids=["mini", "tiny"])
+def test_manual_wording_never_appears_in_the_corpus(config: WorldConfig) -> None:
+    lines = list(corpus(config))
     for rel in RELATIONS.values():
         pattern = _manual_pattern(rel.template)
         assert not [line for line in lines if pattern.fullmatch(line)], rel.id
@@ -134,6 +135,15 @@ def test_memorized_scores_each_relation(world: Path) -> None:
         memorized(world, "t5")  # type: ignore[arg-type]
 
 
+def test_gpt_memorizes_the_facts(tmp_path: Path) -> None:
+    """A little longer pretraining: the oracle wording recovers facts far above the majority class."""
+    cfg = replace(MINI, models=("gpt",), reps=40, gpt_epochs=5, hidden=64, heads=4, gpt_lr=5e-3)
+    meta = build_world(tmp_path / "w", cfg)["memorized"]["gpt"]
+    assert meta["oracle_mean"] > meta["majority_mean"] + 0.2
+    assert memorized(tmp_path / "w", "gpt") == meta["oracle"]
+    assert memorized(tmp_path / "w", "gpt", wording="manual") == meta["manual"]
+
+
 def test_build_is_deterministic(world: Path, tmp_path: Path) -> None:
     assert list(corpus(MINI)) == list(corpus(replace(MINI, gpt_epochs=1)))
     assert list(corpus(MINI)) != list(corpus(replace(MINI, seed=1)))
@@ -178,3 +188,17 @@ def test_config_errors_name_the_field(change: dict, field: str) -> None:
 def test_from_dict_rejects_unknown_keys() -> None:
     with pytest.raises(ConfigError, match="did you mean 'reps'"):
         WorldConfig.from_dict({**MINI.to_dict(), "rep": 3})
+
+
+def test_pack_keeps_sentences_whole_and_marks_object_slots() -> None:
+    from ptune.world import _pack
+
+    period, obj, pad = 9, 50, 0
+    sentences = [[11, 12, obj, period], [13, 14, 15, period], [16, obj, period]]
+    ids, slots = _pack(sentences, block=8, start=2, end=3, pad=pad, objects={obj}, period=period)  # BERT
+    assert ids.tolist() == [[2, 11, 12, obj, period, 3, pad, pad], [2, 13, 14, 15, period, 3, pad, pad],
+                            [2, 16, obj, period, 3, pad, pad, pad]]
+    assert slots.nonzero().tolist() == [[0, 3], [2, 2]]
+    ids, slots = _pack(sentences, block=16, start=5, end=None, pad=pad, objects={obj}, period=period)  # GPT
+    assert ids.tolist() == [[5, 11, 12, obj, period, 5, 13, 14, 15, period, 5, 16, obj, period, pad, pad]]
+    assert slots.nonzero().tolist() == [[0, 3], [0, 12]]
