@@ -12,9 +12,9 @@ small GPT-2 and BERT are pretrained on that corpus on the CPU. The world folder 
 - ``world.json``: config, counts, timings, versions and the memorization check.
 
 Example:
-    >>> meta = build_world("world", WorldConfig.mini())                  # doctest: +SKIP
-    >>> memorized("world", "gpt")["P19"]                                 # doctest: +SKIP
-    1.0
+    >>> meta = build_world("world", WorldConfig.tiny())                  # doctest: +SKIP
+    >>> meta["memorized"]["gpt"]["oracle_mean"], memorized("world", "bert")["P36"]  # doctest: +SKIP
+    (1.0, 1.0)
 """
 
 from __future__ import annotations
@@ -45,7 +45,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Relation:
-    """A LAMA relation of the world: its manual template and its 4 training wordings."""
+    """A LAMA relation of the world: its manual template and its 4 training wordings.
+
+    Example:
+        >>> RELATIONS["P19"].template, RELATIONS["P19"].train_templates[0]
+        ('[X] was born in [Y] .', '[X] came into the world in [Y] .')
+    """
 
     id: str
     label: str
@@ -164,7 +169,14 @@ _FRACTIONS = ("filler", "distractors", "mlm_prob", "object_mask")
 
 @dataclass(frozen=True, kw_only=True)
 class WorldConfig:
-    """How to build a world: entities, corpus, tokenizer and the two pretrained LMs."""
+    """How to build a world: entities, corpus, tokenizer and the two pretrained LMs.
+
+    Example:
+        >>> WorldConfig.mini().relations
+        ('P19', 'P27', 'P1303', 'P17', 'P36')
+        >>> WorldConfig.tiny().reps * WorldConfig.tiny().bert_epochs  # BERT exposures per fact
+        480
+    """
 
     seed: int = 0
     """Seeds the world, the corpus, model initialisation and data order."""
@@ -382,8 +394,13 @@ def corpus(config: WorldConfig) -> Iterator[str]:
     """The pretraining corpus of ``config``'s world, one sentence per item, in training order.
 
     Each fact is stated ``reps`` times with a random training wording; filler sentences and
-    distractor co-occurrences are mixed in. Deterministic given ``config.seed``; the manual
-    templates never appear.
+    distractor co-occurrences are mixed in. The manual templates never appear.
+
+    Args:
+        config: the world; the same config (seed included) always gives the same corpus.
+
+    Returns:
+        An iterator over sentences such as ``"Mira Tolvik passed away in Kelburg ."``.
     """
     world = _make_world(config)
     rng = random.Random(f"ptune-corpus-{config.seed}")
