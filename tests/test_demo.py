@@ -57,3 +57,14 @@ def test_demo_checks_are_the_issue_targets():
     assert not all(ok for _, ok in _checks({**good, "manual": 0.7}, "gpt"))  # manual must stay <= 0.5
     assert not all(ok for _, ok in _checks({**good, "ptuning": 0.8}, "bert"))  # < 0.9 x oracle
     assert not all(ok for _, ok in _checks({**good, "random LM": 0.5}, "bert"))  # control above majority
+
+
+def test_world_build_command(tmp_path, capsys):
+    from ptune.cli import main
+
+    assert main(["world", "build", "--preset", "mini", "--output", str(tmp_path / "w")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["output"] == str(tmp_path / "w") and set(out["memorized"]) == {"gpt", "bert"}
+    assert (tmp_path / "w" / "lama" / "relations.jsonl").is_file()
+    assert main(["world", "build", "--preset", "mini", "--output", str(tmp_path / "w")]) == 2
+    assert "not empty" in capsys.readouterr().err
