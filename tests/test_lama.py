@@ -154,3 +154,16 @@ def test_probe_resumes_a_partial_run(tmp_path, monkeypatch):
     resumed = lama.probe(lm, tok, data, tmp_path / "part", cfg, model_name="tiny")
     assert calls == [("P1", "manual"), ("P1", "ptuning")]
     assert resumed["relations"] == full["relations"]
+
+
+def test_lamas_original_per_relation_files_are_the_test_split(tmp_path):
+    (tmp_path / "relations.jsonl").write_text(json.dumps({"relation": "P19", "template": "[X] was born in [Y] ."}) + "\n")
+    (tmp_path / "P19.jsonl").write_text(
+        json.dumps({"sub_label": "Ann", "obj_label": "Rome", "evidences": [{"masked_sentence": "x"}], "uuid": "1"}) + "\n"
+        + json.dumps({"sub_label": "Bo", "obj_label": "Paris"}) + "\n")
+    facts = lama.load_facts(tmp_path, "P19", "test")
+    assert facts.examples == [{"subject": "Ann", "object": "Rome"}, {"subject": "Bo", "object": "Paris"}]
+    assert lama.load_facts(tmp_path, "P19", "train") is None
+    (tmp_path / "P19.jsonl").write_text(json.dumps({"sub_label": "Ann"}) + "\n")
+    with pytest.raises(lama.DataError, match=r"P19.jsonl:1: field 'obj_label': missing"):
+        lama.load_facts(tmp_path, "P19", "test")
