@@ -510,7 +510,7 @@ class PTunedModel(nn.Module):
         self.lm.eval()
         try:
             dev = self.lm.get_input_embeddings().weight.device
-            ids = torch.tensor([[self.compiled.placeholder_id, self.pad_id + 1, self.compiled.placeholder_id]], device=dev) % self.lm.get_input_embeddings().num_embeddings
+            ids = torch.full((1, 3), self.compiled.placeholder_id, device=dev)  # only positions differ
             emb = self.lm.get_input_embeddings()(ids)
             ref = self.lm(inputs_embeds=emb).logits
             pad = getattr(self.lm.config, "pad_token_id", None)
