@@ -15,6 +15,15 @@ from safetensors.torch import load_file
 HERE = Path(__file__).parent
 
 
+def _free_port() -> int:
+    """A port nobody listens on now (a fixed one collides with a previous run's socket)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _env():
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", TRANSFORMERS_VERBOSITY="error")
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), env.get("PYTHONPATH", "")])
@@ -28,7 +37,7 @@ def test_two_processes_match_one(tmp_path):
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
     subprocess.run([sys.executable, str(HERE / "dist_train.py"), str(one)], check=True, env=_env(), timeout=300)
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            str(HERE / "dist_train.py"), str(two)]
     proc = subprocess.run(cmd, env=_env(), timeout=300, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
