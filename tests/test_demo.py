@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from ptune.config import TrainConfig
 from ptune.demo import _checks, run_demo, summary_markdown
