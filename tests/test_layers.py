@@ -6,8 +6,9 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "ptune"
-ORDER = ["errors", "encoder", "verbalizer", "template", "config", "model", "data", "metrics", "checkpoint",
-         "trainer", "tiny", "tasks.lama", "world", "demo", "cli"]
+ORDER = ["errors", "encoder", "verbalizer", "template", "config", "model", "finetune", "data", "metrics",
+         "checkpoint", "trainer", "tiny", "tasks.lama", "tasks.superglue_data", "tasks.superglue", "world", "demo",
+         "cli"]
 
 
 def _imports(path: Path) -> set[str]:
