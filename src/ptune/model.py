@@ -35,7 +35,7 @@ from .errors import ConfigError, DataError
 from .template import CompiledTemplate, Encoded, Pseudo, Template, check_fields
 from .verbalizer import CompiledVerbalizer, Verbalizer, label_logsumexp
 
-__all__ = ["PTunedModel", "Item", "Batch", "View", "detect_kind", "load_base"]
+__all__ = ["PTunedModel", "Item", "Batch", "View", "Output", "detect_kind", "load_base", "head_input"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,35 @@ def load_base(name_or_path: str, kind: str | None = None, **kwargs: Any) -> tupl
     auto = AutoModelForMaskedLM if kind == "masked" else AutoModelForCausalLM
     lm = auto.from_pretrained(name_or_path, **kwargs)
     return lm, tokenizer, kind
+
+
+@contextlib.contextmanager
+def head_input(lm: nn.Module) -> Iterator[bool]:
+    """While active, ``lm(...).logits`` is the LM head's *input* (the last hidden states
+    as the head sees them) instead of full-vocabulary logits. Yields False (and changes
+    nothing) when the model has no output embeddings.
+
+    Example:
+        >>> with head_input(lm) as ok:                               # doctest: +SKIP
+        ...     hidden = lm(input_ids=ids).logits                     # (B, T, H) if ok
+    """
+    head = lm.get_output_embeddings()
+    if head is None:
+        yield False
+        return
+    seen: list[bool] = []
+
+    def passthrough(x: torch.Tensor) -> torch.Tensor:
+        seen.append(True)
+        return x
+
+    head.forward = passthrough  # instance attribute shadows the class method
+    try:
+        yield True
+    finally:
+        del head.forward
+    if not seen:
+        raise ConfigError("model", f"{type(lm).__name__} does not call its output embeddings")
 
 
 # ----------------------------------------------------------------------------- batches
@@ -472,26 +501,10 @@ class PTunedModel(nn.Module):
         weight, bias = self._head_params()
         return self._logits(self.answer_hidden(view, prompt), weight, bias)
 
-    @contextlib.contextmanager
-    def _capture_head(self) -> Iterator[bool]:
-        """Make the LM return the head's *input* instead of full-vocabulary logits."""
-        head = self.lm.get_output_embeddings()
-        if not self._capture_ok or head is None:
-            yield False
-            return
-        seen: list[bool] = []
-
-        def passthrough(x: torch.Tensor) -> torch.Tensor:
-            seen.append(True)
-            return x
-
-        head.forward = passthrough  # instance attribute shadows the class method
-        try:
-            yield True
-        finally:
-            del head.forward
-        if not seen:
-            raise ConfigError("model", f"{type(self.lm).__name__} does not call its output embeddings")
+    def _capture_head(self) -> contextlib.AbstractContextManager[bool]:
+        if not self._capture_ok:
+            return contextlib.nullcontext(False)
+        return head_input(self.lm)
 
     def _positions(self, mask: torch.Tensor) -> torch.Tensor | None:
         """Position ids that make left padding invisible; None where the default is right."""
