@@ -156,7 +156,7 @@ def save_checkpoint(
             "base": base_fingerprint(model.lm, model.tokenizer),
             "lm_included": lm_included,
             "n_pseudo": model.compiled.n_pseudo,
-            "labels": list(model.answers.labels),
+            "labels": list(model.answers.labels) if model.answers is not None else [],
         }
         write_json_atomic(tmp / CONFIG_NAME, meta)
         if optimizer is not None:

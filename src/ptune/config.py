@@ -38,8 +38,13 @@ class PromptConfig:
 
     template: str
     """Template text, e.g. ``"{premise} ? [P*3] [MASK] , {hypothesis}"``."""
-    verbalizer: dict[str, list[str]]
-    """Label -> words that say it."""
+    verbalizer: dict[str, list[str]] = field(default_factory=dict)
+    """Label -> words that say it (empty when ``candidates_field`` is set)."""
+    candidates_field: str | None = None
+    """Per-example answers: the example field holding a list of candidate answer texts
+    (COPA's choices, ReCoRD's entities). The label is then the index of the right
+    candidate, each candidate is scored at the answer slot (see ``length_norm``) and
+    the verbalizer is not used."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     """The prompt encoder (paper: ``lstm``)."""
     label_field: str = "label"
@@ -65,7 +70,14 @@ class PromptConfig:
         if not isinstance(self.template, str) or not self.template.strip():
             raise ConfigError("template", "must be a non-empty string")
         # canonical form: label -> list of words, label order kept (it is the output order)
-        object.__setattr__(self, "verbalizer", Verbalizer(self.verbalizer).to_dict())
+        if self.candidates_field is not None:
+            if not isinstance(self.candidates_field, str) or not self.candidates_field:
+                raise ConfigError("candidates_field", f"must be a field name, got {self.candidates_field!r}")
+            if self.verbalizer:
+                raise ConfigError("verbalizer", "give a verbalizer or a candidates_field, not both")
+            object.__setattr__(self, "verbalizer", {})
+        else:
+            object.__setattr__(self, "verbalizer", Verbalizer(self.verbalizer).to_dict())
         if isinstance(self.encoder, dict):
             object.__setattr__(self, "encoder", EncoderConfig.from_dict(self.encoder))
         _check_choice("normalize", self.normalize, ("labels", "vocab"))

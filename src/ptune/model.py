@@ -133,6 +133,9 @@ class Item:
     fields: dict[str, list[int]]
     label: int
     source: str
+    candidates: list[tuple[int, ...]] | None = None
+    """Per-example answer candidates (token ids), with ``PromptConfig.candidates_field``."""
+    candidate_texts: list[str] | None = None
 
 
 @dataclass
@@ -211,10 +214,12 @@ class PTunedModel(nn.Module):
             tokenizer, self.kind, max_length=config.max_length or _max_positions(lm, tokenizer),
             truncation=config.truncation,
         )
-        self.verbalizer = Verbalizer(config.verbalizer)
-        self.answers: CompiledVerbalizer = self.verbalizer.compile(
-            tokenizer, self.compiled.answer.space_before
-        )
+        self.per_example = config.candidates_field is not None
+        self.verbalizer: Verbalizer | None = None
+        self.answers: CompiledVerbalizer | None = None
+        if not self.per_example:
+            self.verbalizer = Verbalizer(config.verbalizer)
+            self.answers = self.verbalizer.compile(tokenizer, self.compiled.answer.space_before)
         self.hidden_size = lm.get_input_embeddings().embedding_dim
         n = self.compiled.n_pseudo
         self.encoder = None
@@ -332,25 +337,67 @@ class PTunedModel(nn.Module):
                 raise DataError(src, f"expected an object with fields, got {type(ex).__name__}")
             check_fields(self.template, ex, src)
             if lf in ex and ex[lf] is not None:
-                labels.append(self.verbalizer.label_index(ex[lf], src, lf))
+                labels.append(self._label_index(ex, src))
             elif require_labels:
                 raise DataError(src, "missing; training and evaluation need a label", field=lf)
             else:
                 labels.append(-100)
         field_ids = self.compiled.tokenize_fields(examples)
         items = [Item(f, y, s) for f, y, s in zip(field_ids, labels, sources)]
-        longest = max(self.answers.groups)
+        if self.per_example:
+            self._tokenize_candidates(examples, items)
         for it in items:  # fail now, not in the middle of training
-            self.compiled.encode(it.fields, answer_len=longest, answer_ids=self._probe_answer(longest), source=it.source)
+            longest = max(self._answer_seqs(it), key=len)
+            self.compiled.encode(it.fields, answer_len=len(longest), answer_ids=longest, source=it.source)
         return items
 
-    def _probe_answer(self, length: int) -> list[int] | None:
-        if self.kind == "masked" or length == 1:
-            return None
-        return list(self.answers.groups[length][1][0].tolist())
+    def _label_index(self, ex: dict[str, Any], src: str) -> int:
+        lf = self.config.label_field
+        if self.verbalizer is not None:
+            return self.verbalizer.label_index(ex[lf], src, lf)
+        cands = ex.get(self.config.candidates_field)
+        y = ex[lf]
+        n = len(cands) if isinstance(cands, (list, tuple)) else 0
+        if isinstance(y, bool) or not isinstance(y, int) or not (n == 0 or 0 <= y < n):
+            raise DataError(src, f"{y!r} is not the index of one of the {n} candidates", field=lf)
+        return y
+
+    def _tokenize_candidates(self, examples: Sequence[dict[str, Any]], items: list[Item]) -> None:
+        cf = self.config.candidates_field
+        lead = " " if self.compiled.answer.space_before else ""
+        texts: list[str] = []
+        for ex, it in zip(examples, items):
+            cands = ex.get(cf)
+            if cands is None:
+                raise DataError(it.source, "missing (a list of candidate answers)", field=cf)
+            if not isinstance(cands, (list, tuple)) or not cands or not all(
+                isinstance(c, str) and c.strip() for c in cands
+            ):
+                raise DataError(it.source, f"expected a non-empty list of non-empty strings, got {cands!r}", field=cf)
+            it.candidate_texts = [c.strip() for c in cands]
+            texts += it.candidate_texts
+        encoded = self.tokenizer([lead + t for t in texts], add_special_tokens=False)["input_ids"] if texts else []
+        k = 0
+        for it in items:
+            n = len(it.candidate_texts or [])
+            it.candidates = [tuple(ids) for ids in encoded[k : k + n]]
+            k += n
+            for c, ids in enumerate(it.candidates):
+                if not ids:
+                    raise DataError(it.source, f"candidate {it.candidate_texts[c]!r} gives no tokens", field=f"{cf}[{c}]")  # type: ignore[index]
+
+    def _answer_seqs(self, item: Item) -> list[tuple[int, ...]]:
+        """The answer token sequences an item is scored on."""
+        if item.candidates is not None:
+            return item.candidates
+        assert self.answers is not None
+        return self.answers.candidates
 
     def collate(self, items: Sequence[Item]) -> Batch:
         """Assemble and pad a batch: one view per answer length (see :class:`View`)."""
+        if self.per_example:
+            return self._collate_per_example(items)
+        assert self.answers is not None
         views = []
         b = len(items)
         for length, (cidx, cids) in self.answers.groups.items():
@@ -372,6 +419,36 @@ class PTunedModel(nn.Module):
                 rows = torch.arange(b).repeat_interleave(k)
                 shared = False
             views.append(self._pad(encs, targets, cand_index, rows, shared))
+        labels = torch.tensor([it.label for it in items], dtype=torch.long)
+        return Batch(views, labels)
+
+    def _collate_per_example(self, items: Sequence[Item]) -> Batch:
+        """Views for per-example candidates: a row holds one example's candidates of one
+        length (masked LMs, and single-token answers of causal LMs) or one candidate
+        (multi-token answers of causal LMs, whose tokens are part of the input)."""
+        groups: dict[int, list[tuple[int, list[tuple[int, tuple[int, ...]]]]]] = {}
+        for b, it in enumerate(items):
+            by_len: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
+            for c, ids in enumerate(it.candidates or []):
+                by_len.setdefault(len(ids), []).append((c, ids))
+            for length, cs in by_len.items():
+                if self.kind == "causal" and length > 1:
+                    groups.setdefault(length, []).extend((b, [x]) for x in cs)
+                else:
+                    groups.setdefault(length, []).append((b, cs))
+        views = []
+        for length, rows in sorted(groups.items()):
+            k = max(len(cs) for _, cs in rows)
+            targets = torch.full((len(rows), k, length), self.pad_id, dtype=torch.long)
+            cand_index = torch.full((len(rows), k), -1, dtype=torch.long)
+            encs = []
+            for r, (b, cs) in enumerate(rows):
+                for j, (c, ids) in enumerate(cs):
+                    targets[r, j] = torch.tensor(ids)
+                    cand_index[r, j] = c
+                encs.append(self.compiled.encode(items[b].fields, answer_len=length, answer_ids=cs[0][1],
+                                                 source=items[b].source))
+            views.append(self._pad(encs, targets, cand_index, torch.tensor([b for b, _ in rows]), False))
         labels = torch.tensor([it.label for it in items], dtype=torch.long)
         return Batch(views, labels)
 
@@ -411,6 +488,9 @@ class PTunedModel(nn.Module):
     def forward(self, batch: Batch) -> Output:
         """Label scores (B, n_labels) and, when all labels are known, the loss."""
         prompt = self.pseudo_embeddings()
+        if self.per_example:
+            return self._forward_per_example(batch, prompt)
+        assert self.answers is not None
         b = len(batch)
         n_cand = len(self.answers.candidates)
         cand = None
@@ -433,6 +513,22 @@ class PTunedModel(nn.Module):
             loss = self.loss(scores, batch.labels)
         return Output(scores, loss)
 
+    def _forward_per_example(self, batch: Batch, prompt: torch.Tensor | None) -> Output:
+        """Scores (B, C) of each example's candidates; -inf where it has fewer than C."""
+        c = max(int(v.cand_index.max()) for v in batch.views) + 1
+        cand = None
+        for view in batch.views:
+            s = self._score_view(view, prompt)  # (R, K)
+            if cand is None:
+                cand = torch.full((len(batch), c + 1), float("-inf"), device=s.device, dtype=s.dtype)
+            col = torch.where(view.cand_index >= 0, view.cand_index, c)  # padding -> a dropped column
+            rows = view.row_example.unsqueeze(1).expand_as(col)
+            cand = cand.index_put((rows, col), s)
+        assert cand is not None
+        scores = cand[:, :c]
+        loss = self.loss(scores, batch.labels) if bool((batch.labels >= 0).all()) else None
+        return Output(scores, loss)
+
     def loss(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over labels (``normalize="labels"``) or LM NLL of the gold word."""
         if self.config.normalize == "labels":
@@ -442,7 +538,10 @@ class PTunedModel(nn.Module):
     def _fast(self, view: View) -> bool:
         """Restricted logits are exact when every word is one token and the loss is a softmax
         over labels: the log-partition is then a per-row constant that cancels."""
-        return view.shared and self.answers.single_token and self.config.normalize == "labels"
+        return (
+            view.shared and self.answers is not None and self.answers.single_token
+            and self.config.normalize == "labels"
+        )
 
     def _score_view(self, view: View, prompt: torch.Tensor | None) -> torch.Tensor:
         h = self.answer_hidden(view, prompt)  # (R, L, Hh)
@@ -542,7 +641,8 @@ class PTunedModel(nn.Module):
 
         Returns:
             One dict per example: ``label`` (the best label) and ``scores`` (label ->
-            probability, softmax over the labels' scores).
+            probability, softmax over the labels' scores). With per-example candidates:
+            ``label`` (the best candidate's text), ``index`` and ``scores`` (a list).
         """
         items = examples if examples and isinstance(examples[0], Item) else self.prepare(examples)  # type: ignore[arg-type]
         was = self.training
@@ -550,13 +650,90 @@ class PTunedModel(nn.Module):
         device = next(self.parameters()).device
         out = []
         try:
-            for batch in self.batches(items, batch_size):  # type: ignore[arg-type]
+            for i, batch in enumerate(self.batches(items, batch_size)):  # type: ignore[arg-type]
                 probs = self(batch.to(device)).scores.float().softmax(-1).cpu()
-                for row in probs:
+                for j, row in enumerate(probs):
                     best = int(row.argmax())
-                    out.append({"label": self.answers.labels[best], "scores": dict(zip(self.answers.labels, row.tolist()))})
+                    if self.answers is not None:
+                        labels = self.answers.labels
+                        out.append({"label": labels[best], "scores": dict(zip(labels, row.tolist()))})
+                    else:
+                        texts = items[i * batch_size + j].candidate_texts or []  # type: ignore[union-attr]
+                        out.append({"label": texts[best], "index": best, "scores": row[: len(texts)].tolist()})
         finally:
             self.train(was)
+        return out
+
+
+    @torch.no_grad()
+    def generate(self, items: Sequence[Item], lengths: Sequence[int], batch_size: int = 32) -> list[dict[str, Any]]:
+        """Greedy answers of the given token lengths at the answer slot.
+
+        Masked LMs fill the ``k`` masks iteratively, as PET does: each forward pass fills
+        the one remaining mask whose best token is the most probable. Causal LMs continue
+        the prompt greedily for ``k`` tokens. Special tokens are never chosen.
+
+        Args:
+            items: prepared examples (:meth:`prepare`).
+            lengths: number of answer tokens ``k`` for each item.
+
+        Returns:
+            One dict per item: ``ids`` (the chosen tokens, in answer order), ``text`` (decoded)
+            and ``logprob`` (the sum of the chosen tokens' log-probabilities when chosen).
+        """
+        if len(lengths) != len(items):
+            raise ConfigError("lengths", f"{len(lengths)} lengths for {len(items)} items")
+        was = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        banned = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long, device=device)
+        prompt = self.pseudo_embeddings()
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        try:
+            order = sorted(range(len(items)), key=lambda i: lengths[i])
+            for s in range(0, len(order), batch_size):
+                chunk = order[s : s + batch_size]
+                for k in sorted({int(lengths[i]) for i in chunk}):
+                    idx = [i for i in chunk if lengths[i] == k]
+                    for i, res in zip(idx, self._generate_rows([items[i] for i in idx], k, prompt, banned, device)):
+                        results[i] = res
+        finally:
+            self.train(was)
+        return results  # type: ignore[return-value]
+
+    def _generate_rows(self, items: Sequence[Item], k: int, prompt, banned, device) -> list[dict[str, Any]]:
+        if k < 1:
+            raise ConfigError("lengths", f"must be at least 1, got {k}")
+        filler = [self.pad_id] * k
+        encs = [self.compiled.encode(it.fields, answer_len=k, answer_ids=filler, source=it.source) for it in items]
+        r = len(encs)
+        view = self._pad(encs, torch.zeros((r, 1, k), dtype=torch.long), torch.zeros((r, 1), dtype=torch.long),
+                         torch.arange(r), False).to(device)
+        chosen = torch.zeros((r, k), dtype=torch.long, device=device)
+        logprob = torch.zeros(r, device=device)
+        filled = torch.zeros((r, k), dtype=torch.bool, device=device)
+        rows = torch.arange(r, device=device)
+        for step in range(k):
+            logp = self.answer_logits(view, prompt).float().log_softmax(-1)  # (R, k, V)
+            logp[..., banned] = float("-inf")
+            best, tok = logp.max(-1)  # (R, k)
+            if self.kind == "masked":  # the most confident open mask
+                pos = best.masked_fill(filled, float("-inf")).argmax(1)
+                where = view.answer_positions[rows, pos]
+            else:  # the next token; it enters the input one position later
+                pos = torch.full((r,), step, dtype=torch.long, device=device)
+                where = view.answer_positions[rows, pos] + 1
+            t = tok[rows, pos]
+            chosen[rows, pos] = t
+            filled[rows, pos] = True
+            logprob += best[rows, pos]
+            if self.kind == "masked" or step < k - 1:
+                view.input_ids[rows, where] = t
+        out = []
+        for i in range(r):
+            ids = chosen[i].tolist()
+            out.append({"ids": ids, "text": self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                        "logprob": float(logprob[i])})
         return out
 
 

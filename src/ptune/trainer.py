@@ -43,6 +43,7 @@ __all__ = ["train", "evaluate", "TrainResult", "accuracy"]
 logger = logging.getLogger(__name__)
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
+EvalFn = Callable[[Any, Sequence[Item]], dict[str, float]]
 
 
 def accuracy(pred: torch.Tensor, gold: torch.Tensor) -> dict[str, float]:
@@ -174,6 +175,7 @@ def train(
     resume: bool = False,
     stop_at_step: int | None = None,
     metric_fn: MetricFn = accuracy,
+    eval_fn: EvalFn | None = None,
     progress: bool | None = None,
 ) -> TrainResult:
     """Train the prompt (and optionally the LM) of ``model``.
@@ -189,6 +191,9 @@ def train(
             the full run); resume later with ``resume=True``.
         metric_fn: metrics of (predicted, gold) label indices; its ``config.metric`` key
             selects the best checkpoint.
+        eval_fn: replaces the built-in evaluation: ``eval_fn(model, dev_items)`` returns the
+            dev metrics (tasks whose metrics need more than argmax labels, e.g. grouped
+            answers or generated text). Every process calls it on all dev items.
         progress: show a progress bar (default: when stderr is a terminal).
 
     Returns:
@@ -294,7 +299,14 @@ def train(
         at_eval = step % eval_every == 0 or step == total
         stopping = stop_at_step is not None and step >= stop_at_step
         if at_eval and dev_items:
-            last_metrics = evaluate(model, dev_items, batch_size=config.eval_batch_size, metric_fn=metric_fn, accelerator=accelerator)  # type: ignore[arg-type]
+            if eval_fn is not None:
+                was = model.training
+                with accelerator.autocast():
+                    last_metrics = dict(eval_fn(model, dev_items))  # type: ignore[arg-type]
+                model.train(was)
+            else:
+                last_metrics = evaluate(model, dev_items, batch_size=config.eval_batch_size, metric_fn=metric_fn,
+                                        accelerator=accelerator)  # type: ignore[arg-type]
             if config.metric not in last_metrics:
                 raise ConfigError("metric", f"{config.metric!r} is not among the metrics {sorted(last_metrics)}")
             value = last_metrics[config.metric]
@@ -306,8 +318,7 @@ def train(
                 if out is not None and accelerator.is_main_process:
                     save_checkpoint(model, out / "best")
                 elif out is None:  # keep the best weights in memory
-                    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()
-                                    if k.startswith("encoder.") or model.lm_trainable}
+                    best_weights = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
             else:
                 state["bad_evals"] += 1
             if config.patience is not None and state["bad_evals"] >= config.patience:
