@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ class Records:
 
     examples: list[dict[str, Any]]
     sources: list[str]
+    skipped: list[str] = field(default_factory=list)  # messages of bad lines a reader skipped
 
     def __len__(self) -> int:
         return len(self.examples)
