@@ -102,6 +102,42 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_probe)
 
 
+def _add_superglue(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "superglue", help="SuperGLUE / FewGLUE: P-tuning, manual prompts or fine-tuning on the eight tasks",
+        description="Train and evaluate on SuperGLUE tasks (BoolQ CB COPA MultiRC ReCoRD RTE WiC WSC) with the "
+                    "paper's patterns; writes results.json, results.md and predictions/<Task>.jsonl. "
+                    "Resumable: finished (task, seed) runs are skipped.",
+        epilog="examples:\n  ptune superglue --task RTE --model albert-xxlarge-v2 --data-dir FewGLUE_32dev "
+               "--seeds 1,2,3 --output runs/rte\n  ptune superglue --task all --model bert-base-cased --data-dir "
+               "FewGLUE_32dev --method manual --frozen --output runs/zero-shot",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--task", required=True, help="a task name, a comma-separated list, or all")
+    p.add_argument("--model", required=True, help="hub name or local folder")
+    p.add_argument("--data-dir", required=True, help="folder with <Task>/{train,dev32,val}.jsonl")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--setting", choices=["fewshot", "full"], default="fewshot")
+    p.add_argument("--method", choices=["ptuning", "manual", "finetune"], default="ptuning")
+    p.add_argument("--seeds", default="42", help="comma-separated seeds (default 42); mean and std over them")
+    p.add_argument("--pattern", help="a pattern name of the task (p1, p2, ...) or a template text")
+    p.add_argument("--encoder", choices=["lstm", "mlp", "none"], default="lstm")
+    p.add_argument("--frozen", action="store_true", help="keep the LM frozen (default: tuned jointly, as the paper)")
+    p.add_argument("--max-steps", type=int, help="training steps (default: the paper's per task)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, help="prompt encoder / head lr (default: the paper's per task; 1e-3 frozen)")
+    p.add_argument("--lm-lr", type=float, default=1e-5)
+    p.add_argument("--eval-every", type=int, default=20, help="steps between dev32 evaluations (default 20)")
+    p.add_argument("--patience", type=int, default=10, help="evaluations without improvement before stopping")
+    p.add_argument("--max-length", type=int, help="input tokens (default: the paper's per task)")
+    p.add_argument("--length-norm", choices=["sum", "mean"], default="sum",
+                   help="multi-token candidates: sum or mean of token log-probs")
+    p.add_argument("--limit-eval", type=int, help="evaluate on at most N val examples (quick runs)")
+    p.add_argument("--skip-invalid", action="store_true", help="skip bad examples (their count is reported)")
+    p.add_argument("--save-checkpoints", action="store_true", help="keep a serving checkpoint per (task, seed)")
+    p.set_defaults(func=cmd_superglue)
+
+
 def _add_demo_and_world(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="the offline demo: P-tuning vs manual prompts on ptune's world LMs",
@@ -137,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub, "eval", cmd_eval, "evaluate a checkpoint on labelled data (JSON metrics)")
     _add_eval(sub, "predict", cmd_predict, "predict labels with a checkpoint (one JSON line per example)")
     _add_probe(sub)
+    _add_superglue(sub)
     _add_demo_and_world(sub)
     from .bench import add_arguments
 
@@ -216,6 +253,30 @@ def cmd_probe(args: argparse.Namespace) -> int:
     lm, tokenizer, _ = load_base(args.model)
     results = probe(lm, tokenizer, args.data_dir, args.output, config, model_name=args.model, progress=sys.stderr.isatty())
     sys.stdout.write(markdown_table(results, config.methods))
+    return 0
+
+
+def cmd_superglue(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .tasks.superglue import SuperGlueConfig, markdown_table, run_superglue
+    from .tasks.superglue_data import TASKS
+
+    tasks = TASKS if args.task.strip().lower() == "all" else tuple(t.strip() for t in args.task.split(",") if t.strip())
+    try:
+        seeds = tuple(int(x) for x in args.seeds.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError("--seeds", f"{args.seeds!r} is not a comma-separated list of integers") from None
+    config = SuperGlueConfig(
+        tasks=tasks, method=args.method, setting=args.setting, seeds=seeds, pattern=args.pattern,
+        encoder=args.encoder, frozen=args.frozen, steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+        lm_lr=args.lm_lr, eval_every=args.eval_every, patience=args.patience, max_length=args.max_length,
+        length_norm=args.length_norm, limit_eval=args.limit_eval, skip_invalid=args.skip_invalid,
+        save_checkpoints=args.save_checkpoints,
+    )
+    if not Path(args.data_dir).is_dir():
+        raise ConfigError("--data-dir", f"{args.data_dir}: no such folder")
+    results = run_superglue(args.model, args.data_dir, args.output, config, progress=sys.stderr.isatty())
+    sys.stdout.write(markdown_table(results))
     return 0
 
 

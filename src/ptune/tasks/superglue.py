@@ -1,0 +1,587 @@
+"""SuperGLUE and FewGLUE (paper §3): the eight tasks, their patterns, metrics and baselines.
+
+One call trains and evaluates a model on one or all tasks::
+
+    ptune superglue --task RTE --model albert-xxlarge-v2 --data-dir FewGLUE_32dev \\
+        --setting fewshot --method ptuning --seeds 1,2,3 --output runs/rte
+
+Methods:
+
+* ``ptuning`` — the task's pattern with pseudo tokens and anchors (§3.3), LM tuned jointly
+  by default (LM lr 1e-5, prompt encoder lr 1e-4, as the paper);
+* ``manual`` — the same pattern without its pseudo tokens, trained the same way (PET);
+  with a frozen LM nothing is trained: the zero-shot manual-prompt baseline;
+* ``finetune`` — no pattern: a classification head on the first (masked LM) or last
+  (causal LM) token, or a scalar head per candidate for COPA and ReCoRD.
+
+How answers are read:
+
+* classification tasks (BoolQ, CB, MultiRC, RTE, WiC) score each label's verbalizer word
+  at the answer slot; the loss is cross-entropy over the labels;
+* COPA and ReCoRD score each of an example's candidates (choices, entities) by its
+  log-probability at the answer slot — the sum over its tokens (``--length-norm mean``:
+  the per-token mean), read from one forward pass with as many masks as the candidate
+  has tokens (masked LMs) or as the continuation (causal LMs); the loss is
+  cross-entropy over the candidates;
+* WSC is generative (PET): training maximises the log-probability of the referent
+  (the ``True`` examples only); at evaluation the model writes as many tokens as the
+  referent has (iterative mask filling for masked LMs, greedy decoding for causal
+  LMs) and the example counts as ``True`` when the words of one contain the other's.
+
+Settings: ``fewshot`` trains on ``train.jsonl`` (the 32 FewGLUE examples), selects the
+checkpoint on ``dev32.jsonl`` every ``eval_every`` steps with early stopping and
+reports ``val.jsonl``; ``full`` trains on a full ``train.jsonl``, selects on
+``dev32.jsonl`` when present (else on a held-out 10% of train, at most 1,000
+examples) and reports ``val.jsonl``. Every (task, seed) run is kept in
+``runs/<Task>/seed<N>/result.json``; a rerun skips the finished ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import statistics
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..checkpoint import save_checkpoint, write_json_atomic
+from ..config import PromptConfig, TrainConfig
+from ..data import Records
+from ..encoder import EncoderConfig
+from ..errors import ConfigError, DataError
+from ..finetune import ClassifierConfig, ClassifierModel
+from ..metrics import f1_macro, multirc_metrics, record_metrics
+from ..model import PTunedModel, load_base
+from ..trainer import train
+from .superglue_data import LABELS, TASKS, canonical_task, mirror_copa, read_task, record_train_examples, split_path
+
+__all__ = ["TaskSpec", "SPECS", "SuperGlueConfig", "run_superglue", "strip_pseudo", "evaluate_task",
+           "markdown_table", "METHODS", "SETTINGS"]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("ptuning", "manual", "finetune")
+SETTINGS = ("fewshot", "full")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How ptune runs one SuperGLUE task.
+
+    Attributes:
+        name: the task's SuperGLUE name.
+        mode: ``classify`` (verbalizer), ``choice`` (per-example candidates) or
+            ``generate`` (WSC).
+        patterns: pattern name -> template; the paper's pattern is ``p1``.
+        default: model kind -> default pattern name.
+        verbalizer: label -> word (``classify`` only).
+        metrics: the task's SuperGLUE metrics; their mean is the task ``score``.
+        finetune_inputs: the text segments of the fine-tuning baseline.
+        max_length: input length in tokens (§3.6).
+        steps: the paper's ``max_steps`` in the few-shot setting.
+        lr: the paper's prompt-encoder learning rate.
+    """
+
+    name: str
+    mode: str
+    patterns: dict[str, str]
+    default: dict[str, str]
+    verbalizer: dict[str, str] | None
+    metrics: tuple[str, ...]
+    finetune_inputs: tuple[str, ...]
+    max_length: int
+    steps: int
+    lr: float
+
+
+_YES_NO = {"False": "No", "True": "Yes"}
+SPECS: dict[str, TaskSpec] = {
+    "BoolQ": TaskSpec(
+        "BoolQ", "classify",
+        {"p1": "{passage:shorten} . [P] Question: {question:shorten} ? Answer: [MASK] .",
+         "p2": "{passage:shorten} [P] Question: {question:shorten} ? [P] Answer: [MASK] ."},
+        {"masked": "p1", "causal": "p1"}, _YES_NO, ("accuracy",), ("{question}", "{passage}"), 256, 250, 1e-4),
+    "CB": TaskSpec(
+        "CB", "classify",
+        {"p1": "{premise:shorten} [SEP] {hypothesis:shorten} ? [P] answer: [MASK]",
+         "p2": "{premise:shorten} Question: {hypothesis:shorten} ? [P] Answer: [MASK] ."},
+        {"masked": "p1", "causal": "p2"}, {"entailment": "Yes", "contradiction": "No", "neutral": "Maybe"},
+        ("accuracy", "f1"), ("{premise}", "{hypothesis}"), 256, 250, 1e-5),
+    "COPA": TaskSpec(
+        "COPA", "choice",
+        {"p1": "{choice1_stem} or {choice2_stem} ? {premise_stem} {connective} [P] [MASK] .",
+         "p2": "{premise_stem} {connective} [P*2] [MASK] ."},
+        {"masked": "p1", "causal": "p1"}, None, ("accuracy",), ("{premise} {connective}", "{candidate}"),
+        96, 3500, 1e-5),
+    "MultiRC": TaskSpec(
+        "MultiRC", "classify",
+        {"p1": "{passage:shorten} . Question: {question:shorten} ? Is it {answer} ? [P] [MASK] .",
+         "p2": "{passage:shorten} . Question: {question:shorten} ? [P] Is the correct answer \" {answer} \" ? [MASK] ."},
+        {"masked": "p1", "causal": "p1"}, {"0": "No", "1": "Yes"}, ("f1a", "em"),
+        ("{passage}", "{question} {answer}"), 512, 250, 1e-4),
+    "ReCoRD": TaskSpec(
+        "ReCoRD", "choice",
+        {"p1": "{passage:shorten} [P] {query_left}[MASK]{query_right}",
+         "p2": "{passage:shorten} [P] {query:shorten} [P] @placeholder is [MASK]"},
+        {"masked": "p1", "causal": "p2"}, None, ("f1", "em"), ("{passage}", "{query_left}{candidate}{query_right}"),
+        512, 250, 1e-4),
+    "RTE": TaskSpec(
+        "RTE", "classify",
+        {"p1": "{premise:shorten} Question: {hypothesis_stem:shorten} ? [P] Answer: [MASK] .",
+         "p2": "{premise:shorten} [P] Question: {hypothesis_stem:shorten} ? [P] Answer: [MASK] ."},
+        {"masked": "p1", "causal": "p1"}, {"entailment": "Yes", "not_entailment": "No"}, ("accuracy",),
+        ("{premise}", "{hypothesis}"), 256, 3500, 1e-4),
+    "WiC": TaskSpec(
+        "WiC", "classify",
+        {"p1": "{sentence1:shorten} [SEP] {sentence2:shorten} [P] *{word}* ? [MASK]",
+         "p2": "{sentence1:shorten} {sentence2:shorten} [P] Does *{word}* mean the same in both ? [MASK]",
+         "p3": "{sentence1:shorten} [SEP] {sentence2:shorten} [P] *{word}* ? [P] [MASK]"},
+        {"masked": "p1", "causal": "p2"}, _YES_NO, ("accuracy",), ("{word} : {sentence1}", "{sentence2}"),
+        256, 3500, 1e-5),
+    "WSC": TaskSpec(
+        "WSC", "generate",
+        {"p1": "{text_marked:shorten} [P] pronoun '*{span2}*' refers to [MASK] .",
+         "p2": "[P] {text_marked:shorten} [P] pronoun '*{span2}*' refers to [MASK] ."},
+        {"masked": "p2", "causal": "p2"}, None, ("accuracy",), ("{text}", "{span2} : {span1}"), 128, 3500, 1e-4),
+}
+assert tuple(sorted(SPECS)) == tuple(sorted(TASKS))
+
+_PSEUDO_RE = re.compile(r"(?<!\\)\[P(?:\*\d+)?(?::[^\]]*)?\]")
+
+
+def strip_pseudo(template: str) -> str:
+    """The manual-prompt version of a template: its pseudo-token markers removed.
+
+    Example:
+        >>> strip_pseudo("{premise} ? [P*2] Answer: [MASK] .")
+        '{premise} ? Answer: [MASK] .'
+    """
+    return re.sub(r" {2,}", " ", _PSEUDO_RE.sub("", template)).strip()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuperGlueConfig:
+    """One ``ptune superglue`` run (every field is recorded in ``results.json``)."""
+
+    tasks: tuple[str, ...] = TASKS
+    method: str = "ptuning"
+    setting: str = "fewshot"
+    seeds: tuple[int, ...] = (42,)
+    pattern: str | None = None
+    """A pattern name of the task (``p1``...) or a template text; default per model kind."""
+    encoder: str = "lstm"
+    frozen: bool = False
+    """Keep the LM frozen (only the prompt, or the classification head, is trained)."""
+    steps: int | None = None
+    """Training steps; default: the paper's per-task ``max_steps``."""
+    batch_size: int = 16
+    lr: float | None = None
+    """Prompt encoder / classification head lr; default: the paper's per-task value
+    (1e-3 with a frozen LM)."""
+    lm_lr: float = 1e-5
+    eval_every: int = 20
+    patience: int | None = 10
+    max_length: int | None = None
+    length_norm: str = "sum"
+    limit_eval: int | None = None
+    """Evaluate on at most this many val examples (quick runs; recorded in the results)."""
+    skip_invalid: bool = False
+    save_checkpoints: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError("method", f"{self.method!r}; accepted: {', '.join(METHODS)}")
+        if self.setting not in SETTINGS:
+            raise ConfigError("setting", f"{self.setting!r}; accepted: {', '.join(SETTINGS)}")
+        object.__setattr__(self, "tasks", tuple(canonical_task(t) for t in self.tasks))
+        if not self.seeds:
+            raise ConfigError("seeds", "give at least one seed")
+        if self.length_norm not in ("sum", "mean"):
+            raise ConfigError("length_norm", f"{self.length_norm!r}; accepted: sum, mean")
+        for name in ("steps", "limit_eval", "max_length", "patience"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ConfigError(name, f"must be a positive integer, got {v!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tasks"], d["seeds"] = list(self.tasks), list(self.seeds)
+        return d
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class Split:
+    """Examples of one split, prepared for the task's model (``items``) and as read."""
+
+    examples: list[dict[str, Any]]
+    sources: list[str]
+    items: list[Any] = field(default_factory=list)
+
+
+def _read(task: str, data_dir: Path, split: str, config: SuperGlueConfig, notes: list[str]) -> Records | None:
+    try:
+        path = split_path(data_dir, task, split)
+    except DataError:
+        return None
+    rec = read_task(task, path, skip_invalid=config.skip_invalid)
+    if rec.skipped:
+        notes.append(f"{path}: skipped {len(rec.skipped)} invalid example(s), first: {rec.skipped[0]}")
+    return rec
+
+
+def load_splits(task: str, data_dir: str | Path, config: SuperGlueConfig) -> tuple[dict[str, Records], list[str]]:
+    """``train``, ``dev`` (model selection), ``dev32`` and ``val`` records of a task (those that exist)."""
+    data_dir = Path(data_dir)
+    notes: list[str] = []
+    out: dict[str, Records] = {}
+    train_rec = _read(task, data_dir, "train", config, notes)
+    if train_rec is None:
+        split_path(data_dir, task, "train")  # raises the clear "no train.jsonl" error
+    assert train_rec is not None
+    for s in ("dev32", "val"):
+        rec = _read(task, data_dir, s, config, notes)
+        if rec is not None:
+            out[s] = rec
+    if "dev32" in out:
+        out["dev"] = out["dev32"]
+    elif config.setting == "full":
+        n_dev = min(1000, max(1, len(train_rec) // 10))
+        order = list(range(len(train_rec)))
+        random.Random(0).shuffle(order)
+        held, kept = sorted(order[:n_dev]), sorted(order[n_dev:])
+        out["dev"] = Records([train_rec.examples[i] for i in held], [train_rec.sources[i] for i in held])
+        train_rec = Records([train_rec.examples[i] for i in kept], [train_rec.sources[i] for i in kept])
+        notes.append(f"no dev32.jsonl: selecting on {n_dev} held-out training examples")
+    else:
+        raise ConfigError("data_dir", f"{data_dir}: no dev32.jsonl for {task}; the few-shot setting selects on it")
+    if "val" not in out:
+        notes.append(f"no val.jsonl for {task}: reporting dev32 only")
+    out["train"] = train_rec
+    return out, notes
+
+
+def _train_examples(spec: TaskSpec, rec: Records, method: str) -> Records:
+    if spec.name == "COPA":
+        return mirror_copa(rec)
+    if spec.name == "ReCoRD":
+        return record_train_examples(rec)
+    if spec.name == "WSC" and method != "finetune":  # generative: learn to write the referent
+        keep = [i for i, ex in enumerate(rec.examples) if ex.get("label") == "True"]
+        return Records([rec.examples[i] for i in keep], [rec.sources[i] for i in keep])
+    return rec
+
+
+def _with_answer_index(spec: TaskSpec, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """WSC's pattern scores the referent (``choices`` = [span1]): its target index is 0."""
+    if spec.mode != "generate":
+        return examples
+    return [{**ex, "target": 0} for ex in examples]
+
+
+# ----------------------------------------------------------------------------- models
+def _template(spec: TaskSpec, config: SuperGlueConfig, kind: str) -> str:
+    name = config.pattern or spec.default[kind]
+    template = spec.patterns.get(name, name if ("[MASK]" in name or "[Y]" in name) else None)
+    if template is None:
+        raise ConfigError("pattern", f"{name!r} is neither a pattern of {spec.name} "
+                          f"({', '.join(spec.patterns)}) nor a template with [MASK]")
+    return strip_pseudo(template) if config.method == "manual" else template
+
+
+def build_model(spec: TaskSpec, config: SuperGlueConfig, lm: Any, tokenizer: Any, kind: str, seed: int,
+                base_model: str) -> PTunedModel | ClassifierModel:
+    """The model of one run: a P-tuned model for ptuning/manual, a classifier for finetune."""
+    max_length = config.max_length or spec.max_length
+    if config.method == "finetune":
+        labels = None if spec.mode == "choice" else LABELS[spec.name]
+        cfg = ClassifierConfig(inputs=list(spec.finetune_inputs), labels=labels,
+                               candidates_field="choices" if spec.mode == "choice" else None,
+                               max_length=max_length, kind=kind)
+        return ClassifierModel(lm, tokenizer, cfg, base_model=base_model, seed=seed)
+    prompt = PromptConfig(
+        template=_template(spec, config, kind),
+        verbalizer=spec.verbalizer or {},
+        candidates_field=None if spec.mode == "classify" else "choices",
+        label_field="target" if spec.mode == "generate" else "label",
+        normalize="vocab" if spec.mode == "generate" else "labels",
+        length_norm=config.length_norm, encoder=EncoderConfig(type=config.encoder),
+        max_length=max_length, truncation="longest_first", kind=kind,
+    )
+    return PTunedModel(lm, tokenizer, prompt, base_model=base_model, seed=seed)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _words(text: str) -> list[str]:
+    return [w for w in re.split(r"[^a-z]+", text.lower()) if w]
+
+
+def wsc_match(generated: str, referent: str) -> bool:
+    """PET's lenient WSC decision: one word list is contained in the other."""
+    a, b = _words(generated), _words(referent)
+    if not a or not b:
+        return False
+    return all(w in b for w in a) or all(w in a for w in b)
+
+
+def _predict_indices(model: Any, items: Sequence[Any], batch_size: int) -> list[int]:
+    device = next(model.parameters()).device
+    preds: list[int] = []
+    with torch.no_grad():
+        for i in range(0, len(items), batch_size):
+            out = model(model.collate(items[i : i + batch_size]).to(device))
+            preds += out.scores.argmax(-1).tolist()
+    return preds
+
+
+def evaluate_task(spec: TaskSpec, model: Any, items: Sequence[Any], examples: Sequence[dict[str, Any]],
+                  batch_size: int = 32) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """SuperGLUE metrics of ``model`` on prepared ``items`` (and their raw ``examples``),
+    with one prediction per example: its idx(s) and the predicted label or answer text.
+
+    The returned metrics include ``score``: the mean of the task's metrics (SuperGLUE's
+    task score), used for model selection.
+    """
+    was = model.training
+    model.eval()
+    try:
+        if spec.mode == "generate" and isinstance(model, PTunedModel):
+            gen = model.generate(items, [len(it.candidates[0]) for it in items], batch_size=batch_size)
+            labels = ["True" if wsc_match(g["text"], ex["span1"]) else "False" for g, ex in zip(gen, examples)]
+        else:
+            idx = _predict_indices(model, items, batch_size)
+            if spec.mode == "choice":
+                labels = [ex["choices"][i] for i, ex in zip(idx, examples)]
+            else:
+                labels = [LABELS[spec.name][i] for i in idx]  # type: ignore[index]
+    finally:
+        model.train(was)
+    metrics = _metrics(spec, labels, examples)
+    preds = []
+    for lab, ex in zip(labels, examples):
+        p: dict[str, Any] = {"idx": ex["idx"]}
+        if spec.name == "MultiRC":
+            p = {"passage_idx": ex["passage_idx"], "question_idx": ex["question_idx"], "idx": ex["idx"]}
+        p["label"] = lab
+        preds.append(p)
+    return metrics, preds
+
+
+def _metrics(spec: TaskSpec, pred: list[Any], examples: Sequence[dict[str, Any]]) -> dict[str, float]:
+    n = len(examples)
+    if spec.name == "ReCoRD":
+        m = record_metrics(pred, [ex["answers"] for ex in examples])
+    elif spec.name == "COPA":
+        gold = [ex["choices"][ex["label"]] for ex in examples]
+        m = {"accuracy": sum(p == g for p, g in zip(pred, gold)) / max(1, n), "n": n}
+    else:
+        labels = LABELS[spec.name]
+        assert labels is not None
+        p_idx = [labels.index(p) for p in pred]
+        g_idx = [labels.index(ex["label"]) for ex in examples]
+        if spec.name == "MultiRC":
+            m = multirc_metrics(p_idx, g_idx, [(ex["passage_idx"], ex["question_idx"]) for ex in examples])
+        else:
+            m = {"accuracy": sum(p == g for p, g in zip(p_idx, g_idx)) / max(1, n), "n": n}
+            if spec.name == "CB":
+                m["f1"] = f1_macro(p_idx, g_idx)
+    m = {k: (int(v) if k == "n" else float(v)) for k, v in m.items()}
+    m["score"] = sum(m[k] for k in spec.metrics) / len(spec.metrics)
+    return m
+
+
+# ----------------------------------------------------------------------------- one run
+def _train_config(spec: TaskSpec, config: SuperGlueConfig, seed: int, n_train: int) -> TrainConfig:
+    lr = config.lr or (1e-3 if config.frozen else spec.lr)
+    steps = config.steps or spec.steps
+    batch = min(config.batch_size, n_train)
+    return TrainConfig(
+        steps=steps, batch_size=batch, lr=lr, lm_lr=config.lm_lr, weight_decay=0.0, lm_weight_decay=0.1,
+        schedule="linear", warmup_steps=0, max_grad_norm=1.0, eval_every=min(config.eval_every, steps),
+        patience=config.patience, metric="score", seed=seed, finetune_lm=not config.frozen,
+    )
+
+
+def run_one(spec: TaskSpec, config: SuperGlueConfig, splits: dict[str, Records], model_name: str, seed: int,
+            out: Path, *, loader: Callable[[], tuple[Any, Any, str]], progress: bool = False) -> dict[str, Any]:
+    """Train (unless there is nothing to train) and evaluate one (task, seed); write its
+    predictions and, if asked, a checkpoint under ``out``."""
+    lm, tokenizer, kind = loader()
+    model = build_model(spec, config, lm, tokenizer, kind, seed, model_name)
+    prepared: dict[str, Split] = {}
+    for name, rec in splits.items():
+        recs = _train_examples(spec, rec, config.method) if name == "train" else rec
+        examples, sources = _with_answer_index(spec, list(recs.examples)), list(recs.sources)
+        if name == "val" and config.limit_eval is not None:
+            examples, sources = examples[: config.limit_eval], sources[: config.limit_eval]
+        split = Split(examples, sources)
+        split.items = model.prepare(examples, sources, require_labels=True)
+        prepared[name] = split
+    dev = prepared["dev"]
+    tcfg = _train_config(spec, config, seed, len(prepared["train"].items))
+    trained: dict[str, Any] = {"trained": False}
+    nothing_to_train = config.method == "manual" and config.frozen
+    if not nothing_to_train:
+        def eval_fn(m: Any, items: Sequence[Any]) -> dict[str, float]:
+            return evaluate_task(spec, m, items, dev.examples, batch_size=tcfg.eval_batch_size)[0]
+
+        result = train(model, prepared["train"].items, dev.items, tcfg, output_dir=None, eval_fn=eval_fn,
+                       progress=progress)
+        trained = {"trained": True, "steps": result.steps, "best_step": result.best_step,
+                   "stopped_early": result.stopped_early}
+    else:
+        model.to("cuda" if torch.cuda.is_available() else "cpu")
+    record: dict[str, Any] = {"seed": seed, **trained, "train_examples": len(prepared["train"].items),
+                              "train_config": tcfg.to_dict()}
+    for name in ("dev32", "val"):
+        if name in prepared:
+            metrics, preds = evaluate_task(spec, model, prepared[name].items, prepared[name].examples,
+                                           batch_size=tcfg.eval_batch_size)
+            record[name] = metrics
+            if name == "val":
+                _write_jsonl(out / "predictions.jsonl", preds)
+    if config.save_checkpoints:
+        if isinstance(model, PTunedModel):
+            save_checkpoint(model, out / "checkpoint")
+        else:
+            model.save(out / "checkpoint")
+    return record
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r) + "\n")
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- the harness
+def _mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def summarize_task(spec: TaskSpec, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std over seeds of every metric on val and dev32."""
+    out: dict[str, Any] = {"seeds": len(runs)}
+    for split in ("val", "dev32"):
+        rows = [r[split] for r in runs.values() if split in r]
+        if rows:
+            keys = [k for k in rows[0] if k != "n"]
+            out[split] = {k: _mean_std([r[k] for r in rows]) for k in keys}
+            out[split]["n"] = rows[0].get("n")
+    return out
+
+
+def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, config: SuperGlueConfig | None = None,
+                  *, progress: bool = False, loader: Callable[[], tuple[Any, Any, str]] | None = None
+                  ) -> dict[str, Any]:
+    """Run every (task, seed) of ``config``; resumable.
+
+    Writes ``results.json`` (per task: settings, per-seed metrics on val and dev32, mean
+    and std), ``results.md`` (a table), ``predictions/<Task>.jsonl`` (the val predictions
+    of the seed with the best dev32 score) and ``runs/<Task>/seed<N>/`` (each run's
+    result, predictions and optional checkpoint).
+
+    Args:
+        model: hub name or folder of the base LM (reloaded fresh for every run).
+        data_dir: a folder with ``<Task>/{train,dev32,val}.jsonl``.
+        output_dir: where results go; rerunning with the same settings resumes.
+        config: tasks, method, setting, seeds and training options.
+        loader: returns a fresh ``(lm, tokenizer, kind)``; default: :func:`ptune.model.load_base`.
+    """
+    from tqdm.auto import tqdm
+
+    config = config or SuperGlueConfig()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    loader = loader or (lambda: load_base(model))
+    settings = {"model": model, "data_dir": str(data_dir), **config.to_dict()}
+    results_file = out / "results.json"
+    results: dict[str, Any] = {"settings": settings, "tasks": {}}
+    if results_file.is_file():
+        previous = json.loads(results_file.read_text(encoding="utf-8"))
+        # tasks and seeds may grow between calls: each (task, seed) run stands alone
+        same = ("tasks", "seeds")
+        if {k: v for k, v in previous.get("settings", {}).items() if k not in same} != {
+                k: v for k, v in settings.items() if k not in same}:
+            raise ConfigError("output", f"{out} holds a superglue run with other settings; choose another folder")
+        results["tasks"] = previous.get("tasks", {})
+    bar = tqdm(total=len(config.tasks) * len(config.seeds), desc="superglue", unit="run", disable=not progress)
+    for task in config.tasks:
+        spec = SPECS[task]
+        splits, notes = load_splits(task, data_dir, config)
+        entry = results["tasks"].setdefault(task, {"runs": {}})
+        entry["notes"] = notes
+        entry["metrics"] = list(spec.metrics)
+        for seed in config.seeds:
+            bar.set_postfix(task=task, seed=seed)
+            run_dir = out / "runs" / task / f"seed{seed}"
+            done = run_dir / "result.json"
+            if done.is_file():
+                entry["runs"][str(seed)] = json.loads(done.read_text(encoding="utf-8"))
+            else:
+                record = run_one(spec, config, splits, model, seed, run_dir, loader=loader, progress=progress)
+                write_json_atomic(done, record)
+                entry["runs"][str(seed)] = record
+            entry.update(summarize_task(spec, entry["runs"]))
+            write_json_atomic(results_file, results)
+            bar.update(1)
+        _publish_predictions(out, task, entry)
+    bar.close()
+    write_json_atomic(results_file, results)
+    (out / "results.md").write_text(markdown_table(results), encoding="utf-8")
+    return results
+
+
+def _publish_predictions(out: Path, task: str, entry: dict[str, Any]) -> None:
+    """``predictions/<Task>.jsonl``: the val predictions of the seed best on dev32."""
+    runs = entry["runs"]
+    best = max(runs, key=lambda s: (runs[s].get("dev32", {}).get("score", -math.inf), -int(s)))
+    src = out / "runs" / task / f"seed{best}" / "predictions.jsonl"
+    if src.is_file():
+        dst = out / "predictions" / f"{task}.jsonl"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+        entry["predictions"] = {"file": str(dst.relative_to(out)), "seed": int(best)}
+
+
+def _cell(stats: dict[str, Any] | None, keys: Sequence[str]) -> str:
+    if not stats:
+        return "–"
+    parts = []
+    for k in keys:
+        m = stats.get(k)
+        if m is None:
+            continue
+        parts.append(f"{100 * m['mean']:.1f}" + (f" ± {100 * m['std']:.1f}" if m["std"] else ""))
+    return " / ".join(parts) or "–"
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """A table of the val and dev32 metrics per task (percent; mean ± std over seeds)."""
+    s = results["settings"]
+    lines = [f"# SuperGLUE: {s['model']}, {s['method']}, {s['setting']}"
+             f"{', frozen LM' if s.get('frozen') else ''}, seeds {', '.join(map(str, s['seeds']))}", "",
+             "| task | metrics | val | dev32 | seeds |", "|---|---|---|---|---|"]
+    for task, e in results["tasks"].items():
+        keys = e.get("metrics", ["accuracy"])
+        if task == "CB":
+            keys = ["accuracy", "f1"]
+        elif task == "MultiRC":
+            keys = ["em", "f1a"]
+        lines.append(f"| {task} | {'/'.join(keys)} | {_cell(e.get('val'), keys)} | {_cell(e.get('dev32'), keys)} "
+                     f"| {e.get('seeds', 0)} |")
+    return "\n".join(lines) + "\n"
+
+
+def with_overrides(config: SuperGlueConfig, **kw: Any) -> SuperGlueConfig:
+    """A copy of ``config`` with some fields changed (validated again)."""
+    return replace(config, **kw)
