@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from ptune.cli import main
-from ptune.errors import ConfigError, DataError
+from ptune.errors import ConfigError
 from ptune.tasks import superglue as sg
 from ptune.tasks.superglue_data import TASKS, read_task, split_path
 from ptune.tiny import tiny_model, train_tokenizer
