@@ -295,3 +295,24 @@ def test_training_checkpoint_files(tmp_path):
     assert torch.equal(fresh.head[1].weight, model.head[1].weight)
     with pytest.raises(CheckpointError, match="another base model"):
         _model("llama", seed=1).load_weights(tmp_path / "last")
+
+
+def test_trainer_run_folder_and_exact_resume(tmp_path):
+    """The trainer writes best/ and last/ in the classifier's own format and resumes exactly."""
+    items_of = lambda m: (m.prepare(sentiment(32), require_labels=True),  # noqa: E731
+                          m.prepare(sentiment(16, seed=10), require_labels=True))
+    cfg = TrainConfig(steps=8, batch_size=8, lr=1e-2, finetune_lm=True, lm_lr=1e-3, eval_every=2, lm_dropout=False)
+    full = _model("gpt2", dropout=0.0)
+    train(full, *items_of(full), cfg, output_dir=tmp_path / "full", progress=False)
+    half = _model("gpt2", dropout=0.0)
+    train(half, *items_of(half), cfg, output_dir=tmp_path / "half", stop_at_step=4, progress=False)
+    resumed = _model("gpt2", dropout=0.0)
+    result = train(resumed, *items_of(resumed), cfg, output_dir=tmp_path / "half", resume=True, progress=False)
+    assert result.steps == 8
+    for name in ("full", "half"):
+        assert (tmp_path / name / "best" / "classifier_config.json").is_file()
+        assert (tmp_path / name / "last" / "trainer_state.json").is_file()
+    a = ClassifierModel.load(tmp_path / "full" / "last")
+    b = ClassifierModel.load(tmp_path / "half" / "last")
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4, msg=k)

@@ -316,7 +316,7 @@ def train(
             if improved:
                 state["best"], state["best_step"], state["bad_evals"] = value, step, 0
                 if out is not None and accelerator.is_main_process:
-                    save_checkpoint(model, out / "best")
+                    _save(model, out / "best")
                 elif out is None:  # keep the best weights in memory
                     best_weights = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
             else:
@@ -324,7 +324,7 @@ def train(
             if config.patience is not None and state["bad_evals"] >= config.patience:
                 stopped_early = True
         if out is not None and (at_eval or stopping or stopped_early) and accelerator.is_main_process:
-            save_checkpoint(model, out / "last", optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+            _save(model, out / "last", optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
                             trainer_state={**state, "rng": _rng_state(), "config": config.to_dict()})
         accelerator.wait_for_everyone()
         if stopped_early or stopping:
@@ -332,7 +332,7 @@ def train(
     bar.close()
     log.close()
     if out is not None and accelerator.is_main_process and not dev_items:
-        save_checkpoint(model, out / "best")
+        _save(model, out / "best")
     accelerator.wait_for_everyone()
     if dev_items and state["best_step"] is not None and state["best_step"] != state["step"]:
         if out is not None:
@@ -352,8 +352,19 @@ def train(
     )
 
 
-def _load_weights(model: PTunedModel, path: Path) -> None:
+def _save(model: Any, path: Path, **kw: Any) -> None:
+    """A prompt checkpoint, or the model's own format (the fine-tuning baseline's)."""
+    if isinstance(model, PTunedModel):
+        save_checkpoint(model, path, **kw)
+    else:
+        model.save(path, **kw)
+
+
+def _load_weights(model: Any, path: Path) -> None:
     """Put the weights of checkpoint ``path`` into ``model`` (same architecture)."""
+    if not isinstance(model, PTunedModel):
+        model.load_weights(path)
+        return
     from .checkpoint import _load_prompt
 
     _load_prompt(model, path)
@@ -370,9 +381,10 @@ def _restore(model: PTunedModel, path: Path, accelerator: Any) -> tuple[dict[str
     from .checkpoint import _check_fingerprint, read_meta
 
     state, opt = load_training_state(path)
-    meta = read_meta(path)
-    if not meta.get("lm_included"):
-        _check_fingerprint(meta["base"], model.lm, model.tokenizer, path, model.base_model)
+    if isinstance(model, PTunedModel):
+        meta = read_meta(path)
+        if not meta.get("lm_included"):
+            _check_fingerprint(meta["base"], model.lm, model.tokenizer, path, model.base_model)
     _load_weights(model, path)
     _set_rng_state(state.pop("rng"))
     state.pop("config", None)
