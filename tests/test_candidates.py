@@ -182,3 +182,29 @@ def test_generate_matches_greedy_reference(family):
             assert g["ids"] == ref
             assert g["text"] == tok.decode(ref, skip_special_tokens=True).strip()
             assert g["logprob"] <= 0
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_generative_training_then_generation_writes_the_answer(family):
+    """WSC's loop: train on the referent's log-probability, then write it back."""
+    from ptune import TrainConfig, train
+
+    lm, tok = pair(family, seed=0)
+    cfg = PromptConfig(template="{text} [P*2] it means [MASK] .", candidates_field="choices",
+                       label_field="target", normalize="vocab", encoder=EncoderConfig(type="mlp"))
+    model = PTunedModel(lm, tok, cfg, seed=0)
+    pairs = [("the movie was great", "the film"), ("Paris is the capital", "France"),
+             ("the cat sat on the mat", "the dog"), ("boring plot", "awful dialogue")]
+    data = [{"text": t, "choices": [a], "target": 0} for t, a in pairs] * 2
+    items = model.prepare(data)
+    lengths = [len(it.candidates[0]) for it in items]
+    before = [g["text"] for g in model.generate(items[:4], lengths[:4])]
+    train(model, items, None, TrainConfig(steps=60, batch_size=8, lr=1e-2, finetune_lm=True, lm_lr=1e-2),
+          progress=False)
+    gen = model.generate(items[:4], lengths[:4])
+    want = [tok.decode(list(it.candidates[0]), skip_special_tokens=True).strip() for it in items[:4]]
+    assert [g["text"] for g in gen] == want and before != want
+    if model.kind == "causal":  # greedy decoding of the gold answer scores it as the candidate scorer does
+        with torch.no_grad():
+            scores = model(model.collate(items[:4])).scores[:, 0]
+        torch.testing.assert_close(torch.tensor([g["logprob"] for g in gen]), scores, atol=1e-4, rtol=1e-4)
