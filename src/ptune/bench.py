@@ -93,7 +93,7 @@ def _sync(device: str) -> None:
 
 
 def _ptune_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, encoder: str, n_pseudo: int,
-                n_cand: int, device: str, dtype: torch.dtype) -> Side:
+                n_cand: int, device: str, dtype: torch.dtype, layout: str = "around") -> Side:
     from .tasks.lama import single_token_words
 
     tok = _tokenizer(kind)
@@ -104,6 +104,8 @@ def _ptune_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, enc
     template = f"[P*{a}] {{text}} [P*{a}] [MASK]" + (f" [P*{b}]" if kind == "masked" else "")
     if kind == "causal":
         template = f"[P*{a}] {{text}} [P*{n_pseudo - a}] [MASK]"
+    if layout == "text-first":  # the input, then every pseudo token, then the answer slot
+        template = f"{{text}} [P*{n_pseudo}] [MASK]"
     model = PTunedModel(lm, tok, PromptConfig(template=template, verbalizer={w: w for w in words},
                                               encoder=EncoderConfig(type=encoder), max_length=512))
     model.to(device)
@@ -177,8 +179,14 @@ def _time(fn: Callable[[], None], device: str) -> float:
 
 def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, device: str = "cpu", dtype: str = "fp32",
               steps: int = 10, warmup: int = 2, real_tokens: int = 24, n_pseudo: int = 9, n_candidates: int = 100,
-              sides: tuple[str, ...] = ("ptune", "peft")) -> list[dict[str, Any]]:
-    """Time ptune and PEFT alternately on one frozen model; one result row per side."""
+              sides: tuple[str, ...] = ("ptune", "peft"), layout: str = "around") -> list[dict[str, Any]]:
+    """Time ptune and PEFT alternately on one frozen model; one result row per side.
+
+    ``layout`` places ptune's pseudo tokens: ``around`` the text (the paper's LAMA shape,
+    with pseudo tokens first as PEFT has them) or ``text-first`` (all after the text:
+    a frozen causal LM then runs the text without autograd, see
+    :meth:`ptune.model.PTunedModel._frozen_prefix`). PEFT always puts them first.
+    """
     tdtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     lm, kind = build_model(arch)
     lm.to(device)
@@ -190,7 +198,7 @@ def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, devic
     target = torch.randint(0, n_candidates, (batch,), generator=gen)
     built = []
     if "ptune" in sides:
-        built.append(_ptune_side(lm, kind, ids, target, encoder, n_pseudo, n_candidates, device, tdtype))
+        built.append(_ptune_side(lm, kind, ids, target, encoder, n_pseudo, n_candidates, device, tdtype, layout))
     if "peft" in sides:
         built.append(_peft_side(lm, kind, ids, target, encoder, n_pseudo, device, tdtype))
     non_emb = sum(p.numel() for n, p in lm.named_parameters() if "embed" not in n and "wte" not in n and "wpe" not in n)
@@ -211,6 +219,7 @@ def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, devic
     rows = []
     for s in built:
         row: dict[str, Any] = {"side": s.name, "arch": arch, "kind": kind, "encoder": encoder, "batch": batch,
+                               "layout": layout if s.name == "ptune" else "pseudo-first",
                                "device": device, "dtype": dtype, "trainable_params": s.trainable,
                                "peak_memory_mb": round(peak[s.name] / 2**20, 1) if peak.get(s.name) else None}
         for phase, flops_per_token in (("train", 4), ("eval", 2)):
@@ -228,10 +237,11 @@ def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, devic
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """A table of both sides and the ptune/PEFT ratios."""
-    lines = ["| arch | encoder | batch | device | dtype | side | train samples/s | eval samples/s | "
-             "train step ms (p10–p90) | trainable | train TFLOP/s |", "|" + "---|" * 11]
+    lines = ["| arch | encoder | batch | device | dtype | side | layout | train samples/s | eval samples/s | "
+             "train step ms (p10–p90) | trainable | train TFLOP/s |", "|" + "---|" * 12]
     for r in rows:
         lines.append(f"| {r['arch']} | {r['encoder']} | {r['batch']} | {r['device']} | {r['dtype']} | {r['side']} | "
+                     f"{r.get('layout', '')} | "
                      f"{r['train_samples_per_s']} | {r['eval_samples_per_s']} | {r['train_step_ms']} "
                      f"({r['train_spread_ms'][0]}–{r['train_spread_ms'][1]}) | {r['trainable_params']:,} | {r['train_tflops']} |")
     by = {r["side"]: r for r in rows}
@@ -259,6 +269,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--steps", type=int, default=10, help="timed steps per side and phase")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--layout", choices=["around", "text-first"], default="around",
+                   help="where ptune's pseudo tokens go: around the text (default) or all after it")
     p.add_argument("--json", help="append the result rows as JSON lines to this file")
 
 
@@ -267,7 +279,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         print("ptune: error: --device cuda but no GPU is available", file=sys.stderr)
         return 2
     rows = run_bench(args.arch, encoder=args.encoder, batch=args.batch, device=args.device, dtype=args.dtype,
-                     steps=args.steps, warmup=args.warmup)
+                     steps=args.steps, warmup=args.warmup, layout=args.layout)
     meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
             "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     if args.device == "cuda":

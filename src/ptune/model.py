@@ -240,10 +240,13 @@ class PTunedModel(nn.Module):
         )
         self._type_vocab = int(getattr(lm.config, "type_vocab_size", 1) or 1)
         self._accepts_positions = "position_ids" in sig
+        # the key/value cache argument: "cache" in recent transformers, "past_key_values" before
+        self._cache_arg = next((n for n in ("cache", "past_key_values") if n in sig), None)
         self._position_offset: int | None = None
         self._capture_ok = getattr(lm.config, "final_logit_softcapping", None) is None
         self.lm_dropout = False
         self.pad_to_multiple_of = 1  # >1 gives fixed-shape buckets (fewer recompiles on GPU)
+        self.prefix_cache = True  # frozen causal LM: run the text before the first pseudo token without autograd
         self.set_lm_trainable(False)
 
     # ------------------------------------------------------------------ construction
@@ -573,24 +576,60 @@ class PTunedModel(nn.Module):
 
     def answer_hidden(self, view: View, prompt: torch.Tensor | None) -> torch.Tensor:
         """The LM head's input at the answer positions, (R, L, Hh) (or logits if not capturable)."""
-        kwargs: dict[str, Any] = {
-            "inputs_embeds": self.embed(view.input_ids, view.pseudo_index, prompt),
-            "attention_mask": view.attention_mask,
-        }
-        if self._accepts_positions:
-            pos = self._positions(view.attention_mask)
-            if pos is not None:
-                kwargs["position_ids"] = pos
+        emb = self.embed(view.input_ids, view.pseudo_index, prompt)
+        kwargs: dict[str, Any] = {"attention_mask": view.attention_mask}
+        pos = self._positions(view.attention_mask) if self._accepts_positions else None
         if self._pass_token_types:
             kwargs["token_type_ids"] = view.token_type_ids.clamp(max=self._type_vocab - 1)
         if self.kind == "causal":
             kwargs["use_cache"] = False
+        start = self._frozen_prefix(view, prompt)
+        if start:
+            return self._answer_hidden_after_prefix(view, emb, pos, start, kwargs)
+        if pos is not None:
+            kwargs["position_ids"] = pos
         with self._capture_head() as captured:
-            out = self.lm(**kwargs)
+            out = self.lm(inputs_embeds=emb, **kwargs)
         h = out.logits
         if not captured:
             self._capture_ok = False
         idx = view.answer_positions.unsqueeze(-1).expand(-1, -1, h.shape[-1])
+        return h.gather(1, idx)
+
+    def _frozen_prefix(self, view: View, prompt: torch.Tensor | None) -> int:
+        """Length of the leading columns that no gradient reaches (0: none worth skipping).
+
+        In a causal LM the tokens before the first pseudo token do not depend on the
+        prompt; when the LM is frozen, nothing in them needs a gradient. They run once
+        without autograd, and their keys and values are reused as a cache by the rest —
+        the same numbers, with backward only over the part after the prefix.
+        """
+        if (self.kind != "causal" or not self.prefix_cache or self.lm_trainable or prompt is None
+                or not torch.is_grad_enabled() or not self._accepts_positions or self._cache_arg is None):
+            return 0
+        first = torch.where(view.pseudo_index >= 0, torch.arange(view.pseudo_index.shape[1], device=view.pseudo_index.device),
+                            view.pseudo_index.shape[1])
+        start = int(torch.minimum(first.min(1).values, view.answer_positions.min(1).values).min())
+        return start if start >= 8 else 0
+
+    def _answer_hidden_after_prefix(self, view: View, emb: torch.Tensor, pos: torch.Tensor | None, start: int,
+                                    kwargs: dict[str, Any]) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        mask = view.attention_mask
+        if pos is None:
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.lm.config)
+        with torch.no_grad(), self._capture_head():
+            self.lm(inputs_embeds=emb[:, :start], attention_mask=mask[:, :start], position_ids=pos[:, :start],
+                    use_cache=True, **{self._cache_arg: cache})
+        kwargs = {**kwargs, "use_cache": True}
+        with self._capture_head() as captured:
+            out = self.lm(inputs_embeds=emb[:, start:], position_ids=pos[:, start:], **{self._cache_arg: cache}, **kwargs)
+        if not captured:
+            self._capture_ok = False
+        h = out.logits
+        idx = (view.answer_positions - start).unsqueeze(-1).expand(-1, -1, h.shape[-1])
         return h.gather(1, idx)
 
     def answer_logits(self, view: View, prompt: torch.Tensor | None = None) -> torch.Tensor:
