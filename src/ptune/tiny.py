@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+from collections import Counter
+
 from typing import Any, Iterable
 
 __all__ = ["FAMILIES", "train_tokenizer", "tiny_model", "tiny_pair"]
@@ -57,7 +59,7 @@ def train_tokenizer(family: str, corpus: Iterable[str], vocab_size: int = 300, e
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+        trainer = None
     elif family in ("gpt2", "roberta", "opt", "gpt_neox"):
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -72,7 +74,19 @@ def train_tokenizer(family: str, corpus: Iterable[str], vocab_size: int = 300, e
         tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
         tok.decoder = decoders.Metaspace(prepend_scheme="always")
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
-    tok.train_from_iterator(corpus, trainer)
+    if family in ("bert", "deberta-v2"):
+        # tokenizers' WordPiece (and "##"-BPE) trainers break ties in hash order: another
+        # vocabulary in every process. This one is deterministic: the specials, every
+        # character (also as a "##" continuation), then the most frequent whole words.
+        pre = pre_tokenizers.BertPreTokenizer()
+        counts = Counter(w for line in corpus for w, _ in pre.pre_tokenize_str(line))
+        chars = sorted({c for w in counts for c in w})
+        pieces = list(dict.fromkeys([*specials, *chars, *("##" + c for c in chars)]))
+        words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if w not in pieces]
+        pieces += words[: max(0, vocab_size - len(pieces))]
+        tok.model = models.WordPiece({p: i for i, p in enumerate(pieces)}, unk_token="[UNK]")
+    else:
+        tok.train_from_iterator(corpus, trainer)
     extra = [AddedToken(w, single_word=True, normalized=False) for w in extra_tokens]
     if extra:
         tok.add_tokens(extra)
