@@ -208,3 +208,43 @@ def test_generative_training_then_generation_writes_the_answer(family):
         with torch.no_grad():
             scores = model(model.collate(items[:4])).scores[:, 0]
         torch.testing.assert_close(torch.tensor([g["logprob"] for g in gen]), scores, atol=1e-4, rtol=1e-4)
+
+
+def _reference_iterative(model, lm, item, real):
+    """PET's iterative scoring, one candidate at a time on the plain LM."""
+    out = []
+    for cand in item.candidates:
+        enc = model.compiled.encode(item.fields, answer_len=len(cand))
+        ids = _plain_ids(model, enc, real)
+        open_, total = list(range(len(cand))), 0.0
+        while open_:
+            logp = lm(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+            j = max(open_, key=lambda j: float(logp[enc.answer_positions[j], cand[j]]))
+            total += float(logp[enc.answer_positions[j], cand[j]])
+            ids[enc.answer_positions[j]] = cand[j]
+            open_.remove(j)
+        out.append(total)
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_iterative_scoring_matches_reference_and_training_stays_parallel(family):
+    lm, tok = pair(family, seed=0, init_range=0.2)  # a peaked random LM: filled tokens matter
+    cfg = PromptConfig(template=TEMPLATE, candidates_field="choices", encoder=EncoderConfig(type="mlp"),
+                       normalize="vocab", multi_token="iterative", padding_side="left")
+    model = PTunedModel(lm, tok, cfg, seed=0).eval()
+    real = _set_real_prompt(model, lm, tok)
+    items = model.prepare(EXAMPLES)
+    parallel_model = PTunedModel(lm, tok, PromptConfig(**{**cfg.to_dict(), "multi_token": "parallel"}), seed=0).eval()
+    _set_real_prompt(parallel_model, lm, tok)
+    with torch.no_grad():
+        scores = model(model.collate(items)).scores
+        parallel = parallel_model(parallel_model.collate(parallel_model.prepare(EXAMPLES))).scores
+    for i, it in enumerate(items):
+        n = len(it.candidates)
+        torch.testing.assert_close(scores[i, :n], _reference_iterative(model, lm, it, real), atol=1e-4, rtol=1e-4)
+        single = [j for j, c in enumerate(it.candidates) if len(c) == 1]
+        torch.testing.assert_close(scores[i, single], parallel[i, single], atol=1e-5, rtol=1e-5)
+    assert (scores[0, :2] - parallel[0, :2]).abs().max() > 1e-2  # multi-token words are scored differently
+    with torch.enable_grad():  # training reads the masks in parallel (one pass per length)
+        torch.testing.assert_close(model(model.collate(items)).scores.detach(), parallel, atol=1e-5, rtol=1e-5)

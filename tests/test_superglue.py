@@ -288,3 +288,15 @@ def test_cli_bad_data_names_file_line_and_field(tokenizers, tmp_path, capsys, ta
     assert main(args[:-1] + [str(tmp_path / "o2"), "--skip-invalid"]) == 0
     notes = json.loads((tmp_path / "o2" / "results.json").read_text())["tasks"][task]["notes"]
     assert any("skipped 1 invalid example" in n for n in notes)
+
+
+def test_iterative_multi_token_scoring_runs_on_copa(tokenizers, tmp_path):
+    tok = tokenizers["bert"]
+    res = {}
+    for mode in ("parallel", "iterative"):
+        cfg = sg.SuperGlueConfig(tasks=("COPA",), method="manual", frozen=True, multi_token=mode, seeds=(1,),
+                                 **{**QUICK, "limit_eval": 24})
+        res[mode] = sg.run_superglue("tiny", FEWGLUE, tmp_path / mode, cfg, loader=_loader("bert", tok))
+        assert res[mode]["settings"]["multi_token"] == mode
+    val = {m: r["tasks"]["COPA"]["val"]["accuracy"]["mean"] for m, r in res.items()}
+    assert all(0.0 <= v <= 1.0 for v in val.values())

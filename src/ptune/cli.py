@@ -61,6 +61,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="loss over the labels (default) or LM cross-entropy over the vocabulary")
     p.add_argument("--length-norm", choices=["sum", "mean"], default="sum",
                    help="multi-token words: sum (default) or mean of token log-probabilities")
+    p.add_argument("--multi-token", choices=["parallel", "iterative"], default="parallel",
+                   help="masked LMs, multi-token words at evaluation: all masks in one pass (default) or PET's "
+                        "one-at-a-time filling")
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="autocast on GPU")
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
     p.set_defaults(func=cmd_train)
@@ -132,6 +135,9 @@ def _add_superglue(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-length", type=int, help="input tokens (default: the paper's per task)")
     p.add_argument("--length-norm", choices=["sum", "mean"], default="sum",
                    help="multi-token candidates: sum or mean of token log-probs")
+    p.add_argument("--multi-token", choices=["parallel", "iterative"], default="parallel",
+                   help="masked LMs, multi-token candidates at evaluation: all masks in one pass, or PET's "
+                        "one-at-a-time filling")
     p.add_argument("--limit-eval", type=int, help="evaluate on at most N val examples (quick runs)")
     p.add_argument("--skip-invalid", action="store_true", help="skip bad examples (their count is reported)")
     p.add_argument("--save-checkpoints", action="store_true", help="keep a serving checkpoint per (task, seed)")
@@ -206,7 +212,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     prompt_cfg = PromptConfig(
         template=args.template, verbalizer=verbalizer.to_dict(), encoder=EncoderConfig(type=args.encoder),
         label_field=args.label_field, max_length=args.max_length, kind=args.kind,
-        normalize=args.normalize, length_norm=args.length_norm,
+        normalize=args.normalize, length_norm=args.length_norm, multi_token=args.multi_token,
     )
     from .template import Template
 
@@ -270,7 +276,7 @@ def cmd_superglue(args: argparse.Namespace) -> int:
         tasks=tasks, method=args.method, setting=args.setting, seeds=seeds, pattern=args.pattern,
         encoder=args.encoder, frozen=args.frozen, steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
         lm_lr=args.lm_lr, eval_every=args.eval_every, patience=args.patience, max_length=args.max_length,
-        length_norm=args.length_norm, limit_eval=args.limit_eval, skip_invalid=args.skip_invalid,
+        length_norm=args.length_norm, multi_token=args.multi_token, limit_eval=args.limit_eval, skip_invalid=args.skip_invalid,
         save_checkpoints=args.save_checkpoints,
     )
     if not Path(args.data_dir).is_dir():

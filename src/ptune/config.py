@@ -57,6 +57,10 @@ class PromptConfig:
     loss is the LM cross-entropy of the gold word (the paper's LAMA loss)."""
     length_norm: Literal["sum", "mean"] = "sum"
     """Multi-token words: sum of token log-probabilities, or their mean."""
+    multi_token: Literal["parallel", "iterative"] = "parallel"
+    """Masked LMs, multi-token words at evaluation: ``parallel`` reads every mask in one
+    pass; ``iterative`` (PET) fills the word's tokens one at a time, the most probable
+    first, each pass seeing the tokens filled so far. Training always reads in parallel."""
     max_length: int | None = None
     """Longest input in tokens (default: the tokenizer's limit)."""
     truncation: Literal["longest_first", "last_first"] = "longest_first"
@@ -82,6 +86,7 @@ class PromptConfig:
             object.__setattr__(self, "encoder", EncoderConfig.from_dict(self.encoder))
         _check_choice("normalize", self.normalize, ("labels", "vocab"))
         _check_choice("length_norm", self.length_norm, ("sum", "mean"))
+        _check_choice("multi_token", self.multi_token, ("parallel", "iterative"))
         _check_choice("truncation", self.truncation, ("longest_first", "last_first"))
         _check_choice("padding_side", self.padding_side, ("right", "left"))
         _check_choice("kind", self.kind, ("masked", "causal", None))

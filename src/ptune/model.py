@@ -547,6 +547,9 @@ class PTunedModel(nn.Module):
         )
 
     def _score_view(self, view: View, prompt: torch.Tensor | None) -> torch.Tensor:
+        if (self.config.multi_token == "iterative" and self.kind == "masked" and view.targets.shape[-1] > 1
+                and not torch.is_grad_enabled()):
+            return self._score_iterative(view, prompt)
         h = self.answer_hidden(view, prompt)  # (R, L, Hh)
         weight, bias = self._head_params()
         if weight is not None and self._fast(view):
@@ -561,6 +564,29 @@ class PTunedModel(nn.Module):
         if self.config.length_norm == "mean":
             s = s / view.targets.shape[-1]
         return s
+
+    def _score_iterative(self, view: View, prompt: torch.Tensor | None) -> torch.Tensor:
+        """PET's multi-token scoring for masked LMs: one row per (row, candidate); each
+        pass writes the candidate's token at the open mask where it is most probable and
+        adds its log-probability."""
+        r, k, length = view.targets.shape
+        rep = lambda t: t.repeat_interleave(k, 0)  # noqa: E731
+        targets = view.targets.reshape(r * k, length)
+        v = View(rep(view.input_ids).clone(), rep(view.attention_mask), rep(view.pseudo_index),
+                 rep(view.token_type_ids), rep(view.answer_positions), targets.unsqueeze(1),
+                 rep(view.cand_index)[:, :1], rep(view.row_example), False)
+        rows = torch.arange(r * k, device=targets.device)
+        filled = torch.zeros_like(targets, dtype=torch.bool)
+        total = torch.zeros(r * k, device=targets.device)
+        for _ in range(length):
+            logp = self.answer_logits(v, prompt).float().log_softmax(-1)  # (RK, L, V)
+            lp = logp.gather(2, targets.unsqueeze(-1)).squeeze(-1)  # (RK, L)
+            pos = lp.masked_fill(filled, float("-inf")).argmax(1)
+            total += lp[rows, pos]
+            filled[rows, pos] = True
+            v.input_ids[rows, v.answer_positions[rows, pos]] = targets[rows, pos]
+        s = total.view(r, k)
+        return s / length if self.config.length_norm == "mean" else s
 
     def _logits(self, h: torch.Tensor, weight, bias) -> torch.Tensor:
         if weight is None:

@@ -21,8 +21,9 @@ How answers are read:
 * COPA and ReCoRD score each of an example's candidates (choices, entities) by its
   log-probability at the answer slot — the sum over its tokens (``--length-norm mean``:
   the per-token mean), read from one forward pass with as many masks as the candidate
-  has tokens (masked LMs) or as the continuation (causal LMs); the loss is
-  cross-entropy over the candidates;
+  has tokens (masked LMs; ``--multi-token iterative`` fills them one at a time at
+  evaluation, most probable first, as PET) or as the continuation (causal LMs); the
+  loss is cross-entropy over the candidates;
 * WSC is generative (PET): training maximises the log-probability of the referent
   (the ``True`` examples only); at evaluation the model writes as many tokens as the
   referent has (iterative mask filling for masked LMs, greedy decoding for causal
@@ -189,6 +190,8 @@ class SuperGlueConfig:
     patience: int | None = 10
     max_length: int | None = None
     length_norm: str = "sum"
+    multi_token: str = "parallel"
+    """Masked LMs, multi-token candidates at evaluation: ``parallel`` or PET's ``iterative``."""
     limit_eval: int | None = None
     """Evaluate on at most this many val examples (quick runs; recorded in the results)."""
     skip_invalid: bool = False
@@ -202,6 +205,8 @@ class SuperGlueConfig:
         object.__setattr__(self, "tasks", tuple(canonical_task(t) for t in self.tasks))
         if not self.seeds:
             raise ConfigError("seeds", "give at least one seed")
+        if self.multi_token not in ("parallel", "iterative"):
+            raise ConfigError("multi_token", f"{self.multi_token!r}; accepted: parallel, iterative")
         if self.length_norm not in ("sum", "mean"):
             raise ConfigError("length_norm", f"{self.length_norm!r}; accepted: sum, mean")
         for name in ("steps", "limit_eval", "max_length", "patience"):
@@ -311,7 +316,7 @@ def build_model(spec: TaskSpec, config: SuperGlueConfig, lm: Any, tokenizer: Any
         candidates_field=None if spec.mode == "classify" else "choices",
         label_field="target" if spec.mode == "generate" else "label",
         normalize="vocab" if spec.mode == "generate" else "labels",
-        length_norm=config.length_norm, encoder=EncoderConfig(type=config.encoder),
+        length_norm=config.length_norm, multi_token=config.multi_token, encoder=EncoderConfig(type=config.encoder),
         max_length=max_length, truncation="longest_first", kind=kind,
     )
     return PTunedModel(lm, tokenizer, prompt, base_model=base_model, seed=seed)
