@@ -141,6 +141,7 @@ def _add_superglue(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit-eval", type=int, help="evaluate on at most N val examples (quick runs)")
     p.add_argument("--skip-invalid", action="store_true", help="skip bad examples (their count is reported)")
     p.add_argument("--save-checkpoints", action="store_true", help="keep a serving checkpoint per (task, seed)")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="autocast on GPU")
     p.set_defaults(func=cmd_superglue)
 
 
@@ -277,7 +278,7 @@ def cmd_superglue(args: argparse.Namespace) -> int:
         encoder=args.encoder, frozen=args.frozen, steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
         lm_lr=args.lm_lr, eval_every=args.eval_every, patience=args.patience, max_length=args.max_length,
         length_norm=args.length_norm, multi_token=args.multi_token, limit_eval=args.limit_eval, skip_invalid=args.skip_invalid,
-        save_checkpoints=args.save_checkpoints,
+        save_checkpoints=args.save_checkpoints, mixed_precision=args.mixed_precision,
     )
     if not Path(args.data_dir).is_dir():
         raise ConfigError("--data-dir", f"{args.data_dir}: no such folder")

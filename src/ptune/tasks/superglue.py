@@ -196,6 +196,8 @@ class SuperGlueConfig:
     """Evaluate on at most this many val examples (quick runs; recorded in the results)."""
     skip_invalid: bool = False
     save_checkpoints: bool = False
+    mixed_precision: str = "no"
+    """Autocast while training on a GPU: ``no``, ``bf16`` or ``fp16``."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -207,6 +209,8 @@ class SuperGlueConfig:
             raise ConfigError("seeds", "give at least one seed")
         if self.multi_token not in ("parallel", "iterative"):
             raise ConfigError("multi_token", f"{self.multi_token!r}; accepted: parallel, iterative")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ConfigError("mixed_precision", f"{self.mixed_precision!r}; accepted: no, bf16, fp16")
         if self.length_norm not in ("sum", "mean"):
             raise ConfigError("length_norm", f"{self.length_norm!r}; accepted: sum, mean")
         for name in ("steps", "limit_eval", "max_length", "patience"):
@@ -410,6 +414,7 @@ def _train_config(spec: TaskSpec, config: SuperGlueConfig, seed: int, n_train: i
         steps=steps, batch_size=batch, lr=lr, lm_lr=config.lm_lr, weight_decay=0.0, lm_weight_decay=0.1,
         schedule="linear", warmup_steps=0, max_grad_norm=1.0, eval_every=min(config.eval_every, steps),
         patience=config.patience, metric="score", seed=seed, finetune_lm=not config.frozen,
+        mixed_precision=config.mixed_precision,  # type: ignore[arg-type]
     )
 
 
