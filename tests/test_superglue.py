@@ -300,3 +300,23 @@ def test_iterative_multi_token_scoring_runs_on_copa(tokenizers, tmp_path):
         assert res[mode]["settings"]["multi_token"] == mode
     val = {m: r["tasks"]["COPA"]["val"]["accuracy"]["mean"] for m, r in res.items()}
     assert all(0.0 <= v <= 1.0 for v in val.values())
+
+
+def test_copa_checkpoint_serves_with_predict_and_eval(tokenizers, tmp_path, capsys):
+    model = _save_tiny(tokenizers["bert"], tmp_path / "m")
+    assert main(["superglue", "--task", "COPA", "--model", model, "--data-dir", str(FEWGLUE), "--max-steps", "2",
+                 "--eval-every", "1", "--limit-eval", "4", "--batch-size", "4", "--seeds", "1",
+                 "--save-checkpoints", "--output", str(tmp_path / "out")]) == 0
+    examples = read_task("COPA", split_path(FEWGLUE, "COPA", "val")).examples[:5]
+    data = tmp_path / "copa.jsonl"
+    data.write_text("".join(json.dumps(ex) + "\n" for ex in examples))
+    capsys.readouterr()
+    ckpt = str(tmp_path / "out" / "runs" / "COPA" / "seed1" / "checkpoint")
+    assert main(["predict", "--checkpoint", ckpt, "--data", str(data)]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["idx"] for r in rows] == [ex["idx"] for ex in examples]
+    for r, ex in zip(rows, examples):
+        assert r["label"] == ex["choices"][r["index"]] and len(r["scores"]) == 2
+    assert main(["eval", "--checkpoint", ckpt, "--data", str(data)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n"] == 5 and 0 <= metrics["accuracy"] <= 1

@@ -359,7 +359,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     preds = model.predict(items, batch_size=args.batch_size)
     lines = []
     for src, ex, p in zip(records.sources, records.examples, preds):
-        row = {"source": src, "label": p["label"], "scores": _top(p["scores"])}
+        if isinstance(p["scores"], dict):
+            row = {"source": src, "label": p["label"], "scores": _top(p["scores"])}
+        else:  # per-example candidates: the best one's text and index, a probability per candidate
+            row = {"source": src, "label": p["label"], "index": p["index"],
+                   "scores": [round(v, 6) for v in p["scores"]]}
         if "idx" in ex:
             row = {"idx": ex["idx"], **row}
         lines.append(json.dumps(row))
