@@ -305,7 +305,7 @@ def test_iterative_multi_token_scoring_runs_on_copa(tokenizers, tmp_path):
 def test_copa_checkpoint_serves_with_predict_and_eval(tokenizers, tmp_path, capsys):
     model = _save_tiny(tokenizers["bert"], tmp_path / "m")
     assert main(["superglue", "--task", "COPA", "--model", model, "--data-dir", str(FEWGLUE), "--max-steps", "2",
-                 "--eval-every", "1", "--limit-eval", "4", "--batch-size", "4", "--seeds", "1",
+                 "--eval-every", "1", "--limit-eval", "4", "--batch-size", "4", "--seeds", "1", "--max-length", "256",
                  "--save-checkpoints", "--output", str(tmp_path / "out")]) == 0
     examples = read_task("COPA", split_path(FEWGLUE, "COPA", "val")).examples[:5]
     data = tmp_path / "copa.jsonl"
