@@ -320,3 +320,20 @@ def test_copa_checkpoint_serves_with_predict_and_eval(tokenizers, tmp_path, caps
     assert main(["eval", "--checkpoint", ckpt, "--data", str(data)]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["n"] == 5 and 0 <= metrics["accuracy"] <= 1
+
+
+def test_full_setting_holds_out_dev_when_there_is_no_dev32(tokenizers, tmp_path):
+    d = tmp_path / "data" / "RTE"
+    d.mkdir(parents=True)
+    (d / "train.jsonl").write_text("\n".join((FEWGLUE / "RTE" / "val.jsonl").read_text().splitlines()[:60]) + "\n")
+    (d / "val.jsonl").write_text((FEWGLUE / "RTE" / "dev32.jsonl").read_text())
+    full = sg.SuperGlueConfig(tasks=("RTE",), setting="full", seeds=(1,), **QUICK)
+    splits, notes = sg.load_splits("RTE", tmp_path / "data", full)
+    assert len(splits["train"]) == 54 and len(splits["dev"]) == 6 and len(splits["val"]) == 32
+    assert not set(splits["dev"].sources) & set(splits["train"].sources)
+    assert any("held-out" in n for n in notes)
+    res = sg.run_superglue("tiny", tmp_path / "data", tmp_path / "out", full, loader=_loader("bert", tokenizers["bert"]))
+    entry = res["tasks"]["RTE"]
+    assert entry["val"]["n"] == 12 and "dev32" not in entry and entry["dev"]["n"] == 6
+    with pytest.raises(ConfigError, match="dev32"):
+        sg.load_splits("RTE", tmp_path / "data", sg.SuperGlueConfig(tasks=("RTE",), setting="fewshot"))

@@ -449,7 +449,8 @@ def run_one(spec: TaskSpec, config: SuperGlueConfig, splits: dict[str, Records],
         model.to("cuda" if torch.cuda.is_available() else "cpu")
     record: dict[str, Any] = {"seed": seed, **trained, "train_examples": len(prepared["train"].items),
                               "train_config": tcfg.to_dict()}
-    for name in ("dev32", "val"):
+    # dev32, or the held-out dev split of the full setting when there is no dev32
+    for name in ("dev32" if "dev32" in prepared else "dev", "val"):
         if name in prepared:
             metrics, preds = evaluate_task(spec, model, prepared[name].items, prepared[name].examples,
                                            batch_size=tcfg.eval_batch_size)
@@ -481,7 +482,7 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 def summarize_task(spec: TaskSpec, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Mean and std over seeds of every metric on val and dev32."""
     out: dict[str, Any] = {"seeds": len(runs)}
-    for split in ("val", "dev32"):
+    for split in ("val", "dev32", "dev"):
         rows = [r[split] for r in runs.values() if split in r]
         if rows:
             keys = [k for k in rows[0] if k != "n"]
@@ -554,7 +555,10 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
 def _publish_predictions(out: Path, task: str, entry: dict[str, Any]) -> None:
     """``predictions/<Task>.jsonl``: the val predictions of the seed best on dev32."""
     runs = entry["runs"]
-    best = max(runs, key=lambda s: (runs[s].get("dev32", {}).get("score", -math.inf), -int(s)))
+    def dev_score(s: str) -> float:
+        return runs[s].get("dev32", runs[s].get("dev", {})).get("score", -math.inf)
+
+    best = max(runs, key=lambda s: (dev_score(s), -int(s)))
     src = out / "runs" / task / f"seed{best}" / "predictions.jsonl"
     if src.is_file():
         dst = out / "predictions" / f"{task}.jsonl"
