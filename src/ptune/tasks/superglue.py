@@ -584,14 +584,15 @@ def markdown_table(results: dict[str, Any]) -> str:
     s = results["settings"]
     lines = [f"# SuperGLUE: {s['model']}, {s['method']}, {s['setting']}"
              f"{', frozen LM' if s.get('frozen') else ''}, seeds {', '.join(map(str, s['seeds']))}", "",
-             "| task | metrics | val | dev32 | seeds |", "|---|---|---|---|---|"]
+             "| task | metrics | val | dev32 (full setting without it: held-out dev) | seeds |",
+             "|---|---|---|---|---|"]
     for task, e in results["tasks"].items():
         keys = e.get("metrics", ["accuracy"])
         if task == "CB":
             keys = ["accuracy", "f1"]
         elif task == "MultiRC":
             keys = ["em", "f1a"]
-        lines.append(f"| {task} | {'/'.join(keys)} | {_cell(e.get('val'), keys)} | {_cell(e.get('dev32'), keys)} "
+        lines.append(f"| {task} | {'/'.join(keys)} | {_cell(e.get('val'), keys)} | {_cell(e.get('dev32', e.get('dev')), keys)} "
                      f"| {e.get('seeds', 0)} |")
     return "\n".join(lines) + "\n"
 
