@@ -17,5 +17,5 @@ for family in ("bert", "deberta-v2", "gpt2", "llama"):
 
 def test_tokenizers_are_identical_across_processes():
     outs = [subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True).stdout
-            for _ in range(3)]
-    assert outs[0].count("\n") == 4 and outs[0] == outs[1] == outs[2]
+            for _ in range(2)]
+    assert outs[0].count("\n") == 4 and outs[0] == outs[1]
