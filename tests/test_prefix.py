@@ -61,3 +61,21 @@ def test_prefix_path_off_where_it_does_not_apply():
     model.set_lm_trainable(True)  # a tuned LM needs gradients everywhere
     _, _, calls = _run(model, examples, True)
     assert len(calls) == 1
+
+
+def test_a_model_that_rejects_the_cache_falls_back_to_the_full_forward(monkeypatch, caplog):
+    lm, tok = pair("gpt2", seed=0)
+    cfg = PromptConfig(template="{text} [P*2] Answer: [MASK]", verbalizer={"pos": "yes", "neg": "no"})
+    model = PTunedModel(lm, tok, cfg, seed=0)
+    examples = [{"text": t, "label": "pos"} for t in TEXTS]
+    full, full_grads, _ = _run(model, examples, False)
+
+    def broken(*a, **kw):
+        raise NotImplementedError("no cache here")
+
+    monkeypatch.setattr(model, "_answer_hidden_after_prefix", broken)
+    scores, grads, calls = _run(model, examples, True)
+    assert model.prefix_cache is False and "no frozen-prefix cache" in caplog.text
+    torch.testing.assert_close(scores, full)
+    for a, b in zip(grads, full_grads):
+        torch.testing.assert_close(a, b)

@@ -611,7 +611,13 @@ class PTunedModel(nn.Module):
             kwargs["use_cache"] = False
         start = self._frozen_prefix(view, prompt)
         if start:
-            return self._answer_hidden_after_prefix(view, emb, pos, start, kwargs)
+            try:
+                return self._answer_hidden_after_prefix(view, emb, pos, start, kwargs)
+            except (TypeError, ValueError, RuntimeError, AttributeError, NotImplementedError) as e:
+                # a model whose cache cannot be fed this way: the full forward gives the same numbers
+                logger.warning("%s: no frozen-prefix cache (%s: %s); running the full input",
+                               type(self.lm).__name__, type(e).__name__, e)
+                self.prefix_cache = False
         if pos is not None:
             kwargs["position_ids"] = pos
         with self._capture_head() as captured:
