@@ -79,3 +79,38 @@ def test_a_model_that_rejects_the_cache_falls_back_to_the_full_forward(monkeypat
     torch.testing.assert_close(scores, full)
     for a, b in zip(grads, full_grads):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_rows_of_one_example_share_its_prefix_at_evaluation(family, side):
+    """Per-candidate rows (causal multi-token answers) run the text before the answer once per example."""
+    lm, tok = pair(family, seed=0)
+    cfg = PromptConfig(template="[P] {text} [P*2] Answer: [MASK]", candidates_field="choices",
+                       encoder=EncoderConfig(type="mlp"), padding_side=side)
+    model = PTunedModel(lm, tok, cfg, seed=0).eval()
+    examples = [{"text": t, "choices": ["the film was great", "awful dialogue", "Paris and Rome", "yes"][: 2 + i],
+                 "label": 0} for i, t in enumerate(TEXTS)]
+    items = model.prepare(examples)
+    shapes = []
+    hook = model.lm.register_forward_pre_hook(lambda m, a, kw: shapes.append(tuple(kw["inputs_embeds"].shape[:2])),
+                                              with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model.prefix_cache = True
+            fast = model(model.collate(items)).scores
+            shared, kept = list(shapes), model.prefix_cache
+            model.prefix_cache = False
+            full = model(model.collate(items)).scores
+    finally:
+        hook.remove()
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+    assert kept, "the cached path fell back to the full forward"
+    views = model.collate(items).views
+    multi = [v for v in views if v.row_example.numel() > len(set(v.row_example.tolist()))]
+    assert multi, "the test needs rows that repeat an example"
+    # each repeating view: a prefix pass over its distinct examples, then every row's remainder
+    for v in multi:
+        n_ex = len(set(v.row_example.tolist()))
+        assert any(r == n_ex and t < v.input_ids.shape[1] for r, t in shared)
+    assert len(shared) == len(views) + len(multi)

@@ -609,10 +609,10 @@ class PTunedModel(nn.Module):
             kwargs["token_type_ids"] = view.token_type_ids.clamp(max=self._type_vocab - 1)
         if self.kind == "causal":
             kwargs["use_cache"] = False
-        start = self._frozen_prefix(view, prompt)
+        start, source = self._frozen_prefix(view, prompt)
         if start:
             try:
-                return self._answer_hidden_after_prefix(view, emb, pos, start, kwargs)
+                return self._answer_hidden_after_prefix(view, emb, pos, start, source, kwargs)
             except (TypeError, ValueError, RuntimeError, AttributeError, NotImplementedError) as e:
                 # a model whose cache cannot be fed this way: the full forward gives the same numbers
                 logger.warning("%s: no frozen-prefix cache (%s: %s); running the full input",
@@ -628,33 +628,64 @@ class PTunedModel(nn.Module):
         idx = view.answer_positions.unsqueeze(-1).expand(-1, -1, h.shape[-1])
         return h.gather(1, idx)
 
-    def _frozen_prefix(self, view: View, prompt: torch.Tensor | None) -> int:
-        """Length of the leading columns that no gradient reaches (0: none worth skipping).
+    def _frozen_prefix(self, view: View, prompt: torch.Tensor | None) -> tuple[int, torch.Tensor | None]:
+        """Leading columns to run once without autograd, and the rows to run them on.
 
-        In a causal LM the tokens before the first pseudo token do not depend on the
-        prompt; when the LM is frozen, nothing in them needs a gradient. They run once
-        without autograd, and their keys and values are reused as a cache by the rest —
-        the same numbers, with backward only over the part after the prefix.
+        In a causal LM a position depends only on what precedes it. Two cases make a
+        prefix worth running apart, as a key/value cache for the rest of the input:
+
+        * training with a frozen LM: nothing before the first pseudo token needs a
+          gradient, so backward covers only what follows it;
+        * rows that repeat an example (one row per candidate answer): the text before
+          the answer is the same in each, so it runs once per example (at evaluation,
+          pseudo tokens included) and the cache is shared.
+
+        Returns ``(0, None)`` when neither applies; else the prefix length and, when rows
+        repeat examples, the index of each row's source row (or None).
         """
-        if (self.kind != "causal" or not self.prefix_cache or self.lm_trainable or prompt is None
-                or not torch.is_grad_enabled() or not self._accepts_positions or self._cache_arg is None):
-            return 0
-        first = torch.where(view.pseudo_index >= 0, torch.arange(view.pseudo_index.shape[1], device=view.pseudo_index.device),
-                            view.pseudo_index.shape[1])
-        start = int(torch.minimum(first.min(1).values, view.answer_positions.min(1).values).min())
-        return start if start >= 8 else 0
+        if (self.kind != "causal" or not self.prefix_cache or not self._accepts_positions
+                or self._cache_arg is None):
+            return 0, None
+        grad = torch.is_grad_enabled()
+        if grad and (self.lm_trainable or prompt is None):
+            return 0, None  # a tuned LM needs gradients everywhere; without a prompt nothing trains
+        limit = view.answer_positions[:, 0]
+        if grad:
+            t = view.pseudo_index.shape[1]
+            cols = torch.arange(t, device=view.pseudo_index.device)
+            first = torch.where(view.pseudo_index >= 0, cols, t).min(1).values
+            limit = torch.minimum(first, limit)
+        start = int(limit.min())
+        rows = view.row_example
+        repeated = rows.numel() > 1 and bool((rows[1:] == rows[:-1]).any())
+        source = None
+        if repeated:  # the first row of each example serves all of its rows
+            r = torch.arange(rows.numel(), device=rows.device)
+            _, inverse = torch.unique(rows, return_inverse=True)
+            first_row = torch.full((int(inverse.max()) + 1,), rows.numel(), device=rows.device, dtype=torch.long)
+            first_row = first_row.scatter_reduce(0, inverse, r, reduce="amin")
+            source = first_row[inverse]
+        if start < 1 or (not repeated and (not grad or start < 8)):
+            return 0, None
+        return start, source
 
     def _answer_hidden_after_prefix(self, view: View, emb: torch.Tensor, pos: torch.Tensor | None, start: int,
-                                    kwargs: dict[str, Any]) -> torch.Tensor:
+                                    source: torch.Tensor | None, kwargs: dict[str, Any]) -> torch.Tensor:
         from transformers import DynamicCache
 
         mask = view.attention_mask
         if pos is None:
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.lm.config)
+        uniq = torch.unique(source) if source is not None else None
         with torch.no_grad(), self._capture_head():
-            self.lm(inputs_embeds=emb[:, :start], attention_mask=mask[:, :start], position_ids=pos[:, :start],
-                    use_cache=True, **{self._cache_arg: cache})
+            if uniq is None:
+                self.lm(inputs_embeds=emb[:, :start], attention_mask=mask[:, :start], position_ids=pos[:, :start],
+                        use_cache=True, **{self._cache_arg: cache})
+            else:
+                self.lm(inputs_embeds=emb[uniq, :start], attention_mask=mask[uniq, :start],
+                        position_ids=pos[uniq, :start], use_cache=True, **{self._cache_arg: cache})
+                cache.batch_select_indices(torch.searchsorted(uniq, source))  # one cache row per row
         kwargs = {**kwargs, "use_cache": True}
         with self._capture_head() as captured:
             out = self.lm(inputs_embeds=emb[:, start:], position_ids=pos[:, start:], **{self._cache_arg: cache}, **kwargs)
