@@ -248,3 +248,25 @@ def test_iterative_scoring_matches_reference_and_training_stays_parallel(family)
     assert (scores[0, :2] - parallel[0, :2]).abs().max() > 1e-2  # multi-token words are scored differently
     with torch.enable_grad():  # training reads the masks in parallel (one pass per length)
         torch.testing.assert_close(model(model.collate(items)).scores.detach(), parallel, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "opt"])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_cached_decoding_equals_recomputing(family, side):
+    model, lm, tok = _model(family, side=side, seed=1)
+    items = model.prepare(EXAMPLES)
+    lengths = [4, 2, 3]
+    widths = []
+    hook = lm.register_forward_pre_hook(lambda m, a, kw: widths.append(kw["inputs_embeds"].shape[1]), with_kwargs=True)
+    try:
+        cached = model.generate(items, lengths)
+        used = model.prefix_cache
+        model.prefix_cache = False
+        plain = model.generate(items, lengths)
+    finally:
+        hook.remove()
+    assert used, "the cached decoder fell back"
+    assert widths.count(1) == sum(k - 1 for k in lengths)  # one token per pass after the prompt
+    assert [c["ids"] for c in cached] == [p["ids"] for p in plain]
+    for c, p in zip(cached, plain):
+        assert abs(c["logprob"] - p["logprob"]) < 1e-4

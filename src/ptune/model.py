@@ -455,7 +455,7 @@ class PTunedModel(nn.Module):
         labels = torch.tensor([it.label for it in items], dtype=torch.long)
         return Batch(views, labels)
 
-    def _pad(self, encs: list[Encoded], targets, cand_index, rows, shared) -> View:
+    def _pad(self, encs: list[Encoded], targets, cand_index, rows, shared, side: str | None = None) -> View:
         t = max(len(e.input_ids) for e in encs)
         t = -(-t // self.pad_to_multiple_of) * self.pad_to_multiple_of  # round up to a bucket
         r = len(encs)
@@ -464,7 +464,7 @@ class PTunedModel(nn.Module):
         pseudo = torch.full((r, t), -1, dtype=torch.long)
         types = torch.zeros((r, t), dtype=torch.long)
         answer = torch.zeros((r, len(encs[0].answer_positions)), dtype=torch.long)
-        left = self.config.padding_side == "left"
+        left = (side or self.config.padding_side) == "left"
         for i, e in enumerate(encs):
             n = len(e.input_ids)
             sl = slice(t - n, t) if left else slice(0, n)
@@ -809,6 +809,13 @@ class PTunedModel(nn.Module):
         filler = [self.pad_id] * k
         encs = [self.compiled.encode(it.fields, answer_len=k, answer_ids=filler, source=it.source) for it in items]
         r = len(encs)
+        if self.kind == "causal" and self.prefix_cache and self._cache_arg is not None and self._accepts_positions:
+            try:
+                return self._decode_with_cache(encs, k, prompt, banned, device)
+            except (TypeError, ValueError, RuntimeError, AttributeError, NotImplementedError) as e:
+                logger.warning("%s: no key/value cache for decoding (%s: %s); recomputing each step",
+                               type(self.lm).__name__, type(e).__name__, e)
+                self.prefix_cache = False
         view = self._pad(encs, torch.zeros((r, 1, k), dtype=torch.long), torch.zeros((r, 1), dtype=torch.long),
                          torch.arange(r), False).to(device)
         chosen = torch.zeros((r, k), dtype=torch.long, device=device)
@@ -831,8 +838,41 @@ class PTunedModel(nn.Module):
             logprob += best[rows, pos]
             if self.kind == "masked" or step < k - 1:
                 view.input_ids[rows, where] = t
+        return self._decoded(chosen, logprob)
+
+    def _decode_with_cache(self, encs: list[Encoded], k: int, prompt, banned, device) -> list[dict[str, Any]]:
+        """Greedy decoding of a causal LM: one pass over the prompt (pseudo tokens included,
+        left-padded so every row's answer starts in the same column), then one token per
+        pass from the key/value cache."""
+        from transformers import DynamicCache
+
+        r = len(encs)
+        view = self._pad(encs, torch.zeros((r, 1, k), dtype=torch.long), torch.zeros((r, 1), dtype=torch.long),
+                         torch.arange(r), False, side="left").to(device)
+        mask = view.attention_mask
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        start = int(view.answer_positions[0, 0]) + 1  # the prompt, through the answer position
+        weight, bias = self._head_params()
+        cache = DynamicCache(config=self.lm.config)
+        emb = self.embed(view.input_ids[:, :start], view.pseudo_index[:, :start], prompt)
+        chosen = torch.zeros((r, k), dtype=torch.long, device=device)
+        logprob = torch.zeros(r, device=device)
+        for step in range(k):
+            col = start + step - 1  # the column whose output predicts answer token `step`
+            with self._capture_head():
+                h = self.lm(inputs_embeds=emb, attention_mask=mask[:, : col + 1],
+                            position_ids=pos[:, col + 1 - emb.shape[1] : col + 1], use_cache=True,
+                            **{self._cache_arg: cache}).logits[:, -1]
+            logp = self._logits(h, weight, bias).float().log_softmax(-1)
+            logp[:, banned] = float("-inf")
+            best, tok = logp.max(-1)
+            chosen[:, step], logprob = tok, logprob + best
+            emb = self.lm.get_input_embeddings()(tok).unsqueeze(1)
+        return self._decoded(chosen, logprob)
+
+    def _decoded(self, chosen: torch.Tensor, logprob: torch.Tensor) -> list[dict[str, Any]]:
         out = []
-        for i in range(r):
+        for i in range(chosen.shape[0]):
             ids = chosen[i].tolist()
             out.append({"ids": ids, "text": self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
                         "logprob": float(logprob[i])})
