@@ -19,6 +19,7 @@ from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .config import PromptConfig, TrainConfig  # noqa: E402
 from .encoder import EncoderConfig, PromptEncoder  # noqa: E402
 from .errors import CheckpointError, ConfigError, DataError, PtuneError, TemplateError  # noqa: E402
+from .finetune import ClassifierConfig, ClassifierModel  # noqa: E402
 from .model import PTunedModel  # noqa: E402
 from .template import Template  # noqa: E402
 from .trainer import TrainResult, evaluate, train  # noqa: E402
@@ -27,6 +28,8 @@ from .verbalizer import Verbalizer  # noqa: E402
 __all__ = [
     "PTunedModel",
     "PromptConfig",
+    "ClassifierModel",
+    "ClassifierConfig",
     "TrainConfig",
     "EncoderConfig",
     "PromptEncoder",

@@ -45,7 +45,7 @@ import math
 import random
 import re
 import statistics
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -595,8 +595,3 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines.append(f"| {task} | {'/'.join(keys)} | {_cell(e.get('val'), keys)} | {_cell(e.get('dev32', e.get('dev')), keys)} "
                      f"| {e.get('seeds', 0)} |")
     return "\n".join(lines) + "\n"
-
-
-def with_overrides(config: SuperGlueConfig, **kw: Any) -> SuperGlueConfig:
-    """A copy of ``config`` with some fields changed (validated again)."""
-    return replace(config, **kw)
