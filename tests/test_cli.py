@@ -128,3 +128,13 @@ def test_console_script_exit_code(files, tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("ptune: error:") and len(proc.stderr.splitlines()) == 1
     proc = subprocess.run([exe, "train", "--model", "x"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "required" in proc.stderr
+
+
+def test_inspect_lists_nearest_tokens(files, tmp_path, capsys):
+    assert _train(files, tmp_path / "run", "--encoder", "mlp", "--steps", "2") == 0
+    capsys.readouterr()
+    assert main(["inspect", "--checkpoint", str(tmp_path / "run"), "--top", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "template: {text} [P*3] [MASK]"
+    assert [ln.split(":")[0] for ln in lines[1:]] == ["P1", "P2", "P3"]
+    assert all(ln.count("(") == 3 for ln in lines[1:])

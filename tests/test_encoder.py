@@ -93,3 +93,20 @@ def test_seed_fixes_the_initial_prompt_whatever_ran_before():
     again = PTunedModel(lm, tok, cfg, seed=5).encoder.embedding.weight
     other = PTunedModel(lm, tok, cfg, seed=6).encoder.embedding.weight
     assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_nearest_tokens_find_the_words_the_prompt_is_made_of():
+    lm, tok = pair("gpt2", seed=0)
+    cfg = PromptConfig(template="{text} [P*3] [MASK]", verbalizer={"pos": "yes", "neg": "no"},
+                       encoder=EncoderConfig(type="none"))
+    model = PTunedModel(lm, tok, cfg, seed=0)
+    words = [" movie", " great", " Paris"]
+    ids = [tok(w, add_special_tokens=False)["input_ids"][0] for w in words]
+    with torch.no_grad():
+        model.encoder.embedding.weight.copy_(lm.get_input_embeddings().weight[ids])
+    near = model.nearest_tokens(4)
+    assert [row[0][0] for row in near] == tok.convert_ids_to_tokens(ids)
+    assert all(abs(row[0][1] - 1.0) < 1e-4 and len(row) == 4 for row in near)
+    assert all(row[0][1] >= row[1][1] >= row[2][1] for row in near)
+    special = set(tok.convert_ids_to_tokens(tok.all_special_ids))
+    assert not special & {t for row in near for t, _ in row}

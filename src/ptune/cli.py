@@ -179,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub, "eval", cmd_eval, "evaluate a checkpoint on labelled data (JSON metrics)")
     _add_eval(sub, "predict", cmd_predict, "predict labels with a checkpoint (one JSON line per example)")
+    ins = sub.add_parser("inspect", help="what a prompt learned: the nearest vocabulary tokens of each pseudo token",
+                         description="Prints, for each pseudo token of a checkpoint, the vocabulary tokens whose "
+                                     "input embeddings are nearest by cosine similarity.")
+    ins.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
+    ins.add_argument("--model", help="load the prompt onto this copy of the base model")
+    ins.add_argument("--top", type=int, default=5, help="tokens per pseudo token (default 5)")
+    ins.set_defaults(func=cmd_inspect)
     _add_probe(sub)
     _add_superglue(sub)
     _add_demo_and_world(sub)
@@ -337,6 +344,19 @@ def _load(args: argparse.Namespace):
     records = read_examples(args.data)
     model = load_checkpoint(args.checkpoint, args.model)
     return model, records
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+
+    model = load_checkpoint(args.checkpoint, args.model)
+    rows = model.nearest_tokens(args.top)
+    sys.stdout.write(f"template: {model.config.template}\n")
+    if not rows:
+        sys.stdout.write("no pseudo tokens\n")
+    for i, row in enumerate(rows):
+        sys.stdout.write(f"P{i + 1}: " + "  ".join(f"{t} ({v:.2f})" for t, v in row) + "\n")
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -736,6 +736,26 @@ class PTunedModel(nn.Module):
             self.lm.train(was)
         raise ConfigError("padding_side", "cannot find this model's position numbering; use padding_side='right'")
 
+    @torch.no_grad()
+    def nearest_tokens(self, k: int = 5) -> list[list[tuple[str, float]]]:
+        """What the prompt learned: for each pseudo token, the ``k`` vocabulary tokens whose
+        input embeddings are closest to it by cosine similarity (special tokens excluded).
+
+        Example:
+            >>> model.nearest_tokens(3)[0]                             # doctest: +SKIP
+            [('Ġborn', 0.41), ('Ġbirthplace', 0.38), ('Ġin', 0.35)]
+        """
+        prompt = self.pseudo_embeddings()
+        if prompt is None:
+            return []
+        table = self.lm.get_input_embeddings().weight.detach().float()
+        sims = F.normalize(prompt.detach().float().to(table.device), dim=-1) @ F.normalize(table, dim=-1).T
+        special = [i for i in self.tokenizer.all_special_ids if i < sims.shape[1]]
+        sims[:, special] = float("-inf")
+        values, ids = sims.topk(min(k, sims.shape[1] - len(special)), dim=-1)
+        tokens = [self.tokenizer.convert_ids_to_tokens(row) for row in ids.tolist()]
+        return [[(t, round(v, 4)) for t, v in zip(ts, vs)] for ts, vs in zip(tokens, values.tolist())]
+
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
     def predict(self, examples: Sequence[dict[str, Any]] | Sequence[Item], batch_size: int = 32) -> list[dict[str, Any]]:
