@@ -48,6 +48,12 @@ def test_demo_runs_on_a_given_world_and_writes_its_table(mini_world, tmp_path):
     table = (tmp_path / "demo" / "summary.md").read_text()
     assert table == summary_markdown(summary) and "| causal LM (GPT-2 style) |" in table
     assert (tmp_path / "demo" / "p_at_1.png").stat().st_size > 1000
+    # the demo's prompts load on their own: the checkpoint names the world model's folder
+    from ptune.checkpoint import load_checkpoint
+
+    ckpt = next((tmp_path / "demo" / "gpt" / "checkpoints").glob("*/ptuning"))
+    served = load_checkpoint(ckpt)
+    assert served.base_model == str((mini_world / "gpt").resolve()) and served.nearest_tokens(2)
 
 
 def test_demo_checks_are_the_issue_targets():

@@ -99,7 +99,7 @@ def run_demo(output: str | Path = "runs/demo", *, world_dir: str | Path | None =
     for which, _ in MODELS:
         lm, tok, _ = load_base(str(world / which))
         res = probe(lm, tok, world / "lama", out / which, demo_probe_config(seed=seed),
-                    model_name=f"world/{which}", progress=progress)
+                    model_name=f"world/{which}", base_model=str((world / which).resolve()), progress=progress)
         torch.manual_seed(seed)
         random_lm = type(lm)(lm.config)  # same shape, random weights
         control = probe(random_lm, tok, world / "lama", out / f"{which}-random-lm",

@@ -268,11 +268,13 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
 
 
 def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path, config: ProbeConfig | None = None,
-          *, model_name: str = "model", progress: bool = False) -> dict[str, Any]:
+          *, model_name: str = "model", base_model: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Probe a frozen LM on LAMA relations; resumable (finished relation/method pairs are kept).
 
     Writes ``results.json``, ``results.md``, ``p_at_1.png`` and ``checkpoints/<rel>/<method>/``
-    under ``output_dir`` and returns the results.
+    under ``output_dir`` and returns the results. ``model_name`` labels the results;
+    ``base_model`` (default: ``model_name``) is the name or folder the checkpoints load
+    their LM from.
     """
     from tqdm.auto import tqdm
 
@@ -320,7 +322,7 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
                 try:
                     entry["methods"][method] = _probe_relation(
                         lm, tokenizer, kind, rel, method, facts, words, config,
-                        out / "checkpoints" / rid / method, model_name)
+                        out / "checkpoints" / rid / method, base_model or model_name)
                 except PtuneError as e:
                     entry["methods"][method] = {"skipped": str(e)}
                 results["summary"] = summarize(results, config.methods)
