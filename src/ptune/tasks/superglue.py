@@ -510,7 +510,12 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
     """
     from tqdm.auto import tqdm
 
+    import os
+
     config = config or SuperGlueConfig()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("processes", "ptune superglue runs in one process (its result files are not shared "
+                          "between processes); run it without accelerate launch / torchrun")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     loader = loader or (lambda: load_base(model))
