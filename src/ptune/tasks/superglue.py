@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import re
 import statistics
@@ -509,8 +510,6 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
         loader: returns a fresh ``(lm, tokenizer, kind)``; default: :func:`ptune.model.load_base`.
     """
     from tqdm.auto import tqdm
-
-    import os
 
     config = config or SuperGlueConfig()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
