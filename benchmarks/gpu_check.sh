@@ -14,3 +14,7 @@ done
 "$PY" -m ptune.bench --arch bert-base --encoder mlp --batch 32 --device cuda --dtype bf16 --steps 20 --warmup 5 --json "$OUT"
 # pseudo tokens after the text: the frozen causal LM runs the text without autograd
 "$PY" -m ptune.bench --arch gpt2-medium --encoder mlp --batch 32 --device cuda --dtype bf16 --steps 20 --warmup 5 --layout text-first --json "$OUT"
+# optional (COMPILE=1; compilation takes extra minutes): the LM compiled, both sides
+if [ "${COMPILE:-0}" = 1 ]; then
+  "$PY" -m ptune.bench --arch gpt2-medium --encoder mlp --batch 32 --device cuda --dtype bf16 --steps 20 --warmup 5 --compile --json "$OUT"
+fi

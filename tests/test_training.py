@@ -138,3 +138,20 @@ def test_best_dev_weights_are_restored_in_memory():
     best = max(h["accuracy"] for h in result.history)
     assert result.best_metrics["accuracy"] == best
     assert evaluate(model, items)["accuracy"] == best
+
+
+def test_compiled_lm_trains_like_the_eager_one():
+    """TrainConfig(compile=True) compiles the LM in place; the numbers stay those of eager mode."""
+    results = []
+    for compiled in (False, True):
+        lm, tok = pair("gpt2", seed=0, dropout=0.0)
+        cfg = PromptConfig(template="[P*2] {text} [P] [MASK]", verbalizer={"pos": "yes", "neg": "no"},
+                           encoder=EncoderConfig(type="mlp"))
+        model = PTunedModel(lm, tok, cfg, seed=0)
+        train(model, sentiment(16), None, TrainConfig(steps=3, batch_size=8, lr=1e-2, compile=compiled),
+              progress=False)
+        results.append({k: v.detach().clone() for k, v in model.encoder.state_dict().items()})
+        assert list(model.lm.state_dict()) == list(lm.state_dict())  # in place: same keys
+        assert (getattr(model.lm, "_compiled_call_impl", None) is not None) == compiled
+    for k in results[0]:
+        torch.testing.assert_close(results[1][k], results[0][k], atol=1e-5, rtol=1e-4)

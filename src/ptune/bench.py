@@ -179,19 +179,23 @@ def _time(fn: Callable[[], None], device: str) -> float:
 
 def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, device: str = "cpu", dtype: str = "fp32",
               steps: int = 10, warmup: int = 2, real_tokens: int = 24, n_pseudo: int = 9, n_candidates: int = 100,
-              sides: tuple[str, ...] = ("ptune", "peft"), layout: str = "around") -> list[dict[str, Any]]:
+              sides: tuple[str, ...] = ("ptune", "peft"), layout: str = "around",
+              compile: bool = False) -> list[dict[str, Any]]:
     """Time ptune and PEFT alternately on one frozen model; one result row per side.
 
     ``layout`` places ptune's pseudo tokens: ``around`` the text (the paper's LAMA shape,
     with pseudo tokens first as PEFT has them) or ``text-first`` (all after the text:
     a frozen causal LM then runs the text without autograd, see
     :meth:`ptune.model.PTunedModel._frozen_prefix`). PEFT always puts them first.
+    ``compile`` compiles the shared LM in place (``torch.compile``): both sides run it.
     """
     tdtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     lm, kind = build_model(arch)
     lm.to(device)
     for p in lm.parameters():
         p.requires_grad_(False)
+    if compile:
+        lm.compile()
     vocab = lm.get_input_embeddings().num_embeddings
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(1000 if vocab > 2000 else 10, vocab, (batch, real_tokens), generator=gen)
@@ -219,6 +223,7 @@ def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, devic
     rows = []
     for s in built:
         row: dict[str, Any] = {"side": s.name, "arch": arch, "kind": kind, "encoder": encoder, "batch": batch,
+                               "compiled": compile,
                                "layout": layout if s.name == "ptune" else "pseudo-first",
                                "device": device, "dtype": dtype, "trainable_params": s.trainable,
                                "peak_memory_mb": round(peak[s.name] / 2**20, 1) if peak.get(s.name) else None}
@@ -271,6 +276,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--layout", choices=["around", "text-first"], default="around",
                    help="where ptune's pseudo tokens go: around the text (default) or all after it")
+    p.add_argument("--compile", action="store_true", help="torch.compile the shared LM (both sides run it)")
     p.add_argument("--json", help="append the result rows as JSON lines to this file")
 
 
@@ -279,7 +285,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         print("ptune: error: --device cuda but no GPU is available", file=sys.stderr)
         return 2
     rows = run_bench(args.arch, encoder=args.encoder, batch=args.batch, device=args.device, dtype=args.dtype,
-                     steps=args.steps, warmup=args.warmup, layout=args.layout)
+                     steps=args.steps, warmup=args.warmup, layout=args.layout, compile=args.compile)
     meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
             "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     if args.device == "cuda":

@@ -65,6 +65,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="masked LMs, multi-token words at evaluation: all masks in one pass (default) or PET's "
                         "one-at-a-time filling")
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="autocast on GPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile the LM (fewer kernel launches on a GPU)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
     p.set_defaults(func=cmd_train)
 
@@ -215,7 +216,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         steps=args.steps, epochs=args.epochs, lr=args.lr, lm_lr=args.lm_lr, batch_size=args.batch_size,
         grad_accum=args.grad_accum, seed=args.seed, finetune_lm=args.finetune_lm, schedule=args.schedule,
         warmup_steps=args.warmup_steps, eval_every=args.eval_every, patience=args.patience,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=args.mixed_precision, compile=args.compile,
     )
     prompt_cfg = PromptConfig(
         template=args.template, verbalizer=verbalizer.to_dict(), encoder=EncoderConfig(type=args.encoder),

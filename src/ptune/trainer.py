@@ -239,6 +239,9 @@ def train(
     set_seed(config.seed)
     model.set_lm_trainable(config.finetune_lm, dropout=config.lm_dropout)
     model.to(accelerator.device)
+    if config.compile and not getattr(model.lm, "_compiled_by_ptune", False):
+        model.lm.compile()  # in place: the parameters, state dict and head stay where they are
+        model.lm._compiled_by_ptune = True
     on_gpu = accelerator.device.type == "cuda"
     if on_gpu:
         model.pad_to_multiple_of = 8  # length buckets: fixed shapes for kernels and compilers
