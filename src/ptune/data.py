@@ -32,10 +32,12 @@ class Records:
         return len(self.examples)
 
 
-def read_examples(path: str | os.PathLike) -> Records:
+def read_examples(path: str | os.PathLike, *, skip_invalid: bool = False) -> Records:
     """Read ``.jsonl``/``.json`` (one object a line) or ``.csv``/``.tsv`` (a header row).
 
-    Blank lines are skipped. The format comes from the suffix.
+    Blank lines are skipped. The format comes from the suffix. With ``skip_invalid``, a
+    JSON line that does not parse or is not an object is recorded in ``skipped`` instead
+    of raising.
 
     Raises:
         DataError: a missing file, a malformed line, or a line that is not an object.
@@ -45,14 +47,14 @@ def read_examples(path: str | os.PathLike) -> Records:
         raise DataError(str(path), "no such file")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        return _read_jsonl(path)
+        return _read_jsonl(path, skip_invalid)
     if suffix in (".csv", ".tsv"):
         return _read_csv(path, "\t" if suffix == ".tsv" else ",")
     raise DataError(str(path), f"unknown format {suffix!r}; accepted: .jsonl, .json, .csv, .tsv")
 
 
-def _read_jsonl(path: Path) -> Records:
-    examples, sources = [], []
+def _read_jsonl(path: Path, skip_invalid: bool = False) -> Records:
+    examples, sources, skipped = [], [], []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -60,15 +62,24 @@ def _read_jsonl(path: Path) -> Records:
             src = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise DataError(src, f"expected a JSON object, got {type(obj).__name__}")
             except json.JSONDecodeError as e:
-                raise DataError(src, f"invalid JSON at column {e.colno}: {e.msg}") from None
-            if not isinstance(obj, dict):
-                raise DataError(src, f"expected a JSON object, got {type(obj).__name__}")
+                err = DataError(src, f"invalid JSON at column {e.colno}: {e.msg}")
+                if not skip_invalid:
+                    raise err from None
+                skipped.append(str(err))
+                continue
+            except DataError as err:
+                if not skip_invalid:
+                    raise
+                skipped.append(str(err))
+                continue
             examples.append(obj)
             sources.append(src)
-    if not examples:
+    if not examples and not skipped:
         raise DataError(str(path), "no examples")
-    return Records(examples, sources)
+    return Records(examples, sources, skipped)
 
 
 def _read_csv(path: Path, delimiter: str) -> Records:

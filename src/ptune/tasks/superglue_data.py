@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import string
@@ -83,7 +82,7 @@ def read_task(task: str, path: str | os.PathLike, *, skip_invalid: bool = False)
     """
     task = canonical_task(task)
     convert = _CONVERTERS[task]
-    lines = _read_lines(path) if skip_invalid else read_examples(path)
+    lines = read_examples(path, skip_invalid=skip_invalid)
     examples: list[dict[str, Any]] = []
     sources: list[str] = []
     skipped = list(lines.skipped)
@@ -143,32 +142,6 @@ def record_train_examples(records: Records, max_negatives: int = 9, seed: int = 
 
 
 # ---------------------------------------------------------------- reading and checking
-
-
-def _read_lines(path: str | os.PathLike) -> Records:
-    """Like read_examples for jsonl, but malformed lines go to ``skipped``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(str(path), "no such file")
-    examples, sources, skipped = [], [], []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            src = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                skipped.append(str(DataError(src, f"invalid JSON at column {e.colno}: {e.msg}")))
-                continue
-            if not isinstance(obj, dict):
-                skipped.append(str(DataError(src, f"expected a JSON object, got {type(obj).__name__}")))
-                continue
-            examples.append(obj)
-            sources.append(src)
-    if not examples and not skipped:
-        raise DataError(str(path), "no examples")
-    return Records(examples, sources, skipped)
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true/false", dict: "an object", list: "a list"}
