@@ -117,6 +117,40 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_checkpoint_dir(
+    path: str | os.PathLike,
+    *,
+    meta: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    config_name: str = CONFIG_NAME,
+    weights_name: str = WEIGHTS_NAME,
+    lm: torch.nn.Module | None = None,
+    tokenizer: Any = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    trainer_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint folder atomically: the tensors (safetensors), the meta JSON, and
+    optionally the LM with its tokenizer under ``lm/``, the optimizer state and the
+    trainer state. Shared by prompt checkpoints and the fine-tuning baseline's."""
+    path = Path(path)
+    tmp = _atomic_dir(path)
+    try:
+        save_file(tensors, str(tmp / weights_name), metadata={"format": "pt", "ptune_version": __version__})
+        if lm is not None:
+            lm.save_pretrained(tmp / "lm")
+            tokenizer.save_pretrained(tmp / "lm")
+        write_json_atomic(tmp / config_name, {"ptune_version": __version__, **meta, "lm_included": lm is not None})
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_NAME)
+        if trainer_state is not None:
+            write_json_atomic(tmp / STATE_NAME, trainer_state)
+        _commit_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
 def save_checkpoint(
     model: PTunedModel,
     path: str | os.PathLike,
@@ -132,42 +166,25 @@ def save_checkpoint(
         optimizer: include its state to resume training.
         trainer_state: JSON-serializable training state to resume (step, best, RNG).
     """
-    path = Path(path)
-    tmp = _atomic_dir(path)
-    try:
-        tensors: dict[str, torch.Tensor] = {}
-        if model.encoder is not None:
-            was = model.encoder.training
-            model.encoder.eval()
-            with torch.no_grad():
-                tensors["pseudo_embeddings"] = model.encoder().detach().float().cpu().clone()
-            model.encoder.train(was)
-            for k, v in model.encoder.state_dict().items():
-                tensors[f"encoder.{k}"] = v.detach().cpu().contiguous()
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "ptune_version": __version__})
-        lm_included = bool(model.lm_trainable)
-        if lm_included:
-            model.lm.save_pretrained(tmp / "lm")
-            model.tokenizer.save_pretrained(tmp / "lm")
-        meta = {
-            "ptune_version": __version__,
-            "prompt": {**model.config.to_dict(), "kind": model.kind},
-            "base_model": model.base_model,
-            "base": base_fingerprint(model.lm, model.tokenizer),
-            "lm_included": lm_included,
-            "n_pseudo": model.compiled.n_pseudo,
-            "labels": list(model.answers.labels) if model.answers is not None else [],
-        }
-        write_json_atomic(tmp / CONFIG_NAME, meta)
-        if optimizer is not None:
-            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_NAME)
-        if trainer_state is not None:
-            write_json_atomic(tmp / STATE_NAME, trainer_state)
-        _commit_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    tensors: dict[str, torch.Tensor] = {}
+    if model.encoder is not None:
+        was = model.encoder.training
+        model.encoder.eval()
+        with torch.no_grad():
+            tensors["pseudo_embeddings"] = model.encoder().detach().float().cpu().clone()
+        model.encoder.train(was)
+        for k, v in model.encoder.state_dict().items():
+            tensors[f"encoder.{k}"] = v.detach().cpu().contiguous()
+    meta = {
+        "prompt": {**model.config.to_dict(), "kind": model.kind},
+        "base_model": model.base_model,
+        "base": base_fingerprint(model.lm, model.tokenizer),
+        "n_pseudo": model.compiled.n_pseudo,
+        "labels": list(model.answers.labels) if model.answers is not None else [],
+    }
+    tuned = bool(model.lm_trainable)
+    return write_checkpoint_dir(path, meta=meta, tensors=tensors, lm=model.lm if tuned else None,
+                                tokenizer=model.tokenizer, optimizer=optimizer, trainer_state=trainer_state)
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:

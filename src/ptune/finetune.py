@@ -27,7 +27,6 @@ import inspect
 import json
 import os
 import re
-import shutil
 from dataclasses import asdict, dataclass, fields as dc_fields
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -36,9 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__
-from .checkpoint import (OPTIMIZER_NAME, STATE_NAME, _atomic_dir, _check_fingerprint, _commit_dir, base_fingerprint,
-                         write_json_atomic)
+from .checkpoint import _check_fingerprint, base_fingerprint, write_checkpoint_dir
 from .config import _check_choice, _from_dict
 from .errors import CheckpointError, ConfigError, DataError
 from .model import Item, Output, _max_positions, _pad_id, detect_kind, head_input, load_base
@@ -530,35 +527,17 @@ class ClassifierModel(nn.Module):
         tokenizer under ``lm/``. ``optimizer`` and ``trainer_state`` add the files that
         :func:`ptune.checkpoint.load_training_state` reads (to resume training).
         """
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        tmp = _atomic_dir(path)
-        try:
-            tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
-            save_file(tensors, str(tmp / HEAD_NAME), metadata={"format": "pt", "ptune_version": __version__})
-            lm_included = bool(self.lm_trainable or self._own_lm)
-            if lm_included:
-                self.lm.save_pretrained(tmp / "lm")
-                self.tokenizer.save_pretrained(tmp / "lm")
-            meta = {
-                "ptune_version": __version__,
-                "classifier": {**self.config.to_dict(), "kind": self.kind},
-                "base_model": self.base_model,
-                "base": base_fingerprint(self.lm, self.tokenizer),
-                "lm_included": lm_included,
-                "hidden_size": self.hidden_size,
-            }
-            write_json_atomic(tmp / CONFIG_NAME, meta)
-            if optimizer is not None:
-                torch.save(optimizer.state_dict(), tmp / OPTIMIZER_NAME)
-            if trainer_state is not None:
-                write_json_atomic(tmp / STATE_NAME, trainer_state)
-            _commit_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+        tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+        meta = {
+            "classifier": {**self.config.to_dict(), "kind": self.kind},
+            "base_model": self.base_model,
+            "base": base_fingerprint(self.lm, self.tokenizer),
+            "hidden_size": self.hidden_size,
+        }
+        tuned = bool(self.lm_trainable or self._own_lm)
+        return write_checkpoint_dir(path, meta=meta, tensors=tensors, config_name=CONFIG_NAME, weights_name=HEAD_NAME,
+                                    lm=self.lm if tuned else None, tokenizer=self.tokenizer, optimizer=optimizer,
+                                    trainer_state=trainer_state)
 
     @classmethod
     def load(cls, path: str | os.PathLike, base: str | tuple[nn.Module, Any] | None = None, *,
