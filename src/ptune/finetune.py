@@ -38,7 +38,7 @@ from torch import nn
 from .checkpoint import _check_fingerprint, base_fingerprint, write_checkpoint_dir
 from .config import _check_choice, _from_dict
 from .errors import CheckpointError, ConfigError, DataError
-from .model import Item, Output, _max_positions, _pad_id, detect_kind, head_input, load_base
+from .model import Item, LMWrapper, Output, _max_positions, _pad_id, detect_kind, head_input, load_base
 
 __all__ = ["ClassifierConfig", "ClassifierModel", "ClassifierBatch", "ChoiceItem", "CONFIG_NAME", "HEAD_NAME"]
 
@@ -156,7 +156,7 @@ class ClassifierBatch:
 
 
 # ----------------------------------------------------------------------------- the model
-class ClassifierModel(nn.Module):
+class ClassifierModel(LMWrapper):
     """A masked or causal LM with a classification (or multiple-choice scoring) head.
 
     Args:
@@ -233,19 +233,6 @@ class ClassifierModel(nn.Module):
         return self.config.labels
 
     # ------------------------------------------------------------------ modes
-    def set_lm_trainable(self, trainable: bool, dropout: bool | None = None) -> None:
-        """Freeze (default) or unfreeze the LM; ``dropout`` keeps LM dropout while training."""
-        self.lm_trainable = trainable
-        self.lm_dropout = trainable if dropout is None else dropout
-        for p in self.lm.parameters():
-            p.requires_grad_(trainable)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> "ClassifierModel":
-        super().train(mode)
-        self.lm.train(mode and self.lm_dropout)  # a frozen LM runs without dropout
-        return self
-
     def prompt_parameters(self) -> list[nn.Parameter]:
         """The head's parameters (what the trainer tunes with ``lr``)."""
         return list(self.head.parameters())

@@ -35,7 +35,7 @@ from .errors import ConfigError, DataError
 from .template import CompiledTemplate, Encoded, Pseudo, Template, check_fields
 from .verbalizer import CompiledVerbalizer, Verbalizer, label_logsumexp
 
-__all__ = ["PTunedModel", "Item", "Batch", "View", "Output", "detect_kind", "load_base", "head_input"]
+__all__ = ["PTunedModel", "LMWrapper", "Item", "Batch", "View", "Output", "detect_kind", "load_base", "head_input"]
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,29 @@ class Output:
 
 
 # ----------------------------------------------------------------------------- the model
-class PTunedModel(nn.Module):
+class LMWrapper(nn.Module):
+    """What every trainable wrapper of an LM shares: the LM frozen or tuned, and its
+    dropout only when asked (a frozen LM runs without it). Subclasses set ``self.lm``."""
+
+    lm: nn.Module
+    lm_trainable: bool = False
+    lm_dropout: bool = False
+
+    def set_lm_trainable(self, trainable: bool, dropout: bool | None = None) -> None:
+        """Freeze (default) or unfreeze the LM; ``dropout`` keeps LM dropout while training."""
+        self.lm_trainable = trainable
+        self.lm_dropout = trainable if dropout is None else dropout
+        for p in self.lm.parameters():
+            p.requires_grad_(trainable)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "LMWrapper":
+        super().train(mode)
+        self.lm.train(mode and self.lm_dropout)
+        return self
+
+
+class PTunedModel(LMWrapper):
     """A masked or causal LM with a P-tuning prompt.
 
     Args:
@@ -294,19 +316,6 @@ class PTunedModel(nn.Module):
         return torch.stack(rows)
 
     # ------------------------------------------------------------------ modes
-    def set_lm_trainable(self, trainable: bool, dropout: bool | None = None) -> None:
-        """Freeze (default) or unfreeze the LM; ``dropout`` keeps LM dropout while training."""
-        self.lm_trainable = trainable
-        self.lm_dropout = trainable if dropout is None else dropout
-        for p in self.lm.parameters():
-            p.requires_grad_(trainable)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> "PTunedModel":
-        super().train(mode)
-        self.lm.train(mode and self.lm_dropout)  # a frozen LM runs without dropout
-        return self
-
     def prompt_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters()) if self.encoder is not None else []
 
