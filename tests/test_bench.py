@@ -12,7 +12,7 @@ from ptune.cli import main  # noqa: E402
 
 
 @pytest.mark.parametrize("arch,encoder,layout", [("tiny", "mlp", "around"), ("bert-tiny", "lstm", "around"),
-                                                 ("tiny", "mlp", "text-first")])
+                                                 ("tiny", "mlp", "text-first"), ("tiny", "lstm", "pseudo-first")])
 def test_bench_runs(tmp_path, capsys, arch, encoder, layout):
     out = tmp_path / "b.jsonl"
     assert main(["bench", "--arch", arch, "--encoder", encoder, "--steps", "2", "--warmup", "1", "--batch", "4",

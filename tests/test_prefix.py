@@ -1,6 +1,7 @@
-"""The frozen-prefix fast path of causal LMs: the text before the first pseudo token runs
-once without autograd and serves as a key/value cache; scores and gradients must be the
-ones of the plain full forward."""
+"""The cached fast paths of causal LMs: the rows' shared start (pseudo tokens, anchors, BOS)
+runs once per view, the text before the first pseudo token runs without autograd, and both
+serve as a key/value cache for the rest; scores and gradients must be the ones of the plain
+full forward."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def _run(model, examples, prefix):
     for p in model.encoder.parameters():
         p.grad = None
     calls = []
-    hook = model.lm.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["inputs_embeds"].shape[1]),
+    hook = model.lm.register_forward_pre_hook(lambda m, a, kw: calls.append(
+        (*kw["inputs_embeds"].shape[:2], torch.is_grad_enabled())),
                                               with_kwargs=True)
     try:
         out = model(model.collate(model.prepare(examples)))
@@ -30,35 +32,71 @@ def _run(model, examples, prefix):
     return out.scores.detach(), [p.grad.clone() for p in model.encoder.parameters()], calls
 
 
+TEMPLATES = {
+    "text-first": "{text} [P*2] Answer: [P] [MASK]",  # frozen text prefix, no autograd
+    "pseudo-first": "[P*2] Question: {text} [P] [MASK]",  # shared prefix with pseudo tokens, autograd
+    "anchor-first": "Question: {text} [P*2] [MASK]",  # shared constant text, then the frozen text prefix
+}
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama", "opt", "gpt_neox"])
 @pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("words", ["single", "multi"])
-def test_prefix_path_equals_full_forward(family, side, words):
+@pytest.mark.parametrize("layout", list(TEMPLATES))
+def test_prefix_path_equals_full_forward(family, side, words, layout):
     lm, tok = pair(family, seed=0)
     verbalizer = {"pos": "yes", "neg": "no"} if words == "single" else {"pos": ["great movie", "yes"], "neg": "awful film"}
-    cfg = PromptConfig(template="{text} [P*2] Answer: [P] [MASK]", verbalizer=verbalizer,
+    cfg = PromptConfig(template=TEMPLATES[layout], verbalizer=verbalizer,
                        encoder=EncoderConfig(type="lstm"), padding_side=side, normalize="vocab")
     model = PTunedModel(lm, tok, cfg, seed=0)
     examples = [{"text": t, "label": lab} for t, lab in zip(TEXTS, ["pos", "neg", "pos"])]
     fast, fast_grads, fast_calls = _run(model, examples, True)
+    assert model.prefix_cache, "the cached path fell back to the full forward"
     full, full_grads, full_calls = _run(model, examples, False)
-    assert len(fast_calls) == 2 * len(full_calls), "the prefix path must have run"
-    assert all(c < f for c, f in zip(fast_calls[1::2], full_calls))
+    assert len(fast_calls) > len(full_calls), "a prefix pass must have run"
+    assert sum(r * t for r, t, g in fast_calls if g) < sum(r * t for r, t, _ in full_calls), \
+        "fewer tokens run with autograd"
+    if layout == "pseudo-first":  # one row for the shared start; it carries gradient to the prompt
+        assert fast_calls[0][0] == 1 and fast_calls[0][1] >= 2 and fast_calls[0][2]
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
     for a, b in zip(fast_grads, full_grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_shared_prefix_with_a_tuned_lm_gives_its_weight_gradients(family):
+    """A jointly tuned LM without dropout may share the prefix too: the LM's weight
+    gradients sum over rows exactly as in the full forward."""
+    lm, tok = pair(family, seed=0)
+    cfg = PromptConfig(template="[P*2] Question: {text} [P] [MASK]", verbalizer={"pos": "yes", "neg": "no"})
+    model = PTunedModel(lm, tok, cfg, seed=0)
+    model.set_lm_trainable(True, dropout=False)
+    examples = [{"text": t, "label": lab} for t, lab in zip(TEXTS, ["pos", "neg", "pos"])]
+    grads = {}
+    for cached in (True, False):
+        model.zero_grad(set_to_none=True)
+        _, _, calls = _run(model, examples, cached)
+        assert len(calls) == (2 if cached else 1)
+        grads[cached] = {n: p.grad.clone() for n, p in model.lm.named_parameters() if p.grad is not None}
+    assert grads[True].keys() == grads[False].keys() and len(grads[True]) > 5
+    for n in grads[True]:
+        torch.testing.assert_close(grads[True][n], grads[False][n], atol=1e-5, rtol=1e-4, msg=n)
+    model.set_lm_trainable(True, dropout=True)  # dropout draws per row: no sharing
+    _, _, calls = _run(model, examples, True)
+    assert len(calls) == 1
+
+
 def test_prefix_path_off_where_it_does_not_apply():
     lm, tok = pair("gpt2", seed=0)
-    cfg = PromptConfig(template="[P*2] {text} [P] [MASK]", verbalizer={"pos": "yes", "neg": "no"})
-    model = PTunedModel(lm, tok, cfg, seed=0)
-    examples = [{"text": t, "label": "pos"} for t in TEXTS]
-    _, _, calls = _run(model, examples, True)
-    assert len(calls) == 1  # pseudo tokens first: nothing to skip
     cfg = PromptConfig(template="{text} [P] [MASK]", verbalizer={"pos": "yes", "neg": "no"})
     model = PTunedModel(lm, tok, cfg, seed=0)
+    examples = [{"text": t, "label": "pos"} for t in TEXTS]
     model.set_lm_trainable(True)  # a tuned LM needs gradients everywhere
+    _, _, calls = _run(model, examples, True)
+    assert len(calls) == 1
+    cfg = PromptConfig(template="[P*2] {text} [P] [MASK]", verbalizer={"pos": "yes", "neg": "no"})
+    model = PTunedModel(lm, tok, cfg, seed=0)
+    model.shared_prefix_min_tokens = 100  # as on an accelerator: 2 saved tokens do not pay for a pass
     _, _, calls = _run(model, examples, True)
     assert len(calls) == 1
 
@@ -73,7 +111,7 @@ def test_a_model_that_rejects_the_cache_falls_back_to_the_full_forward(monkeypat
     def broken(*a, **kw):
         raise NotImplementedError("no cache here")
 
-    monkeypatch.setattr(model, "_answer_hidden_after_prefix", broken)
+    monkeypatch.setattr(model, "_answer_hidden_cached", broken)
     scores, grads, calls = _run(model, examples, True)
     assert model.prefix_cache is False and "no frozen-prefix cache" in caplog.text
     torch.testing.assert_close(scores, full)
@@ -113,4 +151,7 @@ def test_rows_of_one_example_share_its_prefix_at_evaluation(family, side):
     for v in multi:
         n_ex = len(set(v.row_example.tolist()))
         assert any(r == n_ex and t < v.input_ids.shape[1] for r, t in shared)
-    assert len(shared) == len(views) + len(multi)
+    # and every view of several rows first runs their common start ([P], a BOS) on one row
+    starts = [v for v in views if v.input_ids.shape[0] > 1 and v.common_prefix > 0]
+    assert starts and sum(r == 1 for r, _ in shared) >= len(starts)
+    assert len(shared) == len(views) + len(multi) + len(starts)

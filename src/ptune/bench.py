@@ -106,6 +106,8 @@ def _ptune_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, enc
         template = f"[P*{a}] {{text}} [P*{n_pseudo - a}] [MASK]"
     if layout == "text-first":  # the input, then every pseudo token, then the answer slot
         template = f"{{text}} [P*{n_pseudo}] [MASK]"
+    if layout == "pseudo-first":  # PEFT's own layout: every pseudo token before the input
+        template = f"[P*{n_pseudo}] {{text}} [MASK]"
     model = PTunedModel(lm, tok, PromptConfig(template=template, verbalizer={w: w for w in words},
                                               encoder=EncoderConfig(type=encoder), max_length=512))
     model.to(device)
@@ -184,9 +186,10 @@ def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, devic
     """Time ptune and PEFT alternately on one frozen model; one result row per side.
 
     ``layout`` places ptune's pseudo tokens: ``around`` the text (the paper's LAMA shape,
-    with pseudo tokens first as PEFT has them) or ``text-first`` (all after the text:
-    a frozen causal LM then runs the text without autograd, see
-    :meth:`ptune.model.PTunedModel._frozen_prefix`). PEFT always puts them first.
+    ``[P*3] {text} [P*6] [MASK]``), ``pseudo-first`` (all before the text, as PEFT has
+    them) or ``text-first`` (all after it). With a causal LM, ptune runs the pseudo tokens
+    before the text once per batch and, after the text, runs the text without autograd:
+    see :meth:`ptune.model.PTunedModel._answer_hidden_cached`. PEFT always puts them first.
     ``compile`` compiles the shared LM in place (``torch.compile``): both sides run it.
     """
     tdtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
@@ -274,8 +277,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--steps", type=int, default=10, help="timed steps per side and phase")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--layout", choices=["around", "text-first"], default="around",
-                   help="where ptune's pseudo tokens go: around the text (default) or all after it")
+    p.add_argument("--layout", choices=["around", "pseudo-first", "text-first"], default="around",
+                   help="where ptune's pseudo tokens go: around the text (default), all before it "
+                        "(PEFT's layout) or all after it")
     p.add_argument("--compile", action="store_true", help="torch.compile the shared LM (both sides run it)")
     p.add_argument("--json", help="append the result rows as JSON lines to this file")
 

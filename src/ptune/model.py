@@ -154,6 +154,7 @@ class View:
     cand_index: torch.Tensor  # (R, K) global candidate index
     row_example: torch.Tensor  # (R,) example of each row
     shared: bool  # every row scores the same candidates (targets identical across rows)
+    common_prefix: int = 0  # leading tokens identical in every row (ids, pseudo tokens, segments)
 
     def to(self, device: Any, non_blocking: bool = False) -> "View":
         kw = {
@@ -268,7 +269,8 @@ class PTunedModel(LMWrapper):
         self._capture_ok = getattr(lm.config, "final_logit_softcapping", None) is None
         self.lm_dropout = False
         self.pad_to_multiple_of = 1  # >1 gives fixed-shape buckets (fewer recompiles on GPU)
-        self.prefix_cache = True  # frozen causal LM: run the text before the first pseudo token without autograd
+        self.prefix_cache = True  # causal LM: shared and frozen prefixes as a key/value cache (_answer_hidden_cached)
+        self.shared_prefix_min_tokens: int | None = None  # None: any saving on CPU, 2048 saved tokens elsewhere
         self.set_lm_trainable(False)
 
     # ------------------------------------------------------------------ construction
@@ -482,7 +484,8 @@ class PTunedModel(LMWrapper):
             pseudo[i, sl] = torch.tensor(e.pseudo_index)
             types[i, sl] = torch.tensor(e.token_type_ids)
             answer[i] = torch.tensor(e.answer_positions) + (t - n if left else 0)
-        return View(ids, mask, pseudo, types, answer, targets.contiguous(), cand_index.contiguous(), rows, shared)
+        return View(ids, mask, pseudo, types, answer, targets.contiguous(), cand_index.contiguous(), rows, shared,
+                     _common_prefix(encs))
 
     def batches(self, items: Sequence[Item], batch_size: int) -> Iterator[Batch]:
         for i in range(0, len(items), batch_size):
@@ -618,10 +621,11 @@ class PTunedModel(LMWrapper):
             kwargs["token_type_ids"] = view.token_type_ids.clamp(max=self._type_vocab - 1)
         if self.kind == "causal":
             kwargs["use_cache"] = False
-        start, source = self._frozen_prefix(view, prompt)
-        if start:
+        if self._cache_usable():
             try:
-                return self._answer_hidden_after_prefix(view, emb, pos, start, source, kwargs)
+                h = self._answer_hidden_cached(view, emb, prompt, kwargs.get("token_type_ids"))
+                if h is not None:
+                    return h
             except (TypeError, ValueError, RuntimeError, AttributeError, NotImplementedError) as e:
                 # a model whose cache cannot be fed this way: the full forward gives the same numbers
                 logger.warning("%s: no frozen-prefix cache (%s: %s); running the full input",
@@ -637,7 +641,29 @@ class PTunedModel(LMWrapper):
         idx = view.answer_positions.unsqueeze(-1).expand(-1, -1, h.shape[-1])
         return h.gather(1, idx)
 
-    def _frozen_prefix(self, view: View, prompt: torch.Tensor | None) -> tuple[int, torch.Tensor | None]:
+    def _cache_usable(self) -> bool:
+        return (self.kind == "causal" and self.prefix_cache and self._accepts_positions
+                and self._cache_arg is not None)
+
+    def _shared_prefix(self, view: View, device: torch.device) -> int:
+        """How many leading tokens to run once for the whole view (see :meth:`_answer_hidden_cached`).
+
+        The rows' common start (pseudo tokens, anchors, a BOS token: whatever the template puts
+        before the input) has the same keys and values in every row of a causal LM. Not with an
+        LM in train mode (its dropout draws differently per row), and on accelerators only when
+        the saved tokens outweigh the extra forward pass's kernel launches
+        (``shared_prefix_min_tokens``).
+        """
+        k, r = view.common_prefix, view.input_ids.shape[0]
+        if k < 1 or r < 2 or self.lm.training:
+            return 0
+        least = self.shared_prefix_min_tokens
+        if least is None:
+            least = 1 if device.type == "cpu" else 2048
+        return k if (r - 1) * k >= least else 0
+
+    def _frozen_prefix(self, pseudo_index: torch.Tensor, answer_positions: torch.Tensor, rows: torch.Tensor,
+                       prompt: torch.Tensor | None, upstream_grad: bool) -> tuple[int, torch.Tensor | None]:
         """Leading columns to run once without autograd, and the rows to run them on.
 
         In a causal LM a position depends only on what precedes it. Two cases make a
@@ -649,23 +675,20 @@ class PTunedModel(LMWrapper):
           the answer is the same in each, so it runs once per example (at evaluation,
           pseudo tokens included) and the cache is shared.
 
+        ``upstream_grad``: what precedes these columns (the shared prefix) needs a gradient.
         Returns ``(0, None)`` when neither applies; else the prefix length and, when rows
         repeat examples, the index of each row's source row (or None).
         """
-        if (self.kind != "causal" or not self.prefix_cache or not self._accepts_positions
-                or self._cache_arg is None):
-            return 0, None
         grad = torch.is_grad_enabled()
-        if grad and (self.lm_trainable or prompt is None):
+        if grad and (self.lm_trainable or prompt is None or upstream_grad):
             return 0, None  # a tuned LM needs gradients everywhere; without a prompt nothing trains
-        limit = view.answer_positions[:, 0]
+        limit = answer_positions[:, 0]
         if grad:
-            t = view.pseudo_index.shape[1]
-            cols = torch.arange(t, device=view.pseudo_index.device)
-            first = torch.where(view.pseudo_index >= 0, cols, t).min(1).values
+            t = pseudo_index.shape[1]
+            cols = torch.arange(t, device=pseudo_index.device)
+            first = torch.where(pseudo_index >= 0, cols, t).min(1).values
             limit = torch.minimum(first, limit)
         start = int(limit.min())
-        rows = view.row_example
         repeated = rows.numel() > 1 and bool((rows[1:] == rows[:-1]).any())
         source = None
         if repeated:  # the first row of each example serves all of its rows
@@ -678,30 +701,67 @@ class PTunedModel(LMWrapper):
             return 0, None
         return start, source
 
-    def _answer_hidden_after_prefix(self, view: View, emb: torch.Tensor, pos: torch.Tensor | None, start: int,
-                                    source: torch.Tensor | None, kwargs: dict[str, Any]) -> torch.Tensor:
+    def _answer_hidden_cached(self, view: View, emb: torch.Tensor, prompt: torch.Tensor | None,
+                              token_types: torch.Tensor | None) -> torch.Tensor | None:
+        """A causal LM's answer hidden states computed in up to three passes that share a
+        key/value cache, equal to the single full forward (tests/test_prefix.py):
+
+        1. the shared prefix (:meth:`_shared_prefix`), once for the whole view, with autograd
+           when it holds pseudo tokens: its gradient is the sum over the rows, as in the full
+           forward;
+        2. the frozen prefix (:meth:`_frozen_prefix`), without autograd, once per example;
+        3. the rest of every row.
+
+        Returns None when neither 1 nor 2 applies.
+        """
         from transformers import DynamicCache
 
-        mask = view.attention_mask
-        if pos is None:
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        k = self._shared_prefix(view, emb.device)
+        mask, pseudo, answer = view.attention_mask, view.pseudo_index, view.answer_positions
+        if k:  # drop each row's first k content columns (right padding: the first k; left: after the pads)
+            r, t, hid = emb.shape
+            first = mask.argmax(1)  # (R,) each row's first content column
+            cols = torch.arange(t - k, device=emb.device).unsqueeze(0)
+            src = cols + k * (cols >= first.unsqueeze(1)).long()  # (R, T - k)
+            shared_emb = emb[0].index_select(0, first[0] + torch.arange(k, device=emb.device)).unsqueeze(0)
+            shared_pseudo = bool((pseudo[0].index_select(0, first[0] + torch.arange(k, device=emb.device)) >= 0).any())
+            emb = emb.gather(1, src.unsqueeze(-1).expand(-1, -1, hid))
+            mask, pseudo = mask.gather(1, src), pseudo.gather(1, src)
+            token_types = token_types.gather(1, src) if token_types is not None else None
+            answer = answer - k
+        else:
+            shared_pseudo = False
+        start, source = self._frozen_prefix(pseudo, answer, view.row_example, prompt,
+                                            shared_pseudo and prompt is not None)
+        if not k and not start:
+            return None
+        pos = k + (mask.cumsum(-1) - 1).clamp(min=0)
+        past = lambda n: mask.new_ones(n, k)  # noqa: E731  the shared prefix, seen by every row
         cache = DynamicCache(config=self.lm.config)
-        uniq = torch.unique(source) if source is not None else None
-        with torch.no_grad(), self._capture_head():
-            if uniq is None:
-                self.lm(inputs_embeds=emb[:, :start], attention_mask=mask[:, :start], position_ids=pos[:, :start],
-                        use_cache=True, **{self._cache_arg: cache})
-            else:
-                self.lm(inputs_embeds=emb[uniq, :start], attention_mask=mask[uniq, :start],
+        if k:
+            with self._capture_head():
+                self.lm(inputs_embeds=shared_emb, attention_mask=past(1),
+                        position_ids=torch.arange(k, device=emb.device).unsqueeze(0), use_cache=True,
+                        **{self._cache_arg: cache})
+        if start:
+            uniq = torch.unique(source) if source is not None else torch.arange(emb.shape[0], device=emb.device)
+            if k:
+                cache.batch_repeat_interleave(uniq.numel())
+            with torch.no_grad(), self._capture_head():
+                self.lm(inputs_embeds=emb[uniq, :start], attention_mask=torch.cat([past(uniq.numel()), mask[uniq, :start]], 1),
                         position_ids=pos[uniq, :start], use_cache=True, **{self._cache_arg: cache})
+            if source is not None:
                 cache.batch_select_indices(torch.searchsorted(uniq, source))  # one cache row per row
-        kwargs = {**kwargs, "use_cache": True}
+        elif k:
+            cache.batch_repeat_interleave(emb.shape[0])
+        kwargs: dict[str, Any] = {"token_type_ids": token_types[:, start:]} if token_types is not None else {}
         with self._capture_head() as captured:
-            out = self.lm(inputs_embeds=emb[:, start:], position_ids=pos[:, start:], **{self._cache_arg: cache}, **kwargs)
+            out = self.lm(inputs_embeds=emb[:, start:], attention_mask=torch.cat([past(emb.shape[0]), mask], 1),
+                          position_ids=pos[:, start:], use_cache=True, **{self._cache_arg: cache}, **kwargs)
         if not captured:
             self._capture_ok = False
         h = out.logits
-        idx = (view.answer_positions - start).unsqueeze(-1).expand(-1, -1, h.shape[-1])
+        idx = (answer - start).unsqueeze(-1).expand(-1, -1, h.shape[-1])
         return h.gather(1, idx)
 
     def answer_logits(self, view: View, prompt: torch.Tensor | None = None) -> torch.Tensor:
@@ -906,6 +966,23 @@ class PTunedModel(LMWrapper):
             out.append({"ids": ids, "text": self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
                         "logprob": float(logprob[i])})
         return out
+
+
+def _common_prefix(encs: list[Encoded]) -> int:
+    """How many leading tokens every encoding shares (token, pseudo token and segment),
+    stopping before the first answer position of any row; 0 for a single row."""
+    if len(encs) < 2:
+        return 0
+    first = encs[0]
+    limit = min(min(e.answer_positions, default=len(e.input_ids)) for e in encs)
+    k = 0
+    while k < limit and all(
+        e.input_ids[k] == first.input_ids[k] and e.pseudo_index[k] == first.pseudo_index[k]
+        and e.token_type_ids[k] == first.token_type_ids[k]
+        for e in encs
+    ):
+        k += 1
+    return k
 
 
 def _pad_id(tokenizer: Any) -> int:
