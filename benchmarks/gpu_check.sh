@@ -12,6 +12,8 @@ for batch in 32 128; do
   "$PY" -m ptune.bench --arch gpt2-medium --encoder mlp --batch "$batch" --device cuda --dtype bf16 --steps 20 --warmup 5 --json "$OUT"
 done
 "$PY" -m ptune.bench --arch bert-base --encoder mlp --batch 32 --device cuda --dtype bf16 --steps 20 --warmup 5 --json "$OUT"
+# PEFT's own layout (every pseudo token before the text)
+"$PY" -m ptune.bench --arch gpt2-medium --encoder mlp --batch 128 --device cuda --dtype bf16 --steps 20 --warmup 5 --layout pseudo-first --json "$OUT"
 # pseudo tokens after the text: the frozen causal LM runs the text without autograd
 "$PY" -m ptune.bench --arch gpt2-medium --encoder mlp --batch 32 --device cuda --dtype bf16 --steps 20 --warmup 5 --layout text-first --json "$OUT"
 # optional (COMPILE=1; compilation takes extra minutes): the LM compiled, both sides

@@ -153,5 +153,45 @@ def test_rows_of_one_example_share_its_prefix_at_evaluation(family, side):
         assert any(r == n_ex and t < v.input_ids.shape[1] for r, t in shared)
     # and every view of several rows first runs their common start ([P], a BOS) on one row
     starts = [v for v in views if v.input_ids.shape[0] > 1 and v.common_prefix > 0]
-    assert starts and sum(r == 1 for r, _ in shared) >= len(starts)
-    assert len(shared) == len(views) + len(multi) + len(starts)
+    # (once: later views with the same start reuse its keys and values at evaluation)
+    assert starts and sum(r == 1 for r, _ in shared) >= 1
+    assert len(views) + len(multi) + 1 <= len(shared) <= len(views) + len(multi) + len(starts)
+
+
+def test_evaluation_reuses_the_shared_prefix_until_the_prompt_or_lm_changes():
+    lm, tok = pair("gpt2", seed=0)
+    cfg = PromptConfig(template="[P*3] Question: {text} [MASK]", verbalizer={"pos": "yes", "neg": "no"})
+    model = PTunedModel(lm, tok, cfg, seed=0).eval()
+    batch = model.collate(model.prepare([{"text": t, "label": "pos"} for t in TEXTS]))
+    calls = []
+    hook = model.lm.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["inputs_embeds"].shape[0]),
+                                              with_kwargs=True)
+
+    def scores(cached=True):
+        model.prefix_cache = cached
+        with torch.no_grad():
+            return model(batch).scores
+
+    try:
+        first = scores()
+        assert calls[0] == 1 and 1 not in calls[1:]  # the shared start on one row, then the rows
+        calls.clear()
+        again = scores()
+        assert calls and 1 not in calls, "the second batch reuses the shared prefix"
+        torch.testing.assert_close(again, first)
+        torch.testing.assert_close(first, scores(cached=False), atol=1e-5, rtol=1e-5)
+        with torch.no_grad():  # a new prompt: recomputed
+            for p in model.encoder.parameters():
+                p.add_(0.1)
+        calls.clear()
+        moved = scores()
+        assert calls[0] == 1
+        torch.testing.assert_close(moved, scores(cached=False), atol=1e-5, rtol=1e-5)
+        with torch.no_grad():  # new LM weights: recomputed
+            model.lm.transformer.h[0].mlp.c_fc.weight.mul_(1.5)
+        calls.clear()
+        changed = scores()
+        assert calls[0] == 1
+        torch.testing.assert_close(changed, scores(cached=False), atol=1e-5, rtol=1e-5)
+    finally:
+        hook.remove()

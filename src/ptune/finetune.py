@@ -457,7 +457,8 @@ class ClassifierModel(LMWrapper):
     def forward(self, batch: ClassifierBatch) -> Output:
         """Scores (B, n_labels) — or (B, C_max), ``-inf`` where an example has fewer
         candidates — and, when every label is known, the cross-entropy loss."""
-        pooled = self.pooled(batch)
+        with self.lm_kernels():
+            pooled = self.pooled(batch)
         weight = self.head[1].weight
         s = self.head(pooled.to(weight.dtype)).float()  # (R, n_out)
         if self.config.multiple_choice:

@@ -20,16 +20,18 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import logging
 from dataclasses import dataclass, fields as dc_fields
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import PromptConfig
+from .kernels import AnswerOnlyLastLayer, FusedActivations
 from .encoder import EncoderConfig, PromptEncoder
 from .errors import ConfigError, DataError
 from .template import CompiledTemplate, Encoded, Pseudo, Template, check_fields
@@ -196,6 +198,17 @@ class LMWrapper(nn.Module):
     lm: nn.Module
     lm_trainable: bool = False
     lm_dropout: bool = False
+    lm_shortcuts: bool = True  # exact shortcuts inside the LM (ptune.kernels); False: the LM as it is
+
+    def lm_kernels(self) -> contextlib.AbstractContextManager:
+        """While active, the LM runs ptune's faster kernels for the same functions
+        (:class:`ptune.kernels.FusedActivations`); set ``lm_shortcuts = False`` to keep its own."""
+        if not self.lm_shortcuts:
+            return contextlib.nullcontext()
+        swap = self.__dict__.get("_fused")
+        if swap is None or swap.lm is not self.lm:
+            swap = self.__dict__["_fused"] = FusedActivations(self.lm)
+        return swap
 
     def set_lm_trainable(self, trainable: bool, dropout: bool | None = None) -> None:
         """Freeze (default) or unfreeze the LM; ``dropout`` keeps LM dropout while training."""
@@ -502,6 +515,10 @@ class PTunedModel(LMWrapper):
 
     def forward(self, batch: Batch) -> Output:
         """Label scores (B, n_labels) and, when all labels are known, the loss."""
+        with self.lm_kernels():
+            return self._forward(batch)
+
+    def _forward(self, batch: Batch) -> Output:
         prompt = self.pseudo_embeddings()
         if self.per_example:
             return self._forward_per_example(batch, prompt)
@@ -633,13 +650,38 @@ class PTunedModel(LMWrapper):
                 self.prefix_cache = False
         if pos is not None:
             kwargs["position_ids"] = pos
-        with self._capture_head() as captured:
+        answer_only = self._answer_only()
+        with self._capture_head() as captured, answer_only(view.answer_positions) as restricted:
             out = self.lm(inputs_embeds=emb, **kwargs)
         h = out.logits
         if not captured:
             self._capture_ok = False
+        if restricted:
+            return h  # already (R, L, .) at the answer positions
         idx = view.answer_positions.unsqueeze(-1).expand(-1, -1, h.shape[-1])
         return h.gather(1, idx)
+
+    def _answer_only(self) -> Callable[[torch.Tensor], contextlib.AbstractContextManager[list[bool]]]:
+        """The last-layer restriction of :class:`ptune.kernels.AnswerOnlyLastLayer` where it
+        applies to this masked LM (probed once); else a no-op."""
+        if self.kind == "masked" and self.lm_shortcuts:
+            shortcut = self.__dict__.get("_answer_only_layer")
+            if shortcut is None or shortcut.lm is not self.lm:
+                shortcut = self.__dict__["_answer_only_layer"] = AnswerOnlyLastLayer(self.lm)
+            weight = self.lm.get_input_embeddings().weight
+            if shortcut.verified(self._probe_hidden, weight.shape[1], weight.device, weight.dtype):
+                return shortcut
+        return lambda positions: contextlib.nullcontext([])
+
+    def _probe_hidden(self, emb: torch.Tensor) -> torch.Tensor:
+        """The head's input for input embeddings (1, T, H), dropout off, no autocast."""
+        was = self.lm.training
+        self.lm.eval()
+        try:
+            with torch.autocast(emb.device.type, enabled=False), self._capture_head():
+                return self.lm(inputs_embeds=emb).logits
+        finally:
+            self.lm.train(was)
 
     def _cache_usable(self) -> bool:
         return (self.kind == "causal" and self.prefix_cache and self._accepts_positions
@@ -661,6 +703,19 @@ class PTunedModel(LMWrapper):
         if least is None:
             least = 1 if device.type == "cpu" else 2048
         return k if (r - 1) * k >= least else 0
+
+    def _shared_memo_key(self, view: View, prompt: torch.Tensor | None, k: int, dtype: torch.dtype) -> tuple | None:
+        """At evaluation the shared prefix's keys and values only change with the prompt
+        (the encoder's cached output: the same tensor until a parameter changes), the LM's
+        weights and the tokens: a key for reusing them across batches; None while training."""
+        if torch.is_grad_enabled():
+            return None
+        row = view.attention_mask[0].argmax()
+        span = slice(int(row), int(row) + k)
+        return (id(prompt), prompt._version if prompt is not None else None,
+                tuple(view.input_ids[0, span].tolist()), tuple(view.pseudo_index[0, span].tolist()),
+                id(self.lm), sum(p._version for p in self.lm.parameters()), view.input_ids.device, dtype,
+                torch.is_autocast_enabled())
 
     def _frozen_prefix(self, pseudo_index: torch.Tensor, answer_positions: torch.Tensor, rows: torch.Tensor,
                        prompt: torch.Tensor | None, upstream_grad: bool) -> tuple[int, torch.Tensor | None]:
@@ -739,10 +794,17 @@ class PTunedModel(LMWrapper):
         past = lambda n: mask.new_ones(n, k)  # noqa: E731  the shared prefix, seen by every row
         cache = DynamicCache(config=self.lm.config)
         if k:
-            with self._capture_head():
-                self.lm(inputs_embeds=shared_emb, attention_mask=past(1),
-                        position_ids=torch.arange(k, device=emb.device).unsqueeze(0), use_cache=True,
-                        **{self._cache_arg: cache})
+            memo_key = self._shared_memo_key(view, prompt, k, emb.dtype)
+            memo = self.__dict__.get("_shared_memo")
+            if memo_key is not None and memo is not None and memo[0] == memo_key:
+                cache = copy.deepcopy(memo[1])
+            else:
+                with self._capture_head():
+                    self.lm(inputs_embeds=shared_emb, attention_mask=past(1),
+                            position_ids=torch.arange(k, device=emb.device).unsqueeze(0), use_cache=True,
+                            **{self._cache_arg: cache})
+                if memo_key is not None:  # evaluation: later batches reuse it
+                    self.__dict__["_shared_memo"] = (memo_key, copy.deepcopy(cache), prompt)
         if start:
             uniq = torch.unique(source) if source is not None else torch.arange(emb.shape[0], device=emb.device)
             if k:
@@ -886,7 +948,9 @@ class PTunedModel(LMWrapper):
                 chunk = order[s : s + batch_size]
                 for k in sorted({int(lengths[i]) for i in chunk}):
                     idx = [i for i in chunk if lengths[i] == k]
-                    for i, res in zip(idx, self._generate_rows([items[i] for i in idx], k, prompt, banned, device)):
+                    with self.lm_kernels():
+                        rows = self._generate_rows([items[i] for i in idx], k, prompt, banned, device)
+                    for i, res in zip(idx, rows):
                         results[i] = res
         finally:
             self.train(was)
