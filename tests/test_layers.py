@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "ptune"
-ORDER = ["errors", "kernels", "encoder", "verbalizer", "template", "config", "model", "data", "metrics",
+ORDER = ["errors", "kernels", "encoder", "verbalizer", "template", "batch", "kvcache", "config", "model", "data", "metrics",
          "checkpoint", "finetune", "trainer", "tiny", "tasks.lama", "tasks.superglue_data", "tasks.superglue", "world", "demo",
          "cli"]
 

@@ -20,20 +20,20 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import logging
-from dataclasses import dataclass, fields as dc_fields
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batch import Batch, Item, Output, View, pad_view
 from .config import PromptConfig
-from .kernels import AnswerOnlyLastLayer, FusedActivations
 from .encoder import EncoderConfig, PromptEncoder
 from .errors import ConfigError, DataError
+from .kernels import AnswerOnlyLastLayer, FusedActivations
+from .kvcache import KVCacheMixin
 from .template import CompiledTemplate, Encoded, Pseudo, Template, check_fields
 from .verbalizer import CompiledVerbalizer, Verbalizer, label_logsumexp
 
@@ -127,69 +127,6 @@ def head_input(lm: nn.Module) -> Iterator[bool]:
         raise ConfigError("model", f"{type(lm).__name__} does not call its output embeddings")
 
 
-# ----------------------------------------------------------------------------- batches
-@dataclass
-class Item:
-    """One prepared example: tokenized fields, label index (-100 if none), source."""
-
-    fields: dict[str, list[int]]
-    label: int
-    source: str
-    candidates: list[tuple[int, ...]] | None = None
-    """Per-example answer candidates (token ids), with ``PromptConfig.candidates_field``."""
-    candidate_texts: list[str] | None = None
-
-
-@dataclass
-class View:
-    """One forward pass's worth of rows; all rows have answers of the same length L.
-
-    Shapes: R rows, T tokens, K candidates per row.
-    """
-
-    input_ids: torch.Tensor  # (R, T)
-    attention_mask: torch.Tensor  # (R, T)
-    pseudo_index: torch.Tensor  # (R, T), -1 where no pseudo token
-    token_type_ids: torch.Tensor  # (R, T)
-    answer_positions: torch.Tensor  # (R, L)
-    targets: torch.Tensor  # (R, K, L) token ids of each candidate
-    cand_index: torch.Tensor  # (R, K) global candidate index
-    row_example: torch.Tensor  # (R,) example of each row
-    shared: bool  # every row scores the same candidates (targets identical across rows)
-    common_prefix: int = 0  # leading tokens identical in every row (ids, pseudo tokens, segments)
-
-    def to(self, device: Any, non_blocking: bool = False) -> "View":
-        kw = {
-            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-            if isinstance(getattr(self, f.name), torch.Tensor)
-            else getattr(self, f.name)
-            for f in dc_fields(self)
-        }
-        return View(**kw)
-
-
-@dataclass
-class Batch:
-    """A collated batch: the views to run and the gold labels (B,) (-100: unknown)."""
-
-    views: list[View]
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def to(self, device: Any, non_blocking: bool = False) -> "Batch":
-        return Batch([v.to(device, non_blocking) for v in self.views], self.labels.to(device))
-
-
-@dataclass
-class Output:
-    """Label scores (B, n_labels) and, when every example has a label, the loss."""
-
-    scores: torch.Tensor
-    loss: torch.Tensor | None
-
-
 # ----------------------------------------------------------------------------- the model
 class LMWrapper(nn.Module):
     """What every trainable wrapper of an LM shares: the LM frozen or tuned, and its
@@ -224,7 +161,7 @@ class LMWrapper(nn.Module):
         return self
 
 
-class PTunedModel(LMWrapper):
+class PTunedModel(LMWrapper, KVCacheMixin):
     """A masked or causal LM with a P-tuning prompt.
 
     Args:
@@ -480,25 +417,8 @@ class PTunedModel(LMWrapper):
         return Batch(views, labels)
 
     def _pad(self, encs: list[Encoded], targets, cand_index, rows, shared, side: str | None = None) -> View:
-        t = max(len(e.input_ids) for e in encs)
-        t = -(-t // self.pad_to_multiple_of) * self.pad_to_multiple_of  # round up to a bucket
-        r = len(encs)
-        ids = torch.full((r, t), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((r, t), dtype=torch.long)
-        pseudo = torch.full((r, t), -1, dtype=torch.long)
-        types = torch.zeros((r, t), dtype=torch.long)
-        answer = torch.zeros((r, len(encs[0].answer_positions)), dtype=torch.long)
-        left = (side or self.config.padding_side) == "left"
-        for i, e in enumerate(encs):
-            n = len(e.input_ids)
-            sl = slice(t - n, t) if left else slice(0, n)
-            ids[i, sl] = torch.tensor(e.input_ids)
-            mask[i, sl] = 1
-            pseudo[i, sl] = torch.tensor(e.pseudo_index)
-            types[i, sl] = torch.tensor(e.token_type_ids)
-            answer[i] = torch.tensor(e.answer_positions) + (t - n if left else 0)
-        return View(ids, mask, pseudo, types, answer, targets.contiguous(), cand_index.contiguous(), rows, shared,
-                     _common_prefix(encs))
+        return pad_view(encs, targets, cand_index, rows, shared, pad_id=self.pad_id,
+                        multiple=self.pad_to_multiple_of, left=(side or self.config.padding_side) == "left")
 
     def batches(self, items: Sequence[Item], batch_size: int) -> Iterator[Batch]:
         for i in range(0, len(items), batch_size):
@@ -683,149 +603,6 @@ class PTunedModel(LMWrapper):
         finally:
             self.lm.train(was)
 
-    def _cache_usable(self) -> bool:
-        return (self.kind == "causal" and self.prefix_cache and self._accepts_positions
-                and self._cache_arg is not None)
-
-    def _shared_prefix(self, view: View, device: torch.device) -> int:
-        """How many leading tokens to run once for the whole view (see :meth:`_answer_hidden_cached`).
-
-        The rows' common start (pseudo tokens, anchors, a BOS token: whatever the template puts
-        before the input) has the same keys and values in every row of a causal LM. Not with an
-        LM in train mode (its dropout draws differently per row), and on accelerators only when
-        the saved tokens outweigh the extra forward pass's kernel launches
-        (``shared_prefix_min_tokens``).
-        """
-        k, r = view.common_prefix, view.input_ids.shape[0]
-        if k < 1 or r < 2 or self.lm.training:
-            return 0
-        least = self.shared_prefix_min_tokens
-        if least is None:
-            least = 1 if device.type == "cpu" else 2048
-        return k if (r - 1) * k >= least else 0
-
-    def _shared_memo_key(self, view: View, prompt: torch.Tensor | None, k: int, dtype: torch.dtype) -> tuple | None:
-        """At evaluation the shared prefix's keys and values only change with the prompt
-        (the encoder's cached output: the same tensor until a parameter changes), the LM's
-        weights and the tokens: a key for reusing them across batches; None while training."""
-        if torch.is_grad_enabled():
-            return None
-        row = view.attention_mask[0].argmax()
-        span = slice(int(row), int(row) + k)
-        return (id(prompt), prompt._version if prompt is not None else None,
-                tuple(view.input_ids[0, span].tolist()), tuple(view.pseudo_index[0, span].tolist()),
-                id(self.lm), sum(p._version for p in self.lm.parameters()), view.input_ids.device, dtype,
-                torch.is_autocast_enabled())
-
-    def _frozen_prefix(self, pseudo_index: torch.Tensor, answer_positions: torch.Tensor, rows: torch.Tensor,
-                       prompt: torch.Tensor | None, upstream_grad: bool) -> tuple[int, torch.Tensor | None]:
-        """Leading columns to run once without autograd, and the rows to run them on.
-
-        In a causal LM a position depends only on what precedes it. Two cases make a
-        prefix worth running apart, as a key/value cache for the rest of the input:
-
-        * training with a frozen LM: nothing before the first pseudo token needs a
-          gradient, so backward covers only what follows it;
-        * rows that repeat an example (one row per candidate answer): the text before
-          the answer is the same in each, so it runs once per example (at evaluation,
-          pseudo tokens included) and the cache is shared.
-
-        ``upstream_grad``: what precedes these columns (the shared prefix) needs a gradient.
-        Returns ``(0, None)`` when neither applies; else the prefix length and, when rows
-        repeat examples, the index of each row's source row (or None).
-        """
-        grad = torch.is_grad_enabled()
-        if grad and (self.lm_trainable or prompt is None or upstream_grad):
-            return 0, None  # a tuned LM needs gradients everywhere; without a prompt nothing trains
-        limit = answer_positions[:, 0]
-        if grad:
-            t = pseudo_index.shape[1]
-            cols = torch.arange(t, device=pseudo_index.device)
-            first = torch.where(pseudo_index >= 0, cols, t).min(1).values
-            limit = torch.minimum(first, limit)
-        start = int(limit.min())
-        repeated = rows.numel() > 1 and bool((rows[1:] == rows[:-1]).any())
-        source = None
-        if repeated:  # the first row of each example serves all of its rows
-            r = torch.arange(rows.numel(), device=rows.device)
-            _, inverse = torch.unique(rows, return_inverse=True)
-            first_row = torch.full((int(inverse.max()) + 1,), rows.numel(), device=rows.device, dtype=torch.long)
-            first_row = first_row.scatter_reduce(0, inverse, r, reduce="amin")
-            source = first_row[inverse]
-        if start < 1 or (not repeated and (not grad or start < 8)):
-            return 0, None
-        return start, source
-
-    def _answer_hidden_cached(self, view: View, emb: torch.Tensor, prompt: torch.Tensor | None,
-                              token_types: torch.Tensor | None) -> torch.Tensor | None:
-        """A causal LM's answer hidden states computed in up to three passes that share a
-        key/value cache, equal to the single full forward (tests/test_prefix.py):
-
-        1. the shared prefix (:meth:`_shared_prefix`), once for the whole view, with autograd
-           when it holds pseudo tokens: its gradient is the sum over the rows, as in the full
-           forward;
-        2. the frozen prefix (:meth:`_frozen_prefix`), without autograd, once per example;
-        3. the rest of every row.
-
-        Returns None when neither 1 nor 2 applies.
-        """
-        from transformers import DynamicCache
-
-        k = self._shared_prefix(view, emb.device)
-        mask, pseudo, answer = view.attention_mask, view.pseudo_index, view.answer_positions
-        if k:  # drop each row's first k content columns (right padding: the first k; left: after the pads)
-            r, t, hid = emb.shape
-            first = mask.argmax(1)  # (R,) each row's first content column
-            cols = torch.arange(t - k, device=emb.device).unsqueeze(0)
-            src = cols + k * (cols >= first.unsqueeze(1)).long()  # (R, T - k)
-            shared_emb = emb[0].index_select(0, first[0] + torch.arange(k, device=emb.device)).unsqueeze(0)
-            shared_pseudo = bool((pseudo[0].index_select(0, first[0] + torch.arange(k, device=emb.device)) >= 0).any())
-            emb = emb.gather(1, src.unsqueeze(-1).expand(-1, -1, hid))
-            mask, pseudo = mask.gather(1, src), pseudo.gather(1, src)
-            token_types = token_types.gather(1, src) if token_types is not None else None
-            answer = answer - k
-        else:
-            shared_pseudo = False
-        start, source = self._frozen_prefix(pseudo, answer, view.row_example, prompt,
-                                            shared_pseudo and prompt is not None)
-        if not k and not start:
-            return None
-        pos = k + (mask.cumsum(-1) - 1).clamp(min=0)
-        past = lambda n: mask.new_ones(n, k)  # noqa: E731  the shared prefix, seen by every row
-        cache = DynamicCache(config=self.lm.config)
-        if k:
-            memo_key = self._shared_memo_key(view, prompt, k, emb.dtype)
-            memo = self.__dict__.get("_shared_memo")
-            if memo_key is not None and memo is not None and memo[0] == memo_key:
-                cache = copy.deepcopy(memo[1])
-            else:
-                with self._capture_head():
-                    self.lm(inputs_embeds=shared_emb, attention_mask=past(1),
-                            position_ids=torch.arange(k, device=emb.device).unsqueeze(0), use_cache=True,
-                            **{self._cache_arg: cache})
-                if memo_key is not None:  # evaluation: later batches reuse it
-                    self.__dict__["_shared_memo"] = (memo_key, copy.deepcopy(cache), prompt)
-        if start:
-            uniq = torch.unique(source) if source is not None else torch.arange(emb.shape[0], device=emb.device)
-            if k:
-                cache.batch_repeat_interleave(uniq.numel())
-            with torch.no_grad(), self._capture_head():
-                self.lm(inputs_embeds=emb[uniq, :start], attention_mask=torch.cat([past(uniq.numel()), mask[uniq, :start]], 1),
-                        position_ids=pos[uniq, :start], use_cache=True, **{self._cache_arg: cache})
-            if source is not None:
-                cache.batch_select_indices(torch.searchsorted(uniq, source))  # one cache row per row
-        elif k:
-            cache.batch_repeat_interleave(emb.shape[0])
-        kwargs: dict[str, Any] = {"token_type_ids": token_types[:, start:]} if token_types is not None else {}
-        with self._capture_head() as captured:
-            out = self.lm(inputs_embeds=emb[:, start:], attention_mask=torch.cat([past(emb.shape[0]), mask], 1),
-                          position_ids=pos[:, start:], use_cache=True, **{self._cache_arg: cache}, **kwargs)
-        if not captured:
-            self._capture_ok = False
-        h = out.logits
-        idx = (answer - start).unsqueeze(-1).expand(-1, -1, h.shape[-1])
-        return h.gather(1, idx)
-
     def answer_logits(self, view: View, prompt: torch.Tensor | None = None) -> torch.Tensor:
         """Full-vocabulary logits at the answer positions, (R, L, V)."""
         if prompt is None:
@@ -993,36 +770,6 @@ class PTunedModel(LMWrapper):
                 view.input_ids[rows, where] = t
         return self._decoded(chosen, logprob)
 
-    def _decode_with_cache(self, encs: list[Encoded], k: int, prompt, banned, device) -> list[dict[str, Any]]:
-        """Greedy decoding of a causal LM: one pass over the prompt (pseudo tokens included,
-        left-padded so every row's answer starts in the same column), then one token per
-        pass from the key/value cache."""
-        from transformers import DynamicCache
-
-        r = len(encs)
-        view = self._pad(encs, torch.zeros((r, 1, k), dtype=torch.long), torch.zeros((r, 1), dtype=torch.long),
-                         torch.arange(r), False, side="left").to(device)
-        mask = view.attention_mask
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        start = int(view.answer_positions[0, 0]) + 1  # the prompt, through the answer position
-        weight, bias = self._head_params()
-        cache = DynamicCache(config=self.lm.config)
-        emb = self.embed(view.input_ids[:, :start], view.pseudo_index[:, :start], prompt)
-        chosen = torch.zeros((r, k), dtype=torch.long, device=device)
-        logprob = torch.zeros(r, device=device)
-        for step in range(k):
-            col = start + step - 1  # the column whose output predicts answer token `step`
-            with self._capture_head():
-                h = self.lm(inputs_embeds=emb, attention_mask=mask[:, : col + 1],
-                            position_ids=pos[:, col + 1 - emb.shape[1] : col + 1], use_cache=True,
-                            **{self._cache_arg: cache}).logits[:, -1]
-            logp = self._logits(h, weight, bias).float().log_softmax(-1)
-            logp[:, banned] = float("-inf")
-            best, tok = logp.max(-1)
-            chosen[:, step], logprob = tok, logprob + best
-            emb = self.lm.get_input_embeddings()(tok).unsqueeze(1)
-        return self._decoded(chosen, logprob)
-
     def _decoded(self, chosen: torch.Tensor, logprob: torch.Tensor) -> list[dict[str, Any]]:
         out = []
         for i in range(chosen.shape[0]):
@@ -1030,23 +777,6 @@ class PTunedModel(LMWrapper):
             out.append({"ids": ids, "text": self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
                         "logprob": float(logprob[i])})
         return out
-
-
-def _common_prefix(encs: list[Encoded]) -> int:
-    """How many leading tokens every encoding shares (token, pseudo token and segment),
-    stopping before the first answer position of any row; 0 for a single row."""
-    if len(encs) < 2:
-        return 0
-    first = encs[0]
-    limit = min(min(e.answer_positions, default=len(e.input_ids)) for e in encs)
-    k = 0
-    while k < limit and all(
-        e.input_ids[k] == first.input_ids[k] and e.pseudo_index[k] == first.pseudo_index[k]
-        and e.token_type_ids[k] == first.token_type_ids[k]
-        for e in encs
-    ):
-        k += 1
-    return k
 
 
 def _pad_id(tokenizer: Any) -> int:
