@@ -155,3 +155,17 @@ def test_compiled_lm_trains_like_the_eager_one():
         assert (getattr(model.lm, "_compiled_call_impl", None) is not None) == compiled
     for k in results[0]:
         torch.testing.assert_close(results[1][k], results[0][k], atol=1e-5, rtol=1e-4)
+
+
+def test_compile_mode_reaches_torch_compile(monkeypatch):
+    """A string TrainConfig.compile is torch.compile's mode (reduce-overhead: CUDA graphs);
+    True compiles with the default mode; an unknown mode is refused by name."""
+    calls = []
+    lm, tok = pair("gpt2", seed=0)
+    monkeypatch.setattr(lm, "compile", lambda **kw: calls.append(kw), raising=False)
+    model = PTunedModel(lm, tok, PromptConfig(template="[P] {text} [MASK]", verbalizer={"pos": "yes", "neg": "no"}),
+                        seed=0)
+    train(model, sentiment(8), None, TrainConfig(steps=1, batch_size=4, compile="reduce-overhead"), progress=False)
+    assert calls == [{"mode": "reduce-overhead"}]
+    with pytest.raises(ConfigError, match="compile"):
+        TrainConfig(compile="fastest")

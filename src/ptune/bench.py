@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-from .config import PromptConfig
+from .config import COMPILE_MODES, PromptConfig
 from .encoder import EncoderConfig
 from .model import Item, PTunedModel
 
@@ -182,7 +182,7 @@ def _time(fn: Callable[[], None], device: str) -> float:
 def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, device: str = "cpu", dtype: str = "fp32",
               steps: int = 10, warmup: int = 2, real_tokens: int = 24, n_pseudo: int = 9, n_candidates: int = 100,
               sides: tuple[str, ...] = ("ptune", "peft"), layout: str = "around",
-              compile: bool = False) -> list[dict[str, Any]]:
+              compile: bool | str = False) -> list[dict[str, Any]]:
     """Time ptune and PEFT alternately on one frozen model; one result row per side.
 
     ``layout`` places ptune's pseudo tokens: ``around`` the text (the paper's LAMA shape,
@@ -190,7 +190,8 @@ def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, devic
     them) or ``text-first`` (all after it). With a causal LM, ptune runs the pseudo tokens
     before the text once per batch and, after the text, runs the text without autograd:
     see :meth:`ptune.model.PTunedModel._answer_hidden_cached`. PEFT always puts them first.
-    ``compile`` compiles the shared LM in place (``torch.compile``): both sides run it.
+    ``compile`` compiles the shared LM in place (``torch.compile``; a string is its mode):
+    both sides run it.
     """
     tdtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     lm, kind = build_model(arch)
@@ -198,7 +199,7 @@ def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, devic
     for p in lm.parameters():
         p.requires_grad_(False)
     if compile:
-        lm.compile()
+        lm.compile(mode=None if compile is True else compile)
     vocab = lm.get_input_embeddings().num_embeddings
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(1000 if vocab > 2000 else 10, vocab, (batch, real_tokens), generator=gen)
@@ -280,7 +281,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=["around", "pseudo-first", "text-first"], default="around",
                    help="where ptune's pseudo tokens go: around the text (default), all before it "
                         "(PEFT's layout) or all after it")
-    p.add_argument("--compile", action="store_true", help="torch.compile the shared LM (both sides run it)")
+    p.add_argument("--compile", nargs="?", const=True, default=False, choices=COMPILE_MODES, metavar="MODE",
+                   help="torch.compile the shared LM (both sides run it); MODE as in ptune train --compile")
     p.add_argument("--json", help="append the result rows as JSON lines to this file")
 
 

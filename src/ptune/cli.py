@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
+from .config import COMPILE_MODES
 from .errors import PtuneError
 
 __all__ = ["main", "build_parser"]
@@ -65,7 +66,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="masked LMs, multi-token words at evaluation: all masks in one pass (default) or PET's "
                         "one-at-a-time filling")
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="autocast on GPU")
-    p.add_argument("--compile", action="store_true", help="torch.compile the LM (fewer kernel launches on a GPU)")
+    p.add_argument("--compile", nargs="?", const=True, default=False, choices=COMPILE_MODES, metavar="MODE",
+                   help="torch.compile the LM (fewer kernel launches on a GPU); MODE reduce-overhead adds CUDA "
+                        "graphs, also: " + ", ".join(m for m in COMPILE_MODES if m != "reduce-overhead"))
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
     p.set_defaults(func=cmd_train)
 

@@ -240,7 +240,8 @@ def train(
     model.set_lm_trainable(config.finetune_lm, dropout=config.lm_dropout)
     model.to(accelerator.device)
     if config.compile and not getattr(model.lm, "_compiled_by_ptune", False):
-        model.lm.compile()  # in place: the parameters, state dict and head stay where they are
+        mode = None if config.compile is True else config.compile
+        model.lm.compile(mode=mode)  # in place: the parameters, state dict and head stay where they are
         model.lm._compiled_by_ptune = True
     on_gpu = accelerator.device.type == "cuda"
     if on_gpu:
