@@ -22,7 +22,10 @@ bench --arch "$BERT" --batch 32
 bench --arch "$GPT" --batch 128 --layout pseudo-first
 # pseudo tokens after the text: the frozen causal LM runs the text without autograd
 bench --arch "$GPT" --batch 32 --layout text-first
-# optional (COMPILE=1; compilation takes extra minutes): the LM compiled, both sides
+# optional (COMPILE=1, or a torch.compile mode such as COMPILE=reduce-overhead for CUDA graphs;
+# compilation takes extra minutes): the LM compiled, both sides
 if [ "${COMPILE:-0}" = 1 ]; then
   bench --arch "$GPT" --batch 32 --compile
+elif [ "${COMPILE:-0}" != 0 ]; then
+  bench --arch "$GPT" --batch 32 --compile "$COMPILE"
 fi

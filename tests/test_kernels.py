@@ -92,3 +92,25 @@ def test_answer_only_last_layer_matches_the_full_forward(family, applies, side):
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_shortcuts_step_aside_for_activation_checkpointing():
+    """An LM that recomputes its layers in backward runs them again outside ptune's call: the
+    answer-only last layer would not match its recomputation, so training then runs without
+    the shortcuts (same loss and gradients as lm_shortcuts=False, no checkpoint error)."""
+    lm, tok = pair("bert", seed=0)
+    cfg = PromptConfig(template="[P*2] {text} [MASK] .", verbalizer={"pos": "yes", "neg": "no"})
+    model = PTunedModel(lm, tok, cfg, seed=0)
+    model.set_lm_trainable(True, dropout=True)
+    lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    batch = model.collate(model.prepare([{"text": "a good film", "label": "pos"}, {"text": "bad", "label": "neg"}]))
+    runs = []
+    for shortcuts in (True, False):
+        model.lm_shortcuts = shortcuts
+        torch.manual_seed(0)
+        runs.append(_scores_and_grads(model, batch, lm_grads=True))
+    torch.testing.assert_close(runs[0][0], runs[1][0])
+    for a, b in zip(runs[0][1], runs[1][1]):
+        if a is not None:
+            torch.testing.assert_close(a, b)

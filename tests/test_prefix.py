@@ -195,3 +195,16 @@ def test_evaluation_reuses_the_shared_prefix_until_the_prompt_or_lm_changes():
         torch.testing.assert_close(changed, scores(cached=False), atol=1e-5, rtol=1e-5)
     finally:
         hook.remove()
+
+
+def test_cached_paths_step_aside_for_activation_checkpointing():
+    """transformers ignores the cache of an LM in train mode with activation checkpointing:
+    a frozen LM with dropout kept on then runs the plain full forward."""
+    lm, tok = pair("gpt2", seed=0)
+    cfg = PromptConfig(template="{text} [P*2] Answer: [P] [MASK]", verbalizer={"pos": "yes", "neg": "no"})
+    model = PTunedModel(lm, tok, cfg, seed=0)
+    model.set_lm_trainable(False, dropout=True)
+    lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    examples = [{"text": t, "label": "pos"} for t in TEXTS]
+    _, _, calls = _run(model, examples, True)
+    assert len(calls) == 1 and model.prefix_cache

@@ -142,3 +142,13 @@ class AnswerOnlyLastLayer:
             except (RuntimeError, ValueError, TypeError, IndexError):
                 self._ok = False
         return self._ok
+
+
+def activation_checkpointing(lm: nn.Module) -> bool:
+    """Whether the LM recomputes its layers in backward (``gradient_checkpointing_enable``).
+    Backward then runs the layers again outside ptune's call, without its swaps: a
+    restricted layer would not match its recomputation."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # transformers 5.x / 4.x
+        if hasattr(type(lm), name):
+            return bool(getattr(lm, name))
+    return False

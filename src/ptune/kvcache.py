@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .batch import View
+from .kernels import activation_checkpointing
 from .template import Encoded
 
 __all__ = ["KVCacheMixin"]
@@ -41,8 +42,9 @@ class KVCacheMixin:
     _capture_ok: bool
 
     def _cache_usable(self) -> bool:
+        # transformers turns the cache off for an LM in train mode with activation checkpointing
         return (self.kind == "causal" and self.prefix_cache and self._accepts_positions
-                and self._cache_arg is not None)
+                and self._cache_arg is not None and not (self.lm.training and activation_checkpointing(self.lm)))
 
     def _shared_prefix(self, view: View, device: torch.device) -> int:
         """How many leading tokens to run once for the whole view (see :meth:`_answer_hidden_cached`).

@@ -32,7 +32,7 @@ from .batch import Batch, Item, Output, View, pad_view
 from .config import PromptConfig
 from .encoder import EncoderConfig, PromptEncoder
 from .errors import ConfigError, DataError
-from .kernels import AnswerOnlyLastLayer, FusedActivations
+from .kernels import AnswerOnlyLastLayer, FusedActivations, activation_checkpointing
 from .kvcache import KVCacheMixin
 from .template import CompiledTemplate, Encoded, Pseudo, Template, check_fields
 from .verbalizer import CompiledVerbalizer, Verbalizer, label_logsumexp
@@ -140,12 +140,18 @@ class LMWrapper(nn.Module):
     def lm_kernels(self) -> contextlib.AbstractContextManager:
         """While active, the LM runs ptune's faster kernels for the same functions
         (:class:`ptune.kernels.FusedActivations`); set ``lm_shortcuts = False`` to keep its own."""
-        if not self.lm_shortcuts:
+        if not self._shortcuts_now():
             return contextlib.nullcontext()
         swap = self.__dict__.get("_fused")
         if swap is None or swap.lm is not self.lm:
             swap = self.__dict__["_fused"] = FusedActivations(self.lm)
         return swap
+
+    def _shortcuts_now(self) -> bool:
+        """``lm_shortcuts``, except while training an LM that recomputes its layers in backward
+        (activation checkpointing): the recomputation runs outside ptune's swaps."""
+        return self.lm_shortcuts and not (torch.is_grad_enabled() and self.lm.training
+                                          and activation_checkpointing(self.lm))
 
     def set_lm_trainable(self, trainable: bool, dropout: bool | None = None) -> None:
         """Freeze (default) or unfreeze the LM; ``dropout`` keeps LM dropout while training."""
@@ -584,7 +590,7 @@ class PTunedModel(LMWrapper, KVCacheMixin):
     def _answer_only(self) -> Callable[[torch.Tensor], contextlib.AbstractContextManager[list[bool]]]:
         """The last-layer restriction of :class:`ptune.kernels.AnswerOnlyLastLayer` where it
         applies to this masked LM (probed once); else a no-op."""
-        if self.kind == "masked" and self.lm_shortcuts:
+        if self.kind == "masked" and self._shortcuts_now():
             shortcut = self.__dict__.get("_answer_only_layer")
             if shortcut is None or shortcut.lm is not self.lm:
                 shortcut = self.__dict__["_answer_only_layer"] = AnswerOnlyLastLayer(self.lm)
