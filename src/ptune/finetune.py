@@ -39,6 +39,7 @@ from .checkpoint import _check_fingerprint, base_fingerprint, write_checkpoint_d
 from .config import _check_choice, _from_dict
 from .errors import CheckpointError, ConfigError, DataError
 from .model import Item, LMWrapper, Output, _max_positions, _pad_id, detect_kind, head_input, load_base
+from .verbalizer import find_label
 
 __all__ = ["ClassifierConfig", "ClassifierModel", "ClassifierBatch", "ChoiceItem", "CONFIG_NAME", "HEAD_NAME"]
 
@@ -268,10 +269,9 @@ class ClassifierModel(LMWrapper):
                 raise DataError(src, "missing; training and evaluation need a label", field=lf)
             return -100
         labels = self.config.labels or []
-        keys = [str(value)] + ([json.dumps(value)] if isinstance(value, bool) else [])
-        for key in keys:
-            if key in labels:
-                return labels.index(key)
+        found = find_label(value, {label: i for i, label in enumerate(labels)})
+        if found is not None:
+            return found
         shown = ", ".join(labels[:10]) + (", ..." if len(labels) > 10 else "")
         raise DataError(src, f"{value!r} is not a label ({shown})", field=lf)
 

@@ -95,12 +95,9 @@ class Verbalizer:
         Raises:
             DataError: naming the source and field when the value is not a label.
         """
-        keys = [str(value)]
-        if isinstance(value, bool):
-            keys.append(json.dumps(value))
-        for key in keys:
-            if key in self._index:
-                return self._index[key]
+        found = find_label(value, self._index)
+        if found is not None:
+            return found
         shown = ", ".join(self.labels[:10]) + (", ..." if len(self.labels) > 10 else "")
         raise DataError(source, f"{value!r} is not a label of the verbalizer ({shown})", field)
 
@@ -127,6 +124,14 @@ class Verbalizer:
             seqs.append(ids)
             cand_label.append(li)
         return CompiledVerbalizer(self.labels, seqs, cand_label)
+
+
+def find_label(value: Any, index: dict[str, int]) -> int | None:
+    """Position of a label value from data in ``index`` (label text -> position), or None.
+    Data often spells labels as JSON values: numbers match their text, and booleans match
+    both ``True`` and ``true``."""
+    keys = [str(value)] + ([json.dumps(value)] if isinstance(value, bool) else [])
+    return next((index[k] for k in keys if k in index), None)
 
 
 @dataclass
