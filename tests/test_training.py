@@ -169,3 +169,18 @@ def test_compile_mode_reaches_torch_compile(monkeypatch):
     assert calls == [{"mode": "reduce-overhead"}]
     with pytest.raises(ConfigError, match="compile"):
         TrainConfig(compile="fastest")
+
+
+@pytest.mark.parametrize("losses,best_step,stopped", [
+    ([0.9, 0.8, 0.7, 0.6, 0.5, 0.4], 6, False),  # the same accuracy with a falling loss: still improving
+    ([0.9, 0.9, 0.9, 0.9, 0.9, 0.9], 1, True),  # a tie without a lower loss is not an improvement
+])
+def test_an_accuracy_tie_with_a_lower_dev_loss_counts_as_improvement(losses, best_step, stopped):
+    lm, tok = pair("gpt2", seed=0)
+    model = PTunedModel(lm, tok, PromptConfig(template="[P] {text} [MASK]", verbalizer={"pos": "yes", "neg": "no"}),
+                        seed=0)
+    seen = iter(losses)
+    result = train(model, sentiment(8), sentiment(4),
+                   TrainConfig(steps=6, batch_size=4, eval_every=1, patience=2),
+                   eval_fn=lambda m, items: {"accuracy": 0.5, "loss": next(seen)}, progress=False)
+    assert result.best_step == best_step and result.stopped_early is stopped

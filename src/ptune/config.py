@@ -140,7 +140,9 @@ class TrainConfig:
     patience: int | None = None
     """Stop after this many evaluations without a strict improvement (``None``: never)."""
     metric: str = "accuracy"
-    """The dev metric that selects the best checkpoint."""
+    """The dev metric that selects the best checkpoint (higher is better). A tie counts as an
+    improvement when the dev loss is lower: on small dev sets accuracy moves in coarse steps
+    while the prompt still improves, and early stopping should not end such a run."""
     seed: int = 42
     """Seed of every random generator."""
     finetune_lm: bool = False

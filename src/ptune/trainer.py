@@ -161,8 +161,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
-def _better(a: float, b: float | None) -> bool:
-    return b is None or a > b
+def _better(value: float, loss: float | None, state: dict[str, Any]) -> bool:
+    """Whether a dev evaluation beats the best so far: a higher metric, or the same metric
+    with a dev loss lower by more than float noise (0.01%; when both evaluations have one)."""
+    best, best_loss = state["best"], state.get("best_loss")
+    if best is None or value > best:
+        return True
+    return (value == best and loss is not None and best_loss is not None
+            and loss < best_loss - 1e-4 * max(1.0, abs(best_loss)))
 
 
 def train(
@@ -314,11 +320,12 @@ def train(
             if config.metric not in last_metrics:
                 raise ConfigError("metric", f"{config.metric!r} is not among the metrics {sorted(last_metrics)}")
             value = last_metrics[config.metric]
-            improved = _better(value, state["best"])
+            improved = _better(value, last_metrics.get("loss"), state)
             log.write({"step": step, "eval": "dev", **last_metrics, "improved": improved})
             state["history"].append({"step": step, **last_metrics})
             if improved:
                 state["best"], state["best_step"], state["bad_evals"] = value, step, 0
+                state["best_loss"] = last_metrics.get("loss")
                 if out is not None and accelerator.is_main_process:
                     _save(model, out / "best")
                 elif out is None:  # keep the best weights in memory
