@@ -206,6 +206,26 @@ def resolve(path: str | os.PathLike) -> Path:
     raise CheckpointError(f"{path}: not a ptune checkpoint (no {CONFIG_NAME}) nor a run folder with best/")
 
 
+def load_checkpoint_base(path: Path, meta: dict[str, Any], base: Any, kind: str | None) -> tuple[Any, Any, str]:
+    """The LM and tokenizer a checkpoint runs on, and the base name to record: its own tuned
+    LM (``lm/``, when saved with one; a loaded ``base`` is then refused), else ``base`` (a hub
+    name, folder or loaded ``(model, tokenizer)``; default: the recorded base), checked
+    against the recorded fingerprint."""
+    if meta.get("lm_included"):
+        if base is not None and not isinstance(base, str):
+            raise CheckpointError(f"{path}: holds its own tuned LM; do not pass a base model")
+        lm, tokenizer, _ = load_base(str(path / "lm"), kind)
+        return lm, tokenizer, meta.get("base_model") or str(path / "lm")
+    if base is None or isinstance(base, str):
+        base_name = base or meta["base_model"]
+        lm, tokenizer, _ = load_base(base_name, kind)
+    else:
+        lm, tokenizer = base
+        base_name = meta["base_model"]
+    _check_fingerprint(meta["base"], lm, tokenizer, path, base_name)
+    return lm, tokenizer, base_name
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     base: str | tuple[torch.nn.Module, Any] | None = None,
@@ -231,19 +251,7 @@ def load_checkpoint(
     config = PromptConfig.from_dict(meta["prompt"])
     if list(config.verbalizer) != meta.get("labels", list(config.verbalizer)):
         raise CheckpointError(f"{path / CONFIG_NAME}: the verbalizer's labels are not in the recorded order {meta['labels']}")
-    if meta.get("lm_included"):
-        if base is not None and not isinstance(base, str):
-            raise CheckpointError(f"{path}: holds its own tuned LM; do not pass a base model")
-        lm, tokenizer, _ = load_base(str(path / "lm"), config.kind)
-        base_name = meta.get("base_model", str(path / "lm"))
-    else:
-        if base is None or isinstance(base, str):
-            base_name = base or meta["base_model"]
-            lm, tokenizer, _ = load_base(base_name, config.kind)
-        else:
-            lm, tokenizer = base
-            base_name = meta["base_model"]
-        _check_fingerprint(meta["base"], lm, tokenizer, path, base_name)
+    lm, tokenizer, base_name = load_checkpoint_base(path, meta, base, config.kind)
     model = PTunedModel(lm, tokenizer, config, base_model=base_name)
     _load_prompt(model, path)
     if device is not None:

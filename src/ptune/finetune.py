@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import _check_fingerprint, base_fingerprint, write_checkpoint_dir
+from .checkpoint import _check_fingerprint, base_fingerprint, load_checkpoint_base, write_checkpoint_dir
 from .config import _check_choice, _from_dict
 from .errors import CheckpointError, ConfigError, DataError
-from .model import Item, LMWrapper, Output, _max_positions, _pad_id, detect_kind, head_input, load_base
+from .model import Item, LMWrapper, Output, _max_positions, _pad_id, head_input, load_base
 from .verbalizer import find_label
 
 __all__ = ["ClassifierConfig", "ClassifierModel", "ClassifierBatch", "ChoiceItem", "CONFIG_NAME", "HEAD_NAME"]
@@ -172,12 +172,7 @@ class ClassifierModel(LMWrapper):
 
     def __init__(self, lm: nn.Module, tokenizer: Any, config: ClassifierConfig, *, base_model: str | None = None,
                  seed: int | None = None):
-        super().__init__()
-        self.config = config
-        self.kind = config.kind or detect_kind(lm)
-        self.lm = lm
-        self.tokenizer = tokenizer
-        self.base_model = base_model or getattr(lm.config, "_name_or_path", "") or "unknown"
+        super().__init__(lm, tokenizer, config, base_model)
         self.max_length = config.max_length or _max_positions(lm, tokenizer)
         out_emb = lm.get_output_embeddings()
         weight = getattr(out_emb, "weight", None) if out_emb is not None else None
@@ -545,19 +540,7 @@ class ClassifierModel(LMWrapper):
         path = Path(path)
         meta = _read_meta(path)
         config = ClassifierConfig.from_dict(meta["classifier"])
-        if meta.get("lm_included"):
-            if base is not None:
-                raise CheckpointError(f"{path}: holds its own tuned LM; do not pass a base model")
-            lm, tokenizer, _ = load_base(str(path / "lm"), config.kind)
-            base_name = meta.get("base_model") or str(path / "lm")
-        else:
-            if base is None or isinstance(base, str):
-                base_name = base or meta["base_model"]
-                lm, tokenizer, _ = load_base(base_name, config.kind)
-            else:
-                lm, tokenizer = base
-                base_name = meta["base_model"]
-            _check_fingerprint(meta["base"], lm, tokenizer, path, base_name)
+        lm, tokenizer, base_name = load_checkpoint_base(path, meta, base, config.kind)
         model = cls(lm, tokenizer, config, base_model=base_name)
         model._own_lm = bool(meta.get("lm_included"))
         model._load_head(path)

@@ -130,12 +130,21 @@ def head_input(lm: nn.Module) -> Iterator[bool]:
 # ----------------------------------------------------------------------------- the model
 class LMWrapper(nn.Module):
     """What every trainable wrapper of an LM shares: the LM frozen or tuned, and its
-    dropout only when asked (a frozen LM runs without it). Subclasses set ``self.lm``."""
+    dropout only when asked (a frozen LM runs without it); the LM, tokenizer, config, kind
+    (masked or causal) and the base model name recorded in checkpoints."""
 
     lm: nn.Module
     lm_trainable: bool = False
     lm_dropout: bool = False
     lm_shortcuts: bool = True  # exact shortcuts inside the LM (ptune.kernels); False: the LM as it is
+
+    def __init__(self, lm: nn.Module, tokenizer: Any, config: Any, base_model: str | None) -> None:
+        super().__init__()
+        self.config = config
+        self.kind = config.kind or detect_kind(lm)
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.base_model = base_model or getattr(lm.config, "_name_or_path", "") or "unknown"
 
     def lm_kernels(self) -> contextlib.AbstractContextManager:
         """While active, the LM runs ptune's faster kernels for the same functions
@@ -182,12 +191,7 @@ class PTunedModel(LMWrapper, KVCacheMixin):
 
     def __init__(self, lm: nn.Module, tokenizer: Any, config: PromptConfig, *, base_model: str | None = None,
                  seed: int | None = None):
-        super().__init__()
-        self.config = config
-        self.kind = config.kind or detect_kind(lm)
-        self.lm = lm
-        self.tokenizer = tokenizer
-        self.base_model = base_model or getattr(lm.config, "_name_or_path", "") or "unknown"
+        super().__init__(lm, tokenizer, config, base_model)
         self.template = Template.parse(config.template, x_field=config.x_field)
         self.compiled: CompiledTemplate = self.template.compile(
             tokenizer, self.kind, max_length=config.max_length or _max_positions(lm, tokenizer),
