@@ -54,7 +54,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", choices=["linear", "exponential", "constant"], default="linear")
     p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--eval-every", type=int, help="evaluate on dev every N steps (default: each epoch)")
-    p.add_argument("--patience", type=int, help="early stopping: evaluations without improvement")
+    p.add_argument("--patience", type=int, help="early stopping: evaluations without improvement (a metric tie with a lower dev loss counts as one)")
     p.add_argument("--label-field", default="label", help="field holding the label (default: label)")
     p.add_argument("--max-length", type=int, help="longest input in tokens")
     p.add_argument("--kind", choices=["masked", "causal"], help="override the model kind")
@@ -104,7 +104,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--patience", type=int, default=8, help="epochs without dev P@1 improvement before stopping")
+    p.add_argument("--patience", type=int, default=8, help="epochs without dev P@1 improvement before stopping (a tie with a lower dev loss counts as one)")
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=cmd_probe)
 
