@@ -208,3 +208,26 @@ def test_cached_paths_step_aside_for_activation_checkpointing():
     examples = [{"text": t, "label": "pos"} for t in TEXTS]
     _, _, calls = _run(model, examples, True)
     assert len(calls) == 1 and model.prefix_cache
+
+
+def test_shared_prefix_memo_tells_autocast_and_replaced_weights_apart():
+    lm, tok = pair("gpt2", seed=0)
+    cfg = PromptConfig(template="[P*3] Question: {text} [MASK]", verbalizer={"pos": "yes", "neg": "no"})
+    model = PTunedModel(lm, tok, cfg, seed=0).eval()
+    batch = model.collate(model.prepare([{"text": t, "label": "pos"} for t in TEXTS]))
+    with torch.no_grad():
+        model(batch)
+        key = model.__dict__["_shared_memo"][0]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(batch)
+        assert model.__dict__["_shared_memo"][0] != key, "bf16 autocast needs its own keys and values"
+        model(batch)
+        key = model.__dict__["_shared_memo"][0]
+        fresh, _ = pair("gpt2", seed=1)  # other weights, assigned as new tensors (versions start at 0)
+        model.lm.load_state_dict(fresh.state_dict(), assign=True)
+        model(batch)
+        assert model.__dict__["_shared_memo"][0] != key
+        model.prefix_cache = False
+        full = model(batch).scores
+        model.prefix_cache = True
+        torch.testing.assert_close(model(batch).scores, full, atol=1e-5, rtol=1e-5)

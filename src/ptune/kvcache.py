@@ -71,10 +71,13 @@ class KVCacheMixin:
             return None
         row = view.attention_mask[0].argmax()
         span = slice(int(row), int(row) + k)
+        device = view.input_ids.device
+        params = list(self.lm.parameters())
+        autocast = torch.is_autocast_enabled(device.type)
         return (id(prompt), prompt._version if prompt is not None else None,
                 tuple(view.input_ids[0, span].tolist()), tuple(view.pseudo_index[0, span].tolist()),
-                id(self.lm), sum(p._version for p in self.lm.parameters()), view.input_ids.device, dtype,
-                torch.is_autocast_enabled())
+                id(self.lm), sum(p._version for p in params), sum(p.data_ptr() for p in params), device, dtype,
+                autocast, torch.get_autocast_dtype(device.type) if autocast else None)
 
     def _frozen_prefix(self, pseudo_index: torch.Tensor, answer_positions: torch.Tensor, rows: torch.Tensor,
                        prompt: torch.Tensor | None, upstream_grad: bool) -> tuple[int, torch.Tensor | None]:
