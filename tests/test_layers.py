@@ -7,7 +7,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "ptune"
 ORDER = ["errors", "kernels", "encoder", "verbalizer", "template", "batch", "kvcache", "config", "model", "data", "metrics",
-         "checkpoint", "finetune", "trainer", "tiny", "tasks.lama", "tasks.superglue_data", "tasks.superglue", "world", "demo",
+         "checkpoint", "finetune", "trainer", "tiny", "tasks.lama", "tasks.superglue_data", "tasks.superglue", "world.spec", "world.facts",
+         "world.pretrain", "world.build", "world", "demo",
          "cli"]
 
 

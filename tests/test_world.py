@@ -191,7 +191,7 @@ def test_from_dict_rejects_unknown_keys() -> None:
 
 
 def test_pack_keeps_sentences_whole_and_marks_object_slots() -> None:
-    from ptune.world import _pack
+    from ptune.world.pretrain import _pack
 
     period, obj, pad = 9, 50, 0
     sentences = [[11, 12, obj, period], [13, 14, 15, period], [16, obj, period]]

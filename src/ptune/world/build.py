@@ -1,0 +1,135 @@
+"""``build_world``: the whole world folder, written atomically, with ``world.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .facts import _make_world, _World, _write_lama, corpus
+from .pretrain import _best, _models, _pack, _pretrain, _probe, _tokenizers
+from .spec import _SPECIALS, RELATIONS, WorldConfig
+
+
+logger = logging.getLogger("ptune.world")
+
+
+def _default_threads() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(2, cores))  # more threads oversubscribe a shared 2-core machine
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("ptune", "torch", "transformers", "tokenizers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def build_world(output_dir: str | os.PathLike[str], config: WorldConfig | None = None, *, progress: bool = False,
+                overwrite: bool = False) -> dict[str, Any]:
+    """Generate a world, write its LAMA files, pretrain its LMs and check what they memorized.
+
+    The folder is written atomically (a temporary sibling folder, then a rename).
+
+    Args:
+        output_dir: the world folder to create.
+        config: the world; default :meth:`WorldConfig.tiny`.
+        progress: show tqdm bars during pretraining.
+        overwrite: replace an existing ``output_dir``.
+
+    Returns:
+        The metadata also written to ``world.json``: config, counts, timings (s), memorization
+        (P@1 on test with the best training wording and with the manual template) and versions.
+
+    Raises:
+        FileExistsError: ``output_dir`` exists, is not empty and ``overwrite`` is false.
+    """
+    import torch
+
+    cfg = config or WorldConfig.tiny()
+    out = Path(output_dir)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True to replace it")
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    old_threads = torch.get_num_threads()
+    threads = cfg.threads or _default_threads()
+    torch.set_num_threads(threads)
+    timings: dict[str, float] = {}
+    try:
+        t = time.perf_counter()
+        world = _make_world(cfg)
+        lines = list(corpus(cfg))
+        facts = _write_lama(tmp / "lama", cfg, world)
+        timings["world"] = time.perf_counter() - t
+        t = time.perf_counter()
+        toks = dict(zip(("gpt", "bert"), _tokenizers(cfg, lines, world.objects)))
+        timings["tokenizer"] = time.perf_counter() - t
+        special = {s: toks["gpt"].convert_tokens_to_ids(s) for s in _SPECIALS}
+        vocab = len(toks["gpt"])
+        sentences = toks["gpt"](lines, add_special_tokens=False)["input_ids"]
+        obj_ids = set(toks["gpt"].convert_tokens_to_ids(world.objects))
+        period = toks["gpt"].convert_tokens_to_ids(".")
+        models = _models(cfg, vocab, special)
+        meta: dict[str, Any] = {"config": cfg.to_dict(), "seed": cfg.seed, "threads": threads, "counts": {
+            "facts": facts, "objects": len(world.objects), "vocab_size": vocab,
+            "entities": {k: len(v) for k, v in world.entities.items()},
+            "corpus": {"sentences": len(lines), "tokens": sum(map(len, sentences))}}, "pretraining": {}}
+        logger.info("world: %d facts, %d sentences, %d tokens, vocabulary %d", sum(c["all"] for c in facts.values()),
+                    len(lines), meta["counts"]["corpus"]["tokens"], vocab)
+        for kind, model in models.items():
+            t = time.perf_counter()
+            start, end = (special["<eos>"], None) if kind == "gpt" else (special["[CLS]"], special["[SEP]"])
+            blocks, slots = _pack(sentences, cfg.block, start, end, special["[PAD]"], obj_ids, period)
+            meta["pretraining"][kind] = _pretrain(model, blocks, slots, cfg, kind, special, vocab, progress)
+            meta["pretraining"][kind]["parameters"] = sum(p.numel() for p in model.parameters())
+            model.save_pretrained(tmp / kind)
+            toks[kind].save_pretrained(tmp / kind)
+            timings[kind] = time.perf_counter() - t
+            logger.info("%s pretrained in %.1f s", kind, timings[kind])
+        t = time.perf_counter()
+        meta["memorized"] = {kind: _summary(tmp, kind, world, cfg) for kind in models}
+        timings["memorization"] = time.perf_counter() - t
+        meta["timings"] = {k: round(v, 2) for k, v in timings.items()}
+        meta["versions"] = _versions()
+        (tmp / "world.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(old_threads)
+    return meta
+
+
+def _summary(world_dir: Path, which: str, world: _World, cfg: WorldConfig) -> dict[str, Any]:
+    """Oracle (best training wording on dev), manual and majority P@1 on test, per relation and mean."""
+    scores = _probe(world_dir, which, ("dev", "test"))
+    res: dict[str, Any] = {"oracle": {}, "manual": {}, "majority": {}, "best_wording": {}}
+    for rel, s in scores.items():
+        best = _best(s)
+        train = [world.facts[rel][i][1] for i in world.splits[rel]["train"]]
+        top = max(set(train), key=lambda o: (train.count(o), o)) if train else None
+        test = [world.facts[rel][i][1] for i in world.splits[rel]["test"]]
+        res["oracle"][rel], res["manual"][rel] = round(s["test"][best], 4), round(s["test"][-1], 4)
+        res["majority"][rel] = round(sum(o == top for o in test) / max(1, len(test)), 4)
+        res["best_wording"][rel] = RELATIONS[rel].train_templates[best]
+    for key in ("oracle", "manual", "majority"):
+        res[f"{key}_mean"] = round(sum(res[key].values()) / len(res[key]), 4)
+    logger.info("%s memorized: oracle %.3f, manual %.3f, majority %.3f", which, res["oracle_mean"],
+                res["manual_mean"], res["majority_mean"])
+    return res
