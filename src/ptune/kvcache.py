@@ -140,8 +140,9 @@ class KVCacheMixin:
             first = mask.argmax(1)  # (R,) each row's first content column
             cols = torch.arange(t - k, device=emb.device).unsqueeze(0)
             src = cols + k * (cols >= first.unsqueeze(1)).long()  # (R, T - k)
-            shared_emb = emb[0].index_select(0, first[0] + torch.arange(k, device=emb.device)).unsqueeze(0)
-            shared_pseudo = bool((pseudo[0].index_select(0, first[0] + torch.arange(k, device=emb.device)) >= 0).any())
+            span = first[0] + torch.arange(k, device=emb.device)  # row 0's shared columns
+            shared_emb = emb[0].index_select(0, span).unsqueeze(0)
+            shared_pseudo = bool((pseudo[0].index_select(0, span) >= 0).any())
             emb = emb.gather(1, src.unsqueeze(-1).expand(-1, -1, hid))
             mask, pseudo = mask.gather(1, src), pseudo.gather(1, src)
             token_types = token_types.gather(1, src) if token_types is not None else None

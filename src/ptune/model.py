@@ -227,7 +227,6 @@ class PTunedModel(LMWrapper, KVCacheMixin):
         self._cache_arg = next((n for n in ("cache", "past_key_values") if n in sig), None)
         self._position_offset: int | None = None
         self._capture_ok = getattr(lm.config, "final_logit_softcapping", None) is None
-        self.lm_dropout = False
         self.pad_to_multiple_of = 1  # >1 gives fixed-shape buckets (fewer recompiles on GPU)
         self.prefix_cache = True  # causal LM: shared and frozen prefixes as a key/value cache (_answer_hidden_cached)
         self.shared_prefix_min_tokens: int | None = None  # None: any saving on CPU, 2048 saved tokens elsewhere
