@@ -84,7 +84,7 @@ class AnswerOnlyLastLayer:
     answer positions matter for the scores. A pre-hook on the layer's attention-output
     module keeps just those rows, so the LM returns ``(R, L, H)`` hidden states at the
     answer positions instead of ``(R, T, H)``. In bert-base at 35 tokens this skips
-    about 6% of the forward and backward work.
+    about 6% of the forward and backward FLOPs (counted, not timed).
 
     Used only where a probe on this very model (:meth:`verified`) gives the full
     forward's numbers; ALBERT (one layer object shared by every depth) and models of
