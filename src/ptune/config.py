@@ -14,7 +14,7 @@ from .encoder import EncoderConfig
 from .errors import ConfigError
 from .verbalizer import Verbalizer
 
-__all__ = ["PromptConfig", "TrainConfig"]
+__all__ = ["PromptConfig", "TrainConfig", "SpeedConfig"]
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -195,3 +195,42 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         return cls(**_from_dict(cls, d, "train"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeedConfig:
+    """How a P-tuned model runs its LM: exact shortcuts that change speed, never results.
+
+    Every shortcut is checked against the plain full forward in the tests; each can be
+    turned off, e.g. ``model.speed = SpeedConfig(prefix_cache=False)``.
+    """
+
+    prefix_cache: bool = True
+    """Causal LMs: run the rows' shared start and a frozen LM's text prefix once, as a
+    key/value cache (:mod:`ptune.cache`)."""
+    lm_shortcuts: bool = True
+    """Faster kernels for the same functions inside the LM while ptune runs it (fused
+    tanh-GELU; a masked LM's last layer only at the answer positions: :mod:`ptune.kernels`)."""
+    shared_prefix_min_tokens: int | None = None
+    """Least number of saved tokens for running the rows' shared start once; ``None``: any
+    saving on CPU, 2048 tokens on accelerators (where the extra pass costs kernel launches)."""
+    pad_to_multiple_of: int = 1
+    """Round padded lengths up to a multiple (fixed-shape buckets: fewer recompilations on GPU)."""
+
+    def __post_init__(self) -> None:
+        for name in ("prefix_cache", "lm_shortcuts"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
+        v = self.shared_prefix_min_tokens
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError("shared_prefix_min_tokens", f"must be a positive integer, got {v!r}")
+        v = self.pad_to_multiple_of
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError("pad_to_multiple_of", f"must be a positive integer, got {v!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SpeedConfig":
+        return cls(**_from_dict(cls, d, "speed"))
