@@ -1,6 +1,9 @@
 """Run by test_distributed.py: train a tiny prompt, save its weights (main process only).
 
-Usage: python dist_train.py OUT.safetensors   (or under accelerate launch / torchrun)
+Usage: python dist_train.py OUT.safetensors [RUN_DIR]   (or under accelerate launch / torchrun)
+
+With RUN_DIR it also trains the same prompt in that run folder, interrupted after step 3
+and resumed, and saves those final weights as ``resumed.*`` in OUT.
 """
 
 import os
@@ -15,18 +18,29 @@ from conftest import pair, sentiment  # noqa: E402
 from ptune import PromptConfig, PTunedModel, TrainConfig  # noqa: E402
 from ptune.trainer import train  # noqa: E402
 
+CONFIG = TrainConfig(steps=6, lr=1e-2, batch_size=8, eval_every=3)
 
-def main(out: str) -> None:
+
+def _model() -> PTunedModel:
     lm, tok = pair("gpt2", hidden=64, init_range=0.2)
     torch.manual_seed(0)
-    model = PTunedModel(lm, tok, PromptConfig(template="{text} [P*3] [MASK]", verbalizer={"pos": "yes", "neg": "no"}))
+    return PTunedModel(lm, tok, PromptConfig(template="{text} [P*3] [MASK]", verbalizer={"pos": "yes", "neg": "no"}))
+
+
+def main(out: str, run_dir: str | None = None) -> None:
+    model = _model()
     initial = {f"initial.{k}": v.detach().clone() for k, v in model.encoder.state_dict().items()}
     items = model.prepare(sentiment(32), require_labels=True)
-    result = train(model, items, items, TrainConfig(steps=6, lr=1e-2, batch_size=8, eval_every=3), progress=False)
+    result = train(model, items, items, CONFIG, progress=False)
+    tensors = {**{k: v.contiguous() for k, v in model.encoder.state_dict().items()}, **initial}
+    if run_dir is not None:
+        train(_model(), items, items, CONFIG, run_dir, stop_at_step=3, progress=False)
+        resumed = _model()
+        train(resumed, items, items, CONFIG, run_dir, resume=True, progress=False)
+        tensors.update({f"resumed.{k}": v.contiguous() for k, v in resumed.encoder.state_dict().items()})
     if int(os.environ.get("RANK", "0")) == 0:
-        final = {k: v.contiguous() for k, v in model.encoder.state_dict().items()}
-        save_file({**final, **initial}, out, metadata={"world": str(result.num_processes)})
+        save_file(tensors, out, metadata={"world": str(result.num_processes)})
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

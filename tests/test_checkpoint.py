@@ -119,8 +119,13 @@ def test_training_checkpoint_holds_optimizer_state(tmp_path):
     model = PTunedModel(lm, tok, PromptConfig(template="{text} [P*2] [MASK]", verbalizer=VERB))
     train(model, sentiment(32), sentiment(8), TrainConfig(steps=4, batch_size=16, eval_every=2), tmp_path / "run", progress=False)
     last = tmp_path / "run" / "last"
-    assert {"optimizer.pt", "trainer_state.json"} <= {p.name for p in last.iterdir()}
-    opt = torch.load(last / "optimizer.pt", weights_only=True)
+    assert {"accelerate", "trainer_state.json", "prompt.safetensors"} <= {p.name for p in last.iterdir()}
+    # Accelerate's save_state: optimizer, scheduler and RNG; the weights are the checkpoint's own
+    resume = {p.name for p in (last / "accelerate").iterdir()}
+    assert {"optimizer.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl"} <= resume
+    assert not [n for n in resume if "model" in n]
+    opt = torch.load(last / "accelerate" / "optimizer.bin", weights_only=True)
     assert opt["state"] and all("exp_avg" in s for s in opt["state"].values())
+    assert json.loads((last / "trainer_state.json").read_text())["step"] == 4
     loaded = load_checkpoint(tmp_path / "run", base=(lm, tok))  # a run folder resolves to best/
     assert loaded.compiled.n_pseudo == 2

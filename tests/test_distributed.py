@@ -1,4 +1,5 @@
-"""Two processes under Accelerate make the same updates as one with the same global batch."""
+"""Two processes under Accelerate make the same updates as one with the same global batch, and
+resume exactly."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_two_processes_match_one(tmp_path):
     subprocess.run([sys.executable, str(HERE / "dist_train.py"), str(one)], check=True, env=_env(), timeout=300)
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           str(HERE / "dist_train.py"), str(two)]
+           str(HERE / "dist_train.py"), str(two), str(tmp_path / "run")]
     proc = subprocess.run(cmd, env=_env(), timeout=300, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from safetensors import safe_open
@@ -46,8 +47,13 @@ def test_two_processes_match_one(tmp_path):
     worlds = [safe_open(str(f), "pt").metadata()["world"] for f in (one, two)]
     assert worlds == ["1", "2"]
     a, b = load_file(str(one)), load_file(str(two))
+    resumed = {k[len("resumed."):]: b.pop(k) for k in list(b) if k.startswith("resumed.")}
     assert a.keys() == b.keys()
     trained = [k for k in a if not k.startswith("initial.")]
+    assert resumed.keys() == set(trained)
+    for k in trained:  # two processes, interrupted after step 3 and resumed: bit-identical to uninterrupted
+        assert torch.equal(resumed[k], b[k]), k
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in (tmp_path / "run" / "last" / "accelerate").iterdir()}
     assert any(not torch.allclose(a[k], a[f"initial.{k}"]) for k in trained)  # training moved the weights
     for k in trained:
         # all-reduce sums in another order; Adam magnifies float noise in near-zero gradients,

@@ -10,7 +10,7 @@ import torch
 
 from conftest import NEG, POS, pair, sentiment
 from ptune import CheckpointError, ConfigError, DataError, TrainConfig
-from ptune.checkpoint import load_training_state
+from ptune.checkpoint import load_checkpoint, load_training_state, load_weights, save_checkpoint
 from ptune.finetune import ClassifierConfig, ClassifierModel
 from ptune.trainer import evaluate, train
 
@@ -174,13 +174,30 @@ def test_multiple_choice_pads_missing_candidates_with_minus_inf(family):
     assert abs(sum(preds[0]["scores"]) - 1) < 1e-5
 
 
-def test_the_hidden_state_fallback_pools_the_same_state():
-    """GPT-2's head reads the last hidden state: both ways of getting it agree."""
-    model = _model("gpt2")
-    examples = sentiment(4)
-    fast = _scores(model, examples)
-    model._use_head = False
-    torch.testing.assert_close(_scores(model, examples), fast, atol=1e-5, rtol=0)
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "roberta", "albert"])
+def test_scores_are_the_head_on_the_lms_own_states(family):
+    """The classifier runs the LM's backbone weights: its scores are the head applied to the
+    plain LM's hidden state at the pooled position (last real token of a causal LM, first
+    token of a masked LM), whatever the padding of the batch."""
+    lm, tok = pair(family, hidden=64, init_range=0.2)
+    lm.eval()
+    model = ClassifierModel(lm, tok, ClassifierConfig(inputs=["{text}"], labels=LABELS), seed=0).eval()
+    examples = [{"text": "the movie was great and i loved it ."}, {"text": "boring"}]
+    scores = _scores(model, examples)
+    seq = model.seq
+    with torch.no_grad():
+        for i, ex in enumerate(examples):
+            enc = tok(ex["text"], return_tensors="pt")
+            h = lm.base_model(**enc).last_hidden_state  # the LM passed in, not the classifier's copy
+            if model.kind == "causal":
+                ref = seq.score(h[0, -1])
+            else:
+                ref = seq(**enc).logits[0]  # the head of its architecture (pooler, dense, ...)
+                torch.testing.assert_close(seq.base_model(**enc).last_hidden_state, h, atol=1e-5, rtol=0)
+            torch.testing.assert_close(scores[i], ref, atol=1e-5, rtol=0)
+    assert seq.config.pad_token_id is not None  # causal LMs find the last token by it
+    head = {n for n, p in seq.named_parameters() if any(p is q for q in model.prompt_parameters())}
+    assert head == set(model.head_names)
 
 
 def test_seeded_head_and_frozen_lm():
@@ -191,16 +208,22 @@ def test_seeded_head_and_frozen_lm():
     state = torch.get_rng_state()
     a, b = ClassifierModel(lm, tok, config, seed=5), ClassifierModel(lm2, tok, config, seed=5)
     assert torch.equal(torch.get_rng_state(), state)  # the seed does not touch the global RNG
-    assert torch.equal(a.head[1].weight, b.head[1].weight) and not a.head[1].bias.any()
-    assert 0.01 < float(a.head[1].weight.detach().std()) < 0.03
-    assert a.prompt_parameters() == list(a.head.parameters())
-    assert all(not p.requires_grad for p in a.lm.parameters())
+    assert all(torch.equal(x, y) for x, y in zip(a.prompt_parameters(), b.prompt_parameters()))
+    c = ClassifierModel(lm, tok, config, seed=6)
+    assert not torch.equal(a.prompt_parameters()[0], c.prompt_parameters()[0])
+    # the head: BERT's classifier and its pooler (absent from the masked LM), initialized as transformers does
+    assert set(a.head_names) == {"classifier.weight", "classifier.bias", "bert.pooler.dense.weight",
+                                 "bert.pooler.dense.bias"}
+    assert not a.seq.classifier.bias.any() and abs(float(a.seq.classifier.weight.detach().std()) - 0.2) < 0.05
+    head = set(map(id, a.prompt_parameters()))
+    assert all(p.requires_grad == (id(p) in head) for p in a.seq.parameters())
     a.train()
-    assert a.head.training and not a.lm.training  # a frozen LM runs without dropout
+    assert a.seq.training and a.seq.dropout.training and not a.lm.training  # a frozen LM runs without dropout
     a.set_lm_trainable(True)
-    assert a.lm.training and all(p.requires_grad for p in a.lm.parameters())
+    assert a.lm.training and all(p.requires_grad for p in a.seq.parameters())
     a.set_lm_trainable(True, dropout=False)
-    assert not a.lm.training
+    assert not a.lm.training and a.seq.dropout.training
+    assert ClassifierModel(lm, tok, ClassifierConfig(inputs=["{text}"], labels=LABELS, dropout=0.0)).seq.dropout.p == 0.0
 
 
 # ----------------------------------------------------------------------------- training
@@ -244,19 +267,21 @@ def test_save_load_with_a_frozen_base_and_refusal_of_another(tmp_path):
     model = ClassifierModel.from_base(str(tmp_path / "base"), inputs=["{text}"], labels=LABELS, seed=0)
     assert model.kind == "masked" and model.base_model == str(tmp_path / "base")
     train(model, sentiment(32), None, TrainConfig(steps=3, batch_size=16, lr=1e-2), progress=False)
-    model.save(tmp_path / "ck")
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["classifier_config.json", "head.safetensors"]
-    meta = json.loads((tmp_path / "ck" / "classifier_config.json").read_text())
+    save_checkpoint(model, tmp_path / "ck")
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["head.safetensors", "ptune_config.json"]
+    assert (tmp_path / "ck" / "head.safetensors").stat().st_size < 20_000  # the head only, not the LM
+    meta = json.loads((tmp_path / "ck" / "ptune_config.json").read_text())
     assert meta["classifier"]["labels"] == LABELS and meta["classifier"]["kind"] == "masked"
     examples = sentiment(6, seed=1)
-    loaded = ClassifierModel.load(tmp_path / "ck")  # the base found again by its folder
+    loaded = load_checkpoint(tmp_path / "ck")  # the base found again by its folder
+    assert isinstance(loaded, ClassifierModel)
     assert torch.equal(_scores(loaded, examples), _scores(model, examples))
     assert loaded.predict(examples) == model.predict(examples)
     with pytest.raises(CheckpointError, match="another base model"):
-        ClassifierModel.load(tmp_path / "ck", base=pair("bert", seed=3, hidden=64, init_range=0.2))
-    with pytest.raises(CheckpointError, match="not a ptune classifier"):
-        ClassifierModel.load(tmp_path / "base")
-    model.save(tmp_path / "ck")  # replaces the folder atomically
+        load_checkpoint(tmp_path / "ck", base=pair("bert", seed=3, hidden=64, init_range=0.2))
+    with pytest.raises(CheckpointError, match="not a ptune checkpoint"):
+        load_checkpoint(tmp_path / "base")
+    save_checkpoint(model, tmp_path / "ck")  # replaces the folder atomically
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -264,21 +289,23 @@ def test_save_load_with_the_tuned_lm(tmp_path):
     model = _choice_model("gpt2")
     train(model, _choice_task(16), None, TrainConfig(steps=2, batch_size=8, finetune_lm=True, lm_lr=1e-2),
           progress=False)
-    model.save(tmp_path / "ck")
+    save_checkpoint(model, tmp_path / "ck")
     assert (tmp_path / "ck" / "lm").is_dir()
-    loaded = ClassifierModel.load(tmp_path / "ck")
+    loaded = load_checkpoint(tmp_path / "ck")
+    assert isinstance(loaded, ClassifierModel) and loaded.head_names == model.head_names
     examples = _choice_task(6, seed=3)
     assert torch.equal(_scores(loaded, examples), _scores(model, examples))
+    assert loaded.predict(examples) == model.predict(examples)
     with pytest.raises(CheckpointError, match="own tuned LM"):
-        ClassifierModel.load(tmp_path / "ck", base=pair("gpt2", hidden=64, init_range=0.2))
-    loaded.save(tmp_path / "again")  # a loaded tuned LM stays with the classifier
+        load_checkpoint(tmp_path / "ck", base=pair("gpt2", hidden=64, init_range=0.2))
+    save_checkpoint(loaded, tmp_path / "again")  # a loaded tuned LM stays with the classifier
     assert (tmp_path / "again" / "lm").is_dir()
 
     fresh = _choice_model("gpt2", seed=4)  # what a trainer restoring best/ does
-    fresh.load_weights(tmp_path / "ck")
+    load_weights(fresh, tmp_path / "ck")
     assert torch.equal(_scores(fresh, examples), _scores(model, examples))
     with pytest.raises(CheckpointError, match="another classifier config"):
-        _model("gpt2").load_weights(tmp_path / "ck")
+        load_weights(_model("gpt2"), tmp_path / "ck")
 
 
 def test_training_checkpoint_files(tmp_path):
@@ -287,18 +314,20 @@ def test_training_checkpoint_files(tmp_path):
     optimizer = torch.optim.AdamW(model.prompt_parameters(), lr=1e-2)
     model(model.collate(items[:4])).loss.backward()
     optimizer.step()
-    model.save(tmp_path / "last", optimizer=optimizer, trainer_state={"step": 1})
+    save_checkpoint(model, tmp_path / "last", optimizer=optimizer, trainer_state={"step": 1})
     state, opt = load_training_state(tmp_path / "last")
     assert state == {"step": 1} and opt["state"]
-    fresh = _model("llama", seed=0)
-    fresh.load_weights(tmp_path / "last")
-    assert torch.equal(fresh.head[1].weight, model.head[1].weight)
+    fresh = _model("llama", seed=1)
+    fresh.seq.base_model.load_state_dict(model.seq.base_model.state_dict())  # the same base, another head
+    assert not torch.equal(fresh.prompt_parameters()[0], model.prompt_parameters()[0])
+    load_weights(fresh, tmp_path / "last")
+    assert all(torch.equal(a, b) for a, b in zip(fresh.prompt_parameters(), model.prompt_parameters()))
     with pytest.raises(CheckpointError, match="another base model"):
-        _model("llama", seed=1).load_weights(tmp_path / "last")
+        load_weights(_model("llama", seed=1), tmp_path / "last")
 
 
 def test_trainer_run_folder_and_exact_resume(tmp_path):
-    """The trainer writes best/ and last/ in the classifier's own format and resumes exactly."""
+    """The trainer writes best/ and last/ for a classifier and resumes exactly."""
     items_of = lambda m: (m.prepare(sentiment(32), require_labels=True),  # noqa: E731
                           m.prepare(sentiment(16, seed=10), require_labels=True))
     cfg = TrainConfig(steps=8, batch_size=8, lr=1e-2, finetune_lm=True, lm_lr=1e-3, eval_every=2, lm_dropout=False)
@@ -310,9 +339,12 @@ def test_trainer_run_folder_and_exact_resume(tmp_path):
     result = train(resumed, *items_of(resumed), cfg, output_dir=tmp_path / "half", resume=True, progress=False)
     assert result.steps == 8
     for name in ("full", "half"):
-        assert (tmp_path / name / "best" / "classifier_config.json").is_file()
+        assert "classifier" in json.loads((tmp_path / name / "best" / "ptune_config.json").read_text())
         assert (tmp_path / name / "last" / "trainer_state.json").is_file()
-    a = ClassifierModel.load(tmp_path / "full" / "last")
-    b = ClassifierModel.load(tmp_path / "half" / "last")
+    a = load_checkpoint(tmp_path / "full" / "last")
+    b = load_checkpoint(tmp_path / "half" / "last")
+    assert isinstance(a, ClassifierModel) and a.state_dict().keys() == b.state_dict().keys()
     for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4, msg=k)
+    for k, x in resumed.state_dict().items():  # the model in memory ends with the same (best) weights
+        assert torch.equal(x, full.state_dict()[k]), k

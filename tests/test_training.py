@@ -9,7 +9,7 @@ import torch
 
 from conftest import pair, sentiment
 from ptune import CheckpointError, ConfigError, EncoderConfig, PromptConfig, PTunedModel, TrainConfig
-from ptune.trainer import _lr_lambda, _param_groups, evaluate, train
+from ptune.trainer import _param_groups, evaluate, make_scheduler, train
 
 TEMPLATE = "{text} [P*4] [MASK]"
 VERB = {"pos": "yes", "neg": "no"}
@@ -48,13 +48,28 @@ def test_finetune_lm_updates_the_lm_with_its_own_learning_rate():
     assert model.lm.training is False  # model ends in eval mode
 
 
+def _factors(config, total, steps_per_epoch, at):
+    """The schedule's learning-rate factor before each optimizer step in ``at``."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = make_scheduler(optimizer, config, total, steps_per_epoch)
+    out = []
+    for step in range(max(at) + 1):
+        if step in at:
+            out.append(round(optimizer.param_groups[0]["lr"], 6))
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
 def test_schedules():
-    cfg = TrainConfig(steps=10, warmup_steps=2, schedule="linear")
-    f = _lr_lambda(cfg, 10, 5)
-    assert [round(f(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
-    g = _lr_lambda(TrainConfig(schedule="exponential", gamma=0.5), 100, 5)
-    assert [g(s) for s in (0, 4, 5, 10)] == [1.0, 1.0, 0.5, 0.25]
-    assert _lr_lambda(TrainConfig(schedule="constant"), 100, 5)(50) == 1.0
+    linear = TrainConfig(steps=10, warmup_steps=2, schedule="linear")
+    assert _factors(linear, 10, 5, (0, 1, 2, 6, 10)) == [0.0, 0.5, 1.0, 0.5, 0.0]  # transformers' warmup from 0
+    assert _factors(TrainConfig(steps=10, schedule="linear"), 10, 5, (0, 5, 9)) == [1.0, 0.5, 0.1]
+    exponential = TrainConfig(schedule="exponential", gamma=0.5)
+    assert _factors(exponential, 100, 5, (0, 4, 5, 10)) == [1.0, 1.0, 0.5, 0.25]  # once per epoch
+    warm = TrainConfig(schedule="exponential", gamma=0.5, warmup_steps=2)
+    assert _factors(warm, 100, 5, (0, 1, 2, 5)) == [0.0, 0.5, 1.0, 0.5]
+    assert _factors(TrainConfig(schedule="constant", warmup_steps=2), 100, 5, (1, 50)) == [0.5, 1.0]
 
 
 def test_early_stopping_and_metrics_log(tmp_path):
@@ -103,7 +118,7 @@ def test_resume_continues_exactly(tmp_path):
     r2 = train(resumed, items, None, cfg, tmp_path / "b", resume=True, progress=False)
     assert r2.steps == 12
     for a, b in zip(straight.prompt_parameters(), resumed.prompt_parameters()):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        assert torch.equal(a, b)  # bit-identical: the same data order, optimizer, schedule and RNG
     steps = [json.loads(l)["step"] for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 13))
 

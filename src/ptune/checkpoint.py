@@ -1,18 +1,22 @@
-"""Checkpoints that both serve and resume, written atomically.
+"""Checkpoints that both serve and resume, for P-tuned models and the fine-tuning baseline.
 
 A checkpoint is a folder::
 
-    ptune_config.json     prompt config, base model, its fingerprint, ptune version
-    prompt.safetensors    prompt-encoder parameters ("encoder.*") and the materialized
-                          pseudo-token embeddings ("pseudo_embeddings")
-    lm/                   only when the LM was tuned jointly: the LM and its tokenizer
-    optimizer.pt          only in a training checkpoint: optimizer state (resume)
-    trainer_state.json    only in a training checkpoint: step, best metric, RNG states
+    ptune_config.json     the model's config ("prompt" or "classifier"), base model,
+                          its fingerprint, ptune version
+    prompt.safetensors    a P-tuned model: prompt-encoder parameters ("encoder.*") and the
+                          materialized pseudo-token embeddings ("pseudo_embeddings")
+    head.safetensors      a classifier: its head (the parameters the LM did not provide)
+    lm/                   only when the LM was tuned: the LM (a classifier's whole
+                          sequence-classification model) and its tokenizer
+    trainer_state.json    only in a training checkpoint: step, best metric, history
+    optimizer.pt          only in a checkpoint saved with an optimizer
 
-Every folder is written next to its destination under a temporary name and renamed into
-place, so a crash never leaves half a checkpoint. Loading checks that the base model is
-the one the prompt was trained for (hidden size, vocabulary, tokenizer and a sample of
-its input embeddings) and refuses otherwise, saying what differs.
+Every folder is written under a temporary name and renamed into place
+(:func:`ptune.files.atomic_dir`), so a crash never leaves half a checkpoint. Loading
+checks that the base model is the one the checkpoint was trained on (hidden size,
+vocabulary, tokenizer and a sample of its input embeddings) and refuses otherwise,
+saying what differs.
 
 Example:
     >>> save_checkpoint(model, "runs/rte/best")                      # doctest: +SKIP
@@ -25,9 +29,8 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -35,16 +38,22 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .config import PromptConfig
 from .errors import CheckpointError
+from .files import atomic_dir, write_json_atomic
+from .finetune import ClassifierConfig, ClassifierModel
 from .model import PTunedModel, load_base
 
-__all__ = ["save_checkpoint", "load_checkpoint", "base_fingerprint", "CONFIG_NAME", "WEIGHTS_NAME"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "load_training_state", "read_meta", "resolve",
+           "base_fingerprint", "write_json_atomic", "CONFIG_NAME"]
 
 CONFIG_NAME = "ptune_config.json"
-WEIGHTS_NAME = "prompt.safetensors"
+PROMPT_NAME = "prompt.safetensors"
+HEAD_NAME = "head.safetensors"
 OPTIMIZER_NAME = "optimizer.pt"
 STATE_NAME = "trainer_state.json"
 _SAMPLE_ROWS = 8
 _SAMPLE_DIMS = 16
+
+Model = PTunedModel | ClassifierModel
 
 
 def base_fingerprint(lm: torch.nn.Module, tokenizer: Any) -> dict[str, Any]:
@@ -64,10 +73,8 @@ def base_fingerprint(lm: torch.nn.Module, tokenizer: Any) -> dict[str, Any]:
 
 def _check_fingerprint(saved: dict[str, Any], lm: torch.nn.Module, tokenizer: Any, path: Path, base: str) -> None:
     now = base_fingerprint(lm, tokenizer)
-    problems = []
-    for key in ("model_type", "hidden_size", "vocab_size"):
-        if saved.get(key) != now[key]:
-            problems.append(f"{key} {saved.get(key)} vs {now[key]}")
+    problems = [f"{key} {saved.get(key)} vs {now[key]}" for key in ("model_type", "hidden_size", "vocab_size")
+                if saved.get(key) != now[key]]
     if saved.get("tokenizer_sha256") != now["tokenizer_sha256"]:
         problems.append("a different tokenizer vocabulary")
     if not problems:
@@ -82,90 +89,8 @@ def _check_fingerprint(saved: dict[str, Any], lm: torch.nn.Module, tokenizer: An
         )
 
 
-def _atomic_dir(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-
-
-def _commit_dir(tmp: Path, path: Path) -> None:
-    for f in tmp.rglob("*"):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    old = None
-    if path.exists():
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename (key order kept:
-    the verbalizer's label order is the order of the model's outputs)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def write_checkpoint_dir(
-    path: str | os.PathLike,
-    *,
-    meta: dict[str, Any],
-    tensors: dict[str, torch.Tensor],
-    config_name: str = CONFIG_NAME,
-    weights_name: str = WEIGHTS_NAME,
-    lm: torch.nn.Module | None = None,
-    tokenizer: Any = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    trainer_state: dict[str, Any] | None = None,
-) -> Path:
-    """Write a checkpoint folder atomically: the tensors (safetensors), the meta JSON, and
-    optionally the LM with its tokenizer under ``lm/``, the optimizer state and the
-    trainer state. Shared by prompt checkpoints and the fine-tuning baseline's."""
-    path = Path(path)
-    tmp = _atomic_dir(path)
-    try:
-        save_file(tensors, str(tmp / weights_name), metadata={"format": "pt", "ptune_version": __version__})
-        if lm is not None:
-            lm.save_pretrained(tmp / "lm")
-            tokenizer.save_pretrained(tmp / "lm")
-        write_json_atomic(tmp / config_name, {"ptune_version": __version__, **meta, "lm_included": lm is not None})
-        if optimizer is not None:
-            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_NAME)
-        if trainer_state is not None:
-            write_json_atomic(tmp / STATE_NAME, trainer_state)
-        _commit_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
-
-
-def save_checkpoint(
-    model: PTunedModel,
-    path: str | os.PathLike,
-    *,
-    optimizer: torch.optim.Optimizer | None = None,
-    trainer_state: dict[str, Any] | None = None,
-) -> Path:
-    """Save a prompt (and, if the LM was tuned, the LM) atomically to folder ``path``.
-
-    Args:
-        model: the P-tuned model.
-        path: destination folder (replaced if it exists).
-        optimizer: include its state to resume training.
-        trainer_state: JSON-serializable training state to resume (step, best, RNG).
-    """
+# ----------------------------------------------------------------------------- saving
+def _prompt_parts(model: PTunedModel) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     if model.encoder is not None:
         was = model.encoder.training
@@ -173,29 +98,59 @@ def save_checkpoint(
         with torch.no_grad():
             tensors["pseudo_embeddings"] = model.encoder().detach().float().cpu().clone()
         model.encoder.train(was)
-        for k, v in model.encoder.state_dict().items():
-            tensors[f"encoder.{k}"] = v.detach().cpu().contiguous()
-    meta = {
-        "prompt": {**model.config.to_dict(), "kind": model.kind},
-        "base_model": model.base_model,
-        "base": base_fingerprint(model.lm, model.tokenizer),
-        "n_pseudo": model.compiled.n_pseudo,
-        "labels": list(model.answers.labels) if model.answers is not None else [],
-    }
-    tuned = bool(model.lm_trainable)
-    return write_checkpoint_dir(path, meta=meta, tensors=tensors, lm=model.lm if tuned else None,
-                                tokenizer=model.tokenizer, optimizer=optimizer, trainer_state=trainer_state)
+        tensors.update({f"encoder.{k}": v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()})
+    meta = {"prompt": {**model.config.to_dict(), "kind": model.kind}, "n_pseudo": model.compiled.n_pseudo,
+            "labels": list(model.answers.labels) if model.answers is not None else []}
+    return PROMPT_NAME, tensors, meta
 
 
-def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint's ``ptune_config.json``; a run folder resolves to its ``best/``."""
-    path = resolve(path)
-    try:
-        return json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path / CONFIG_NAME}: damaged JSON at line {e.lineno}: {e.msg}") from None
+def _classifier_parts(model: ClassifierModel) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
+    state = model.seq.state_dict()
+    tensors = {n: state[n].detach().cpu().contiguous() for n in model.head_names}
+    meta = {"classifier": {**model.config.to_dict(), "kind": model.kind}, "head": list(model.head_names)}
+    return HEAD_NAME, tensors, meta
 
 
+def save_checkpoint(
+    model: Model,
+    path: str | os.PathLike,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    trainer_state: dict[str, Any] | None = None,
+    extra: Mapping[str, Path] | None = None,
+) -> Path:
+    """Save a P-tuned model's prompt or a classifier's head (and, if the LM was tuned, the
+    LM) atomically to folder ``path``.
+
+    Args:
+        model: a :class:`~ptune.model.PTunedModel` or :class:`~ptune.finetune.ClassifierModel`.
+        path: destination folder (replaced if it exists).
+        optimizer: include its state (``optimizer.pt``).
+        trainer_state: JSON-serializable training state (step, best metric, history).
+        extra: folders moved into the checkpoint under the given names before it is put
+            in place (e.g. the trainer's resume state).
+    """
+    parts = _prompt_parts(model) if isinstance(model, PTunedModel) else _classifier_parts(model)
+    weights_name, tensors, meta = parts
+    with_lm = bool(model.lm_trainable or getattr(model, "own_lm", False))
+    meta = {"ptune_version": __version__, **meta, "base_model": model.base_model,
+            "base": base_fingerprint(model.lm, model.tokenizer), "lm_included": with_lm}
+    with atomic_dir(path) as tmp:
+        save_file(tensors, str(tmp / weights_name), metadata={"format": "pt", "ptune_version": __version__})
+        if with_lm:
+            (model.seq if isinstance(model, ClassifierModel) else model.lm).save_pretrained(tmp / "lm")
+            model.tokenizer.save_pretrained(tmp / "lm")
+        write_json_atomic(tmp / CONFIG_NAME, meta)
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_NAME)
+        if trainer_state is not None:
+            write_json_atomic(tmp / STATE_NAME, trainer_state)
+        for name, folder in (extra or {}).items():
+            shutil.move(str(folder), str(tmp / name))
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------- reading
 def resolve(path: str | os.PathLike) -> Path:
     """A checkpoint folder, or a training run folder (its ``best/`` checkpoint)."""
     path = Path(path)
@@ -206,16 +161,22 @@ def resolve(path: str | os.PathLike) -> Path:
     raise CheckpointError(f"{path}: not a ptune checkpoint (no {CONFIG_NAME}) nor a run folder with best/")
 
 
-def load_checkpoint_base(path: Path, meta: dict[str, Any], base: Any, kind: str | None) -> tuple[Any, Any, str]:
-    """The LM and tokenizer a checkpoint runs on, and the base name to record: its own tuned
-    LM (``lm/``, when saved with one; a loaded ``base`` is then refused), else ``base`` (a hub
-    name, folder or loaded ``(model, tokenizer)``; default: the recorded base), checked
-    against the recorded fingerprint."""
-    if meta.get("lm_included"):
-        if base is not None and not isinstance(base, str):
-            raise CheckpointError(f"{path}: holds its own tuned LM; do not pass a base model")
-        lm, tokenizer, _ = load_base(str(path / "lm"), kind)
-        return lm, tokenizer, meta.get("base_model") or str(path / "lm")
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's ``ptune_config.json``; a run folder resolves to its ``best/``."""
+    file = resolve(path) / CONFIG_NAME
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{file}: damaged JSON at line {e.lineno}: {e.msg}") from None
+    if not isinstance(meta, dict) or "base" not in meta or not ("prompt" in meta) ^ ("classifier" in meta):
+        raise CheckpointError(f"{file}: not a ptune checkpoint config")
+    return meta
+
+
+def _base(path: Path, meta: dict[str, Any], base: Any, kind: str | None) -> tuple[Any, Any, str]:
+    """The LM, tokenizer and base name a frozen-LM checkpoint runs on: ``base`` (a hub name,
+    folder or loaded ``(model, tokenizer)``; default: the recorded base), checked against
+    the recorded fingerprint."""
     if base is None or isinstance(base, str):
         base_name = base or meta["base_model"]
         lm, tokenizer, _ = load_base(base_name, kind)
@@ -226,58 +187,104 @@ def load_checkpoint_base(path: Path, meta: dict[str, Any], base: Any, kind: str 
     return lm, tokenizer, base_name
 
 
+def _own_lm(path: Path, meta: dict[str, Any], base: Any, kind: str | None, classifier: bool) -> tuple[Any, Any]:
+    if base is not None and not isinstance(base, str):
+        raise CheckpointError(f"{path}: holds its own tuned LM; do not pass a base model")
+    if not classifier:
+        lm, tokenizer, _ = load_base(str(path / "lm"), kind)
+        return lm, tokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    return AutoModelForSequenceClassification.from_pretrained(path / "lm"), AutoTokenizer.from_pretrained(path / "lm")
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     base: str | tuple[torch.nn.Module, Any] | None = None,
     *,
     device: str | torch.device | None = None,
-) -> PTunedModel:
-    """Load a checkpoint onto its base model.
+) -> Model:
+    """Load a checkpoint: a :class:`~ptune.model.PTunedModel` or a
+    :class:`~ptune.finetune.ClassifierModel`, whichever it holds.
 
     Args:
         path: checkpoint folder (or run folder: its ``best/``).
         base: the base model, as a hub name or folder, or an already loaded
-            ``(model, tokenizer)``; default: the base recorded in the checkpoint.
+            ``(model, tokenizer)``; default: the base recorded in the checkpoint. Not
+            allowed when the checkpoint holds its own tuned LM.
         device: where to put the model.
 
     Raises:
         CheckpointError: the folder is not a checkpoint, or the base model is not the one
-            the prompt was trained for.
+            the checkpoint was trained for.
     """
     path = resolve(path)
     meta = read_meta(path)
-    if meta.get("ptune_version") is None or "prompt" not in meta:
-        raise CheckpointError(f"{path / CONFIG_NAME}: not a ptune checkpoint config")
-    config = PromptConfig.from_dict(meta["prompt"])
-    if list(config.verbalizer) != meta.get("labels", list(config.verbalizer)):
+    classifier = "classifier" in meta
+    config = ClassifierConfig.from_dict(meta["classifier"]) if classifier else PromptConfig.from_dict(meta["prompt"])
+    if not classifier and list(config.verbalizer) != meta.get("labels", list(config.verbalizer)):
         raise CheckpointError(f"{path / CONFIG_NAME}: the verbalizer's labels are not in the recorded order {meta['labels']}")
-    lm, tokenizer, base_name = load_checkpoint_base(path, meta, base, config.kind)
-    model = PTunedModel(lm, tokenizer, config, base_model=base_name)
-    _load_prompt(model, path)
+    if meta.get("lm_included"):
+        lm, tokenizer = _own_lm(path, meta, base, config.kind, classifier)
+        base_name = meta.get("base_model") or str(path / "lm")
+    else:
+        lm, tokenizer, base_name = _base(path, meta, base, config.kind)
+    if classifier:
+        head = meta.get("head") if meta.get("lm_included") else None
+        model: Model = ClassifierModel(lm, tokenizer, config, base_model=base_name, head=head)
+    else:
+        model = PTunedModel(lm, tokenizer, config, base_model=base_name)
+    model.own_lm = bool(meta.get("lm_included"))
+    _load_tensors(model, path)
     if device is not None:
         model.to(device)
     model.eval()
     return model
 
 
-def _load_prompt(model: PTunedModel, path: Path) -> None:
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise CheckpointError(f"{path}: {WEIGHTS_NAME} is missing")
-    tensors = load_file(str(weights))
-    if model.encoder is None:
-        return
-    state = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
-    expected = model.encoder.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{weights}: does not fit the prompt encoder (missing {missing}, unexpected {unexpected}, "
-            f"wrong shape {wrong})"
-        )
-    model.encoder.load_state_dict(state)
+def load_weights(model: Model, path: str | os.PathLike) -> None:
+    """Put the trained weights of checkpoint ``path`` into ``model`` (a model of the same
+    config, e.g. the trainer restoring ``best/``): the prompt or head and, when saved, the
+    tuned LM.
+
+    Raises:
+        CheckpointError: another kind of model or config, or a frozen-LM checkpoint of
+            another base.
+    """
+    path = resolve(path)
+    meta = read_meta(path)
+    key = "classifier" if isinstance(model, ClassifierModel) else "prompt"
+    saved = meta.get(key)
+    if saved is None or type(model.config).from_dict(saved) != type(model.config).from_dict(
+            {**model.config.to_dict(), "kind": model.kind}):
+        raise CheckpointError(f"{path}: saved for another {key} config ({saved or 'none'})")
+    if meta.get("lm_included") and (path / "lm").is_dir():
+        target = model.seq if isinstance(model, ClassifierModel) else model.lm
+        target.load_state_dict(type(target).from_pretrained(path / "lm").state_dict())
+    else:
+        _check_fingerprint(meta["base"], model.lm, model.tokenizer, path, model.base_model)
+    _load_tensors(model, path)
+
+
+def _load_tensors(model: Model, path: Path) -> None:
+    """The prompt encoder's or the head's tensors, checked against the model's."""
+    if isinstance(model, ClassifierModel):
+        module, prefix, name = model.seq, "", HEAD_NAME
+        expected = {n: v for n, v in module.state_dict().items() if n in set(model.head_names)}
+    else:
+        if model.encoder is None:
+            return
+        module, prefix, name = model.encoder, "encoder.", PROMPT_NAME
+        expected = module.state_dict()
+    if not (path / name).is_file():
+        raise CheckpointError(f"{path}: {name} is missing")
+    tensors = load_file(str(path / name))
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    wrong = sorted(k for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape)
+    if set(state) != set(expected) or wrong:
+        raise CheckpointError(f"{path / name}: does not fit the model (missing {sorted(set(expected) - set(state))}, "
+                              f"unexpected {sorted(set(state) - set(expected))}, wrong shape {wrong})")
+    module.load_state_dict(state, strict=False)
     if "pseudo_embeddings" in tensors:  # serve the materialized embeddings exactly
         model.encoder.eval()
         model.encoder.set_cache(tensors["pseudo_embeddings"].to(model.encoder.embedding.weight.dtype))

@@ -1,29 +1,33 @@
-"""The one training and evaluation loop.
+"""The one training and evaluation loop, for P-tuned models and the fine-tuning baseline.
 
-AdamW with separate learning rates for the prompt encoder and (when tuned jointly) the
-LM, warmup then linear / exponential / constant decay, gradient clipping and
-accumulation, dev evaluation with early stopping, seeds, autocast, a progress bar and a
-``metrics.jsonl`` log. Accelerate is the engine: the same code runs on one CPU or GPU
-and under ``accelerate launch`` / ``torchrun`` on several processes.
+AdamW with separate learning rates for the prompt encoder (or classifier head) and, when
+tuned jointly, the LM; warmup then linear / constant decay (``transformers.get_scheduler``)
+or the paper's per-epoch exponential decay; gradient clipping and accumulation; dev
+evaluation with early stopping; seeds, autocast, a progress bar and a ``metrics.jsonl``
+log. Accelerate is the engine: the same code runs on one CPU or GPU and under
+``accelerate launch`` / ``torchrun`` on several processes.
 
 Batches are *global*: ``batch_size`` examples per optimizer step whatever the number of
 processes; each process takes its slice of every global batch, so a 2-process run
 makes the same updates as a 1-process run. The data order of epoch ``e`` is a
-permutation seeded by ``seed + e``, which also makes resuming exact.
+permutation seeded by ``seed + e``; with Accelerate's saved optimizer, scheduler and
+random-generator states this makes resuming exact.
 
 A run folder holds::
 
     best/            the checkpoint with the best dev metric (or the final one)
-    last/            the latest training checkpoint, with optimizer and trainer state
+    last/            the latest checkpoint, with trainer_state.json and accelerate/
+                     (Accelerate's save_state: optimizer, scheduler, each process's RNG)
     metrics.jsonl    one JSON line per step and per evaluation
     train_config.json
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import random
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -33,17 +37,20 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .checkpoint import load_training_state, save_checkpoint, write_json_atomic
+from .batch import Item
+from .checkpoint import load_training_state, load_weights, save_checkpoint
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError
-from .model import Item, PTunedModel
+from .files import write_json_atomic
+from .inference import iter_outputs
 
-__all__ = ["train", "evaluate", "TrainResult", "accuracy"]
+__all__ = ["train", "evaluate", "TrainResult", "accuracy", "make_scheduler"]
 
 logger = logging.getLogger(__name__)
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
 EvalFn = Callable[[Any, Sequence[Item]], dict[str, float]]
+RESUME_DIR = "accelerate"
 
 
 def accuracy(pred: torch.Tensor, gold: torch.Tensor) -> dict[str, float]:
@@ -66,18 +73,28 @@ class TrainResult:
     num_processes: int = 1
 
 
-def _accelerator(config: TrainConfig):
-    from accelerate import Accelerator
+@dataclass
+class _Run:
+    """What :func:`_setup` builds and the steps share."""
 
-    gpu = torch.cuda.is_available()
-    # cpu=True on a machine without a GPU: torchrun / accelerate launch then join the
-    # processes in one gloo group (without it each process trains alone)
-    return Accelerator(mixed_precision=config.mixed_precision if gpu else "no", cpu=not gpu)
+    model: Any
+    wrapped: Any  # the model as Accelerate prepared it (DDP on several processes)
+    accelerator: Any
+    optimizer: Any
+    scheduler: Any
+    config: TrainConfig
+    items: list[Item]
+    out: Path | None
+    total: int
+    steps_per_epoch: int
+    state: dict[str, Any]
+    best_weights: dict[str, torch.Tensor] | None = None
 
 
+# ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(
-    model: PTunedModel,
+    model: Any,
     items: Sequence[Item],
     *,
     batch_size: int = 32,
@@ -87,24 +104,16 @@ def evaluate(
     """Metrics of ``model`` on labelled ``items`` (sharded over processes if distributed)."""
     from accelerate.utils import gather_object
 
-    was = model.training
-    model.eval()
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-    device = next(model.parameters()).device
-    shard = list(items[rank::world])
-    preds, golds, losses = [], [], []
-    try:
-        for i in range(0, len(shard), batch_size):
-            batch = model.collate(shard[i : i + batch_size]).to(device)
-            ctx = accelerator.autocast() if accelerator else nullcontext()
-            with ctx:
-                out = model(batch)
-            preds += out.scores.argmax(-1).tolist()
-            golds += batch.labels.tolist()
-            if out.loss is not None:
-                losses.append((float(out.loss), len(batch)))
-    finally:
-        model.train(was)
+    preds: list[int] = []
+    golds: list[int] = []
+    losses: list[tuple[float, int]] = []
+    autocast = accelerator.autocast if accelerator else None
+    for _, batch, out in iter_outputs(model, list(items[rank::world]), batch_size, autocast=autocast):
+        preds += out.scores.argmax(-1).tolist()
+        golds += batch.labels.tolist()
+        if out.loss is not None:
+            losses.append((float(out.loss), len(batch)))
     if world > 1:
         preds, golds, losses = (sum(gather_object([x]), []) for x in (preds, golds, losses))
     metrics = metric_fn(torch.tensor(preds, dtype=torch.long), torch.tensor(golds, dtype=torch.long))
@@ -113,52 +122,155 @@ def evaluate(
     return metrics
 
 
-def _param_groups(model: PTunedModel, config: TrainConfig) -> list[dict[str, Any]]:
+# ----------------------------------------------------------------------------- setup
+def _param_groups(model: Any, config: TrainConfig) -> list[dict[str, Any]]:
+    """The prompt (or head) with ``lr``; with ``finetune_lm`` the rest of the LM with
+    ``lm_lr``, biases and norms without weight decay."""
     groups = []
     prompt = [p for p in model.prompt_parameters() if p.requires_grad]
     if prompt:
         groups.append({"params": prompt, "lr": config.lr, "weight_decay": config.weight_decay, "name": "prompt"})
     if config.finetune_lm:
+        taken = set(map(id, prompt))
         decay, no_decay = [], []
         for name, p in model.lm.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+            if p.requires_grad and id(p) not in taken:
+                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
         groups.append({"params": decay, "lr": config.lm_lr, "weight_decay": config.lm_weight_decay, "name": "lm"})
         groups.append({"params": no_decay, "lr": config.lm_lr, "weight_decay": 0.0, "name": "lm_no_decay"})
     if not groups:
-        raise ConfigError(
-            "finetune_lm", "nothing to train: the template has no pseudo tokens and the LM is frozen"
-        )
+        raise ConfigError("finetune_lm", "nothing to train: the template has no pseudo tokens and the LM is frozen")
     return groups
 
 
-def _lr_lambda(config: TrainConfig, total: int, steps_per_epoch: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        if config.schedule == "linear":
-            return max(0.0, (total - step) / max(1, total - config.warmup_steps))
-        if config.schedule == "exponential":  # stepped once per epoch, as the paper's LAMA code
-            return config.gamma ** (step // steps_per_epoch)
-        return 1.0
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int, steps_per_epoch: int):
+    """The learning-rate schedule: ``transformers.get_scheduler``'s linear decay or constant
+    rate after ``warmup_steps`` of linear warmup, or (``exponential``, the paper's LAMA) a
+    factor ``gamma`` per epoch after the warmup."""
+    from transformers import get_scheduler
 
-    return f
+    if config.schedule != "exponential":
+        name = "linear" if config.schedule == "linear" else "constant_with_warmup"
+        return get_scheduler(name, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total)
+    w = config.warmup_steps
 
+    def factor(step: int) -> float:
+        return step / w if step < w else config.gamma ** (step // steps_per_epoch)
 
-def _rng_state() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state().tolist(),
-        "python": repr(random.getstate()),
-    }
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import ast
+def _accelerator(config: TrainConfig):
+    from accelerate import Accelerator
 
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    py = ast.literal_eval(state["python"])
-    random.setstate((py[0], tuple(py[1]), py[2]))
+    gpu = torch.cuda.is_available()
+    # cpu=True on a machine without a GPU: torchrun / accelerate launch then join the
+    # processes in one gloo group (without it each process trains alone)
+    acc = Accelerator(mixed_precision=config.mixed_precision if gpu else "no", cpu=not gpu)
+    # resume state holds the optimizer, scheduler and RNG; the weights are in the checkpoint
+    acc.register_save_state_pre_hook(lambda models, weights, folder: weights.clear())
+    acc.register_load_state_pre_hook(lambda models, folder: models.clear())
+    return acc
+
+
+def _items(model: Any, items: Sequence[Any] | None) -> list[Item]:
+    if items and not isinstance(items[0], Item):
+        return model.prepare(items, require_labels=True)
+    return list(items or [])
+
+
+def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None, resume: bool) -> _Run:
+    """Check the run, then build the accelerator, optimizer and schedule; resume if asked."""
+    if resume and (out is None or not (out / "last").is_dir()):
+        raise CheckpointError(f"{out}: nothing to resume (no last/ checkpoint)")
+    if out is not None and not resume and (out / "last").exists():
+        raise ConfigError("output_dir", f"{out} already holds a run; resume it or choose another folder")
+    bad = next((it for it in items if it.label < 0), None)
+    if bad is not None:
+        raise ConfigError("train", f"{bad.source}: training examples need a label")
+    accelerator = _accelerator(config)
+    world = accelerator.num_processes
+    if config.batch_size % (world * config.grad_accum):
+        raise ConfigError("batch_size", f"{config.batch_size} is not divisible by {world} processes x "
+                                        f"{config.grad_accum} accumulation steps")
+    if len(items) < config.batch_size:
+        raise ConfigError("batch_size", f"{config.batch_size} is larger than the {len(items)} training examples")
+    steps_per_epoch = len(items) // config.batch_size
+    total = config.steps or steps_per_epoch * (config.epochs or 10)
+
+    from accelerate.utils import set_seed
+
+    set_seed(config.seed)
+    model.set_lm_trainable(config.finetune_lm, dropout=config.lm_dropout)
+    model.to(accelerator.device)
+    if config.compile and not getattr(model.lm, "_compiled_by_ptune", False):
+        model.lm.compile(mode=None if config.compile is True else config.compile)  # in place: same state dict
+        model.lm._compiled_by_ptune = True
+    on_gpu = accelerator.device.type == "cuda"
+    if on_gpu:  # length buckets: fixed shapes for kernels and compilers
+        if hasattr(model, "speed"):
+            model.speed = dataclasses.replace(model.speed, pad_to_multiple_of=8)
+        else:
+            model.pad_to_multiple_of = 8
+    optimizer = torch.optim.AdamW(_param_groups(model, config), fused=on_gpu)
+    scheduler = make_scheduler(optimizer, config, total, steps_per_epoch)
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)  # not prepared: it steps once per optimizer step
+    state: dict[str, Any] = {"step": 0, "best": None, "best_loss": None, "best_step": None, "bad_evals": 0,
+                             "history": []}
+    run = _Run(model, wrapped, accelerator, optimizer, scheduler, config, items, out, total, steps_per_epoch, state)
+    if resume:
+        _resume(run)
+    return run
+
+
+def _resume(run: _Run) -> None:
+    """Continue from ``last/``: its weights, the best weights so far, and Accelerate's state."""
+    assert run.out is not None
+    last = run.out / "last"
+    state, _ = load_training_state(last)
+    if not (last / RESUME_DIR).is_dir():
+        raise CheckpointError(f"{last}: no {RESUME_DIR}/ (the optimizer and random states to resume from)")
+    if state.get("best_step") is not None and (run.out / "best").is_dir():
+        load_weights(run.model, run.out / "best")
+        run.best_weights = _snapshot(run.model)
+    load_weights(run.model, last)
+    run.accelerator.load_state(str(last / RESUME_DIR))  # optimizer, scheduler, every process's RNG
+    state.pop("config", None)
+    run.state = state
+    logger.info("resuming from %s at step %d", last, state["step"])
+
+
+# ----------------------------------------------------------------------------- steps
+def _step(run: _Run) -> float:
+    """One optimizer step on this process's slice of the next global batch; the mean loss."""
+    acc, cfg, model = run.accelerator, run.config, run.model
+    epoch, k = divmod(run.state["step"], run.steps_per_epoch)
+    order = torch.randperm(len(run.items), generator=torch.Generator().manual_seed(cfg.seed + epoch))
+    per_process = cfg.batch_size // acc.num_processes
+    glob = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
+    mine = glob[acc.process_index * per_process : (acc.process_index + 1) * per_process]
+    chunks = mine.split(per_process // cfg.grad_accum)
+    loss_sum = 0.0
+    for j, idx in enumerate(chunks):
+        batch = model.collate([run.items[i] for i in idx.tolist()]).to(acc.device)
+        sync = j == len(chunks) - 1
+        with (nullcontext() if sync else acc.no_sync(run.wrapped)), acc.autocast():
+            loss = run.wrapped(batch).loss * (len(idx) / per_process)
+            acc.backward(loss)
+        loss_sum += float(loss.detach())
+    if cfg.max_grad_norm is not None:
+        acc.clip_grad_norm_([p for g in run.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.state["step"] += 1
+    return float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))
+
+
+def _snapshot(model: Any) -> dict[str, torch.Tensor]:
+    """A copy (in CPU memory) of the weights that train: what restoring the best needs."""
+    return {k: p.detach().to("cpu", copy=True) for k, p in model.named_parameters() if p.requires_grad}
 
 
 def _better(value: float, loss: float | None, state: dict[str, Any]) -> bool:
@@ -171,8 +283,56 @@ def _better(value: float, loss: float | None, state: dict[str, Any]) -> bool:
             and loss < best_loss - 1e-4 * max(1.0, abs(best_loss)))
 
 
+def _dev_metrics(run: _Run, dev: list[Item], metric_fn: MetricFn, eval_fn: EvalFn | None) -> dict[str, float]:
+    if eval_fn is None:
+        metrics = evaluate(run.model, dev, batch_size=run.config.eval_batch_size, metric_fn=metric_fn,
+                           accelerator=run.accelerator)
+    else:
+        was = run.model.training
+        with run.accelerator.autocast():
+            metrics = dict(eval_fn(run.model, dev))
+        run.model.train(was)
+    if run.config.metric not in metrics:
+        raise ConfigError("metric", f"{run.config.metric!r} is not among the metrics {sorted(metrics)}")
+    return metrics
+
+
+def _record_eval(run: _Run, metrics: dict[str, float]) -> bool:
+    """Update the best so far; keep its weights (and write ``best/``) when improved."""
+    state = run.state
+    value = metrics[run.config.metric]
+    improved = _better(value, metrics.get("loss"), state)
+    state["history"].append({"step": state["step"], **metrics})
+    if improved:
+        state.update(best=value, best_step=state["step"], bad_evals=0, best_loss=metrics.get("loss"))
+        run.best_weights = _snapshot(run.model)
+        if run.out is not None and run.accelerator.is_main_process:
+            save_checkpoint(run.model, run.out / "best")
+    else:
+        state["bad_evals"] += 1
+    return improved
+
+
+def _save_last(run: _Run) -> None:
+    """``last/``: the checkpoint, the trainer state and Accelerate's state (every process
+    writes its RNG state), put in place in one rename."""
+    assert run.out is not None
+    acc = run.accelerator
+    staging = run.out / f".last.{RESUME_DIR}"
+    if acc.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+    acc.wait_for_everyone()
+    acc.save_state(str(staging))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        save_checkpoint(run.model, run.out / "last", trainer_state={**run.state, "config": run.config.to_dict()},
+                        extra={RESUME_DIR: staging})
+    acc.wait_for_everyone()
+
+
+# ----------------------------------------------------------------------------- fit
 def train(
-    model: PTunedModel,
+    model: Any,
     train_items: Sequence[Item] | Sequence[dict[str, Any]],
     dev_items: Sequence[Item] | Sequence[dict[str, Any]] | None = None,
     config: TrainConfig | None = None,
@@ -184,11 +344,12 @@ def train(
     eval_fn: EvalFn | None = None,
     progress: bool | None = None,
 ) -> TrainResult:
-    """Train the prompt (and optionally the LM) of ``model``.
+    """Train the prompt (or classifier head) of ``model``, and optionally its LM.
 
     Args:
-        model: the P-tuned model (its LM frozen unless ``config.finetune_lm``).
-        train_items: labelled examples (dicts or items from :meth:`PTunedModel.prepare`).
+        model: a :class:`~ptune.model.PTunedModel` or :class:`~ptune.finetune.ClassifierModel`
+            (its LM frozen unless ``config.finetune_lm``).
+        train_items: labelled examples (dicts or items from ``model.prepare``).
         dev_items: labelled examples for model selection and early stopping.
         config: the training configuration.
         output_dir: run folder (``best/``, ``last/``, ``metrics.jsonl``); None: keep in memory.
@@ -209,147 +370,44 @@ def train(
         >>> result = train(model, train_examples, dev_examples,          # doctest: +SKIP
         ...                TrainConfig(steps=300, lr=1e-3), output_dir="runs/x")
     """
-    from accelerate.utils import set_seed
-
     config = config or TrainConfig()
     out = Path(output_dir) if output_dir is not None else None
-    if resume and (out is None or not (out / "last").is_dir()):
-        raise CheckpointError(f"{out}: nothing to resume (no last/ checkpoint)")
-    if out is not None and not resume and (out / "last").exists():
-        raise ConfigError("output_dir", f"{out} already holds a run; resume it or choose another folder")
-    if train_items and not isinstance(train_items[0], Item):
-        train_items = model.prepare(train_items, require_labels=True)  # type: ignore[arg-type]
-    if dev_items and not isinstance(dev_items[0], Item):
-        dev_items = model.prepare(dev_items, require_labels=True)  # type: ignore[arg-type]
-    train_items = list(train_items)  # type: ignore[assignment]
-    if any(it.label < 0 for it in train_items):  # type: ignore[union-attr]
-        bad = next(it for it in train_items if it.label < 0)  # type: ignore[union-attr]
-        raise ConfigError("train", f"{bad.source}: training examples need a label")  # type: ignore[union-attr]
-
-    accelerator = _accelerator(config)
-    world = accelerator.num_processes
-    if config.batch_size % (world * config.grad_accum):
-        raise ConfigError(
-            "batch_size",
-            f"{config.batch_size} is not divisible by {world} processes x {config.grad_accum} accumulation steps",
-        )
-    n = len(train_items)
-    if n < config.batch_size:
-        raise ConfigError("batch_size", f"{config.batch_size} is larger than the {n} training examples")
-    per_process = config.batch_size // world
-    micro = per_process // config.grad_accum
-    steps_per_epoch = n // config.batch_size
-    total = config.steps or steps_per_epoch * (config.epochs or 10)
-    eval_every = config.eval_every or steps_per_epoch
-
-    set_seed(config.seed)
-    model.set_lm_trainable(config.finetune_lm, dropout=config.lm_dropout)
-    model.to(accelerator.device)
-    if config.compile and not getattr(model.lm, "_compiled_by_ptune", False):
-        mode = None if config.compile is True else config.compile
-        model.lm.compile(mode=mode)  # in place: the parameters, state dict and head stay where they are
-        model.lm._compiled_by_ptune = True
-    on_gpu = accelerator.device.type == "cuda"
-    if on_gpu:
-        model.pad_to_multiple_of = 8  # length buckets: fixed shapes for kernels and compilers
-    optimizer = torch.optim.AdamW(_param_groups(model, config), fused=on_gpu)
-    lr_factor = _lr_lambda(config, total, steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    state: dict[str, Any] = {"step": 0, "best": None, "best_step": None, "bad_evals": 0, "history": []}
-    if resume:
-        assert out is not None
-        state, opt_state = _restore(model, out / "last", accelerator)
-        if opt_state is not None:
-            optimizer.load_state_dict(opt_state)
-        scheduler.last_epoch = state["step"]
-        for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * lr_factor(state["step"])
-    wrapped, optimizer = accelerator.prepare(model, optimizer)
-    if out is not None and accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
+    dev = _items(model, dev_items)
+    run = _setup(model, _items(model, train_items), config, out, resume)
+    acc, state = run.accelerator, run.state
+    main = acc.is_main_process
+    if out is not None and main:
         write_json_atomic(out / "train_config.json", config.to_dict())
-    log = _Log(out / "metrics.jsonl" if out is not None and accelerator.is_main_process else None)
-    show = progress if progress is not None else sys.stderr.isatty()
-    bar = _bar(total, state["step"], show and accelerator.is_main_process)
-
-    stopped_early = False
-    last_metrics = None
-    best_weights: dict[str, torch.Tensor] | None = None
+    log = _Log(out / "metrics.jsonl" if out is not None and main else None)
+    bar = _bar(run.total, state["step"], (progress if progress is not None else sys.stderr.isatty()) and main)
+    eval_every = config.eval_every or run.steps_per_epoch
+    stopped_early, last_metrics = False, None
     model.train()
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    while state["step"] < total:
-        step = state["step"]
-        epoch, k = divmod(step, steps_per_epoch)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed + epoch))
-        glob = order[k * config.batch_size : (k + 1) * config.batch_size]
-        mine = glob[accelerator.process_index * per_process : (accelerator.process_index + 1) * per_process]
+    while state["step"] < run.total:
         t0 = time.perf_counter()
-        loss_sum = 0.0
-        chunks = [mine[i : i + micro] for i in range(0, per_process, micro)]
-        for j, idx in enumerate(chunks):
-            batch = model.collate([train_items[i] for i in idx.tolist()]).to(accelerator.device)  # type: ignore[index]
-            sync = j == len(chunks) - 1
-            with (nullcontext() if sync else accelerator.no_sync(wrapped)), accelerator.autocast():
-                loss = wrapped(batch).loss * (len(idx) / per_process)
-                accelerator.backward(loss)
-            loss_sum += float(loss.detach())
-        if config.max_grad_norm is not None:
-            accelerator.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["step"] = step = step + 1
-        loss_mean = float(accelerator.reduce(torch.tensor(loss_sum, device=accelerator.device), "mean"))
-        record = {"step": step, "epoch": epoch, "loss": loss_mean, "lr": scheduler.get_last_lr()[0],
-                  "seconds": round(time.perf_counter() - t0, 4)}
-        log.write(record)
+        loss = _step(run)
+        step = state["step"]
+        log.write({"step": step, "epoch": (step - 1) // run.steps_per_epoch, "loss": loss,
+                   "lr": run.scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 4)})
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_mean:.4f}", **({config.metric: f"{state['best']:.4f}"} if state["best"] is not None else {}))
-
-        at_eval = step % eval_every == 0 or step == total
+        bar.set_postfix(loss=f"{loss:.4f}", **({config.metric: f"{state['best']:.4f}"} if state["best"] is not None else {}))
+        at_eval = step % eval_every == 0 or step == run.total
         stopping = stop_at_step is not None and step >= stop_at_step
-        if at_eval and dev_items:
-            if eval_fn is not None:
-                was = model.training
-                with accelerator.autocast():
-                    last_metrics = dict(eval_fn(model, dev_items))  # type: ignore[arg-type]
-                model.train(was)
-            else:
-                last_metrics = evaluate(model, dev_items, batch_size=config.eval_batch_size, metric_fn=metric_fn,
-                                        accelerator=accelerator)  # type: ignore[arg-type]
-            if config.metric not in last_metrics:
-                raise ConfigError("metric", f"{config.metric!r} is not among the metrics {sorted(last_metrics)}")
-            value = last_metrics[config.metric]
-            improved = _better(value, last_metrics.get("loss"), state)
-            log.write({"step": step, "eval": "dev", **last_metrics, "improved": improved})
-            state["history"].append({"step": step, **last_metrics})
-            if improved:
-                state["best"], state["best_step"], state["bad_evals"] = value, step, 0
-                state["best_loss"] = last_metrics.get("loss")
-                if out is not None and accelerator.is_main_process:
-                    _save(model, out / "best")
-                elif out is None:  # keep the best weights in memory
-                    best_weights = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
-            else:
-                state["bad_evals"] += 1
-            if config.patience is not None and state["bad_evals"] >= config.patience:
-                stopped_early = True
-        if out is not None and (at_eval or stopping or stopped_early) and accelerator.is_main_process:
-            _save(model, out / "last", optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-                            trainer_state={**state, "rng": _rng_state(), "config": config.to_dict()})
-        accelerator.wait_for_everyone()
+        if at_eval and dev:
+            last_metrics = _dev_metrics(run, dev, metric_fn, eval_fn)
+            log.write({"step": step, "eval": "dev", **last_metrics, "improved": _record_eval(run, last_metrics)})
+            stopped_early = config.patience is not None and state["bad_evals"] >= config.patience
+        if out is not None and (at_eval or stopping or stopped_early):
+            _save_last(run)
         if stopped_early or stopping:
             break
     bar.close()
     log.close()
-    if out is not None and accelerator.is_main_process and not dev_items:
-        _save(model, out / "best")
-    accelerator.wait_for_everyone()
-    if dev_items and state["best_step"] is not None and state["best_step"] != state["step"]:
-        if out is not None:
-            _load_weights(model, out / "best")
-        elif best_weights is not None:
-            model.load_state_dict(best_weights, strict=False)
+    if out is not None and main and not dev:
+        save_checkpoint(model, out / "best")
+    if run.best_weights is not None and state["best_step"] != state["step"]:
+        model.load_state_dict(run.best_weights, strict=False)
+    acc.wait_for_everyone()
     model.eval()
     return TrainResult(
         steps=state["step"],
@@ -359,48 +417,8 @@ def train(
         stopped_early=stopped_early,
         output_dir=out,
         history=state["history"],
-        num_processes=world,
+        num_processes=acc.num_processes,
     )
-
-
-def _save(model: Any, path: Path, **kw: Any) -> None:
-    """A prompt checkpoint, or the model's own format (the fine-tuning baseline's)."""
-    if isinstance(model, PTunedModel):
-        save_checkpoint(model, path, **kw)
-    else:
-        model.save(path, **kw)
-
-
-def _load_weights(model: Any, path: Path) -> None:
-    """Put the weights of checkpoint ``path`` into ``model`` (same architecture)."""
-    if not isinstance(model, PTunedModel):
-        model.load_weights(path)
-        return
-    from .checkpoint import _load_prompt
-
-    _load_prompt(model, path)
-    if model.lm_trainable and (path / "lm").is_dir():
-        from safetensors.torch import load_file
-
-        sd = {}
-        for f in sorted((path / "lm").glob("*.safetensors")):
-            sd.update(load_file(str(f)))
-        model.lm.load_state_dict(sd, strict=False)
-
-
-def _restore(model: PTunedModel, path: Path, accelerator: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    from .checkpoint import _check_fingerprint, read_meta
-
-    state, opt = load_training_state(path)
-    if isinstance(model, PTunedModel):
-        meta = read_meta(path)
-        if not meta.get("lm_included"):
-            _check_fingerprint(meta["base"], model.lm, model.tokenizer, path, model.base_model)
-    _load_weights(model, path)
-    _set_rng_state(state.pop("rng"))
-    state.pop("config", None)
-    logger.info("resuming from %s at step %d", path, state["step"])
-    return state, opt
 
 
 class _Log:
