@@ -1,24 +1,18 @@
 """The fine-tuning baseline: transformers' sequence-classification model on the LM, no pattern.
 
-Each example becomes one or two text segments (``inputs``, each a format such as
-``"{premise}"`` or ``"{word} : {sentence1}"``) given to the tokenizer's pair API, and
-``AutoModelForSequenceClassification`` built on the LM's backbone scores it: transformers
-decides how its architecture pools (the first token's pooler of BERT, the last real token
-of GPT-2 and Llama) and applies the head. For multiple choice (``candidates_field``) every
-(example, candidate) pair is one row with ``{candidate}`` substituted, scored by a
-one-output head, as ``AutoModelForMultipleChoice`` does.
+Each example becomes one or two text segments (``inputs``, formats such as ``"{premise}"``)
+given to the tokenizer's pair API and scored by ``AutoModelForSequenceClassification``
+built on the LM's backbone weights: transformers decides how its architecture pools and
+applies the head. For multiple choice (``candidates_field``) every (example, candidate)
+pair is one row scored by a one-output head, as ``AutoModelForMultipleChoice`` does.
 
-:class:`ClassifierModel` follows the model protocol of :class:`~ptune.model.PTunedModel`
-(``prepare``, ``collate``, ``forward``, ``set_lm_trainable``, ``prompt_parameters``), so
-:func:`ptune.trainer.train` trains it unchanged: the head (every parameter the LM did not
-provide) gets ``lr``, the backbone ``lm_lr`` when ``finetune_lm``; and
-:func:`ptune.checkpoint.save_checkpoint` / ``load_checkpoint`` save and load it.
+:class:`ClassifierModel` follows the model protocol of :class:`~ptune.model.PTunedModel`,
+so :func:`ptune.trainer.train` trains it (the head with ``lr``, the backbone with ``lm_lr``
+when ``finetune_lm``) and :mod:`ptune.checkpoint` saves and loads it.
 
 Example:
-    >>> model = ClassifierModel.from_base(                           # doctest: +SKIP
-    ...     "bert-base-cased", inputs=["{premise}", "{hypothesis}"],
-    ...     labels=["entailment", "not_entailment"], seed=0)
-    >>> train(model, train_examples, dev_examples, TrainConfig(finetune_lm=True))  # doctest: +SKIP
+    >>> model = ClassifierModel.from_base("bert-base-cased", inputs=["{premise}", "{hypothesis}"],
+    ...                                   labels=["entailment", "not_entailment"], seed=0)  # doctest: +SKIP
     >>> model.predict([{"premise": "A cat sleeps.", "hypothesis": "A cat rests."}])  # doctest: +SKIP
 """
 
@@ -74,26 +68,29 @@ class ClassifierConfig:
     """``masked`` or ``causal``; ``None`` reads it from the model."""
 
     def __post_init__(self) -> None:
-        inputs = self.inputs
-        if isinstance(inputs, str) or not isinstance(inputs, (list, tuple)) or not 1 <= len(inputs) <= 2:
-            raise ConfigError("inputs", f"must be a list of 1 or 2 text formats, got {inputs!r}")
-        if not all(isinstance(s, str) and s.strip() for s in inputs):
-            raise ConfigError("inputs", f"each segment must be a non-empty string, got {inputs!r}")
+        inputs, labels, cf = self.inputs, self.labels, self.candidates_field
+        if isinstance(inputs, str) or not isinstance(inputs, (list, tuple)) or not 1 <= len(inputs) <= 2 or not all(
+                isinstance(x, str) and x.strip() for x in inputs):
+            raise ConfigError("inputs", f"must be a list of 1 or 2 non-empty text formats, got {inputs!r}")
         object.__setattr__(self, "inputs", list(inputs))
-        names = [n for s in inputs for n in _fields_of(s)]
+        names = [n for x in inputs for n in _fields_of(x)]
         if not [n for n in names if n != CANDIDATE]:
             raise ConfigError("inputs", f"no {{field}} in {inputs!r}; e.g. ['{{premise}}', '{{hypothesis}}']")
-        if self.candidates_field is not None:
-            if not isinstance(self.candidates_field, str) or not self.candidates_field:
-                raise ConfigError("candidates_field", f"must be a field name, got {self.candidates_field!r}")
-            if CANDIDATE not in names:
-                raise ConfigError("inputs", "multiple choice needs {candidate} in one of the segments")
-            if self.labels is not None:
-                raise ConfigError("labels", "must be None for multiple choice (the label is a candidate index)")
-        else:
-            if CANDIDATE in names:
-                raise ConfigError("inputs", "{candidate} needs candidates_field (the field with the candidates)")
-            self._check_labels()
+        if (cf is not None) != (CANDIDATE in names):
+            raise ConfigError("inputs", "{candidate} in one segment and candidates_field (the field with the "
+                                        "candidates) go together: multiple choice needs both")
+        if cf is not None and (not isinstance(cf, str) or not cf):
+            raise ConfigError("candidates_field", f"must be a field name, got {cf!r}")
+        if cf is not None and labels is not None:
+            raise ConfigError("labels", "must be None for multiple choice (the label is a candidate index)")
+        if cf is None:
+            if isinstance(labels, str) or not isinstance(labels, (list, tuple)) or len(labels) < 2 or not all(
+                    isinstance(x, str) and x for x in labels):
+                raise ConfigError("labels", f"must be a list of at least 2 non-empty labels (or set candidates_field), "
+                                            f"got {labels!r}")
+            if len(set(labels)) < len(labels):
+                raise ConfigError("labels", f"duplicate labels {sorted({x for x in labels if labels.count(x) > 1})}")
+            object.__setattr__(self, "labels", list(labels))
         if not isinstance(self.label_field, str) or not self.label_field:
             raise ConfigError("label_field", f"must be a field name, got {self.label_field!r}")
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
@@ -102,17 +99,6 @@ class ClassifierConfig:
         if d is not None and (isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1):
             raise ConfigError("dropout", f"must be in [0, 1), got {d!r}")
         _check_choice("kind", self.kind, ("masked", "causal", None))
-
-    def _check_labels(self) -> None:
-        labels = self.labels
-        if isinstance(labels, str) or not isinstance(labels, (list, tuple)) or len(labels) < 2:
-            raise ConfigError("labels", f"must be a list of at least 2 labels (or set candidates_field), got {labels!r}")
-        if not all(isinstance(x, str) and x for x in labels):
-            raise ConfigError("labels", f"must be non-empty strings, got {labels!r}")
-        dup = sorted({x for x in labels if list(labels).count(x) > 1})
-        if dup:
-            raise ConfigError("labels", f"duplicate labels {dup}")
-        object.__setattr__(self, "labels", list(labels))
 
     @property
     def multiple_choice(self) -> bool:
@@ -280,22 +266,18 @@ class ClassifierModel(nn.Module):
 
     def _label_index(self, ex: dict[str, Any], src: str, require: bool, n_candidates: int) -> int:
         lf = self.config.label_field
-        value = ex.get(lf)
-        if value is None:
+        if ex.get(lf) is None:
             if require:
                 raise DataError(src, "missing; training and evaluation need a label", field=lf)
             return -100
         if self.config.multiple_choice:
-            if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).lstrip("-").isdigit():
-                raise DataError(src, f"{value!r} is not a candidate index", field=lf)
-            if not 0 <= int(value) < n_candidates:
-                raise DataError(src, f"{value} is out of range for {n_candidates} candidates", field=lf)
-            return int(value)
-        labels = self.config.labels or []
-        found = find_label(value, {label: i for i, label in enumerate(labels)})
+            found = find_label(ex[lf], {str(i): i for i in range(n_candidates)})
+            wanted = f"a candidate index (0 to {n_candidates - 1})"
+        else:
+            found = find_label(ex[lf], {label: i for i, label in enumerate(self.labels or [])})
+            wanted = f"a label ({', '.join(self.labels[:10])}{', ...' if len(self.labels) > 10 else ''})"  # type: ignore[index]
         if found is None:
-            shown = ", ".join(labels[:10]) + (", ..." if len(labels) > 10 else "")
-            raise DataError(src, f"{value!r} is not a label ({shown})", field=lf)
+            raise DataError(src, f"{ex[lf]!r} is not {wanted}", field=lf)
         return found
 
     def _candidates(self, ex: dict[str, Any], src: str) -> list[str]:
@@ -305,12 +287,11 @@ class ClassifierModel(nn.Module):
         if cf not in ex:
             raise DataError(src, f"missing (the inputs need {', '.join(self.config.needed)})", field=cf)
         cands = ex[cf]
-        if isinstance(cands, (str, bytes)) or not isinstance(cands, (list, tuple)):
-            raise DataError(src, f"must be a list of candidate strings, got {type(cands).__name__}", field=cf)
+        if isinstance(cands, (str, bytes)) or not isinstance(cands, (list, tuple)) or not all(
+                isinstance(c, str) for c in cands):
+            raise DataError(src, f"must be a list of candidate strings, got {cands!r:.60}", field=cf)
         if not cands:
             raise DataError(src, "is empty; multiple choice needs at least one candidate", field=cf)
-        if not all(isinstance(c, str) for c in cands):
-            raise DataError(src, "must hold strings", field=cf)
         return list(cands)
 
     def prepare(self, examples: Sequence[dict[str, Any]], sources: Sequence[str] | None = None, *,
@@ -372,10 +353,6 @@ class ClassifierModel(nn.Module):
                                                  for r in rows])
         index = torch.tensor(where, dtype=torch.long)
         return ClassifierBatch(inputs, index[:, 0], index[:, 1], torch.tensor([it.label for it in items]))
-
-    def batches(self, items: Sequence[Item], batch_size: int):
-        for i in range(0, len(items), batch_size):
-            yield self.collate(items[i : i + batch_size])
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: ClassifierBatch) -> Output:
