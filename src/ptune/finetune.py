@@ -38,7 +38,8 @@ from torch import nn
 from .checkpoint import _check_fingerprint, base_fingerprint, load_checkpoint_base, write_checkpoint_dir
 from .config import _check_choice, _from_dict
 from .errors import CheckpointError, ConfigError, DataError
-from .model import Item, LMWrapper, Output, _max_positions, _pad_id, head_input, load_base
+from .lm import LMWrapper, _max_positions, _pad_id, head_input, load_base
+from .model import Item, Output
 from .verbalizer import find_label
 
 __all__ = ["ClassifierConfig", "ClassifierModel", "ClassifierBatch", "ChoiceItem", "CONFIG_NAME", "HEAD_NAME"]

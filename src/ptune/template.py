@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 from .errors import ConfigError, DataError, TemplateError
+from .lm import LMKind, kind_of
 
 __all__ = [
     "Template",
@@ -213,7 +214,7 @@ class Template:
     def compile(
         self,
         tokenizer: Any,
-        kind: ModelKind,
+        kind: ModelKind | LMKind,
         *,
         max_length: int | None = None,
         truncation: Truncation = "longest_first",
@@ -364,33 +365,31 @@ class CompiledTemplate:
         self,
         template: Template,
         tokenizer: Any,
-        kind: ModelKind,
+        kind: ModelKind | LMKind,
         *,
         max_length: int | None = None,
         truncation: Truncation = "longest_first",
     ):
-        if kind not in ("masked", "causal"):
-            raise ConfigError("kind", f"{kind!r} is not a model kind; accepted: masked, causal")
         if truncation not in ("longest_first", "last_first"):
             raise ConfigError(
                 "truncation", f"{truncation!r}; accepted: longest_first, last_first"
             )
         self.template = template
         self.tokenizer = tokenizer
-        self.kind = kind
+        self.kind = kind = kind_of(kind)
         self.truncation = truncation
         limit = getattr(tokenizer, "model_max_length", None)
         if max_length is None:
             max_length = limit if isinstance(limit, int) and limit < 1_000_000 else 512
         self.max_length = int(max_length)
         self.prefix, suffix = special_token_frame(tokenizer)
-        self.suffix = suffix if kind == "masked" else []
+        self.suffix = suffix if kind.answer_in_input else []
         self.placeholder_id = _placeholder_id(tokenizer)
         text = template.text
 
         elements = list(template.elements)
         answer_at = next(k for k, e in enumerate(elements) if isinstance(e, Answer))
-        if kind == "causal" and answer_at + 1 < len(elements):
+        if not kind.answer_in_input and answer_at + 1 < len(elements):
             dropped = elements[answer_at + 1 :]
             if any(isinstance(e, Pseudo) for e in dropped):
                 logger.warning(
@@ -408,7 +407,7 @@ class CompiledTemplate:
         )
 
         self.mask_id: int | None = tokenizer.mask_token_id
-        if kind == "masked" and self.mask_id is None:
+        if kind.answer_in_input and self.mask_id is None:
             raise TemplateError(
                 text, self.answer.column, "the tokenizer has no mask token; is this a masked LM?"
             )
@@ -430,7 +429,7 @@ class CompiledTemplate:
             elif isinstance(e, Pseudo):
                 self._pseudo_start[k] = n
                 n += e.count
-        if kind == "causal" and not self.prefix and not any(
+        if not kind.answer_in_input and not self.prefix and not any(
             isinstance(e, Text | Field | Pseudo | Sep) for e in elements[:answer_at]
         ):
             raise TemplateError(
@@ -486,12 +485,8 @@ class CompiledTemplate:
         """
         if answer_len < 1:
             raise ConfigError("answer_len", f"must be at least 1, got {answer_len}")
-        if self.kind == "causal" and answer_len > 1 and (
-            answer_ids is None or len(answer_ids) != answer_len
-        ):
-            raise ConfigError("answer_ids", "a causal LM needs the answer tokens to score them")
-        extra = answer_len if self.kind == "masked" else answer_len - 1
-        fixed = len(self.prefix) + len(self.suffix) + extra + self.n_pseudo
+        answer_tokens = self.kind.answer_tokens(answer_len, answer_ids, self.mask_id)
+        fixed = len(self.prefix) + len(self.suffix) + len(answer_tokens) + self.n_pseudo
         fixed += sum(len(v) for v in self._anchor_ids.values())
         fixed += sum(1 for e in self.elements if isinstance(e, Sep))
         lengths = {}
@@ -529,14 +524,8 @@ class CompiledTemplate:
                 put([self.tokenizer.sep_token_id])
                 seg += 1
             elif isinstance(e, Answer):
-                if self.kind == "masked":
-                    answer_positions = list(range(len(ids), len(ids) + answer_len))
-                    put([self.mask_id] * answer_len)  # type: ignore[list-item]
-                else:
-                    start = len(ids) - 1
-                    answer_positions = list(range(start, start + answer_len))
-                    if answer_len > 1:
-                        put(list(answer_ids[:-1]))  # type: ignore[index]
+                answer_positions = self.kind.answer_positions(len(ids), answer_len)
+                put(answer_tokens)
         put(self.suffix)
         return Encoded(ids, pseudo, segs, answer_positions)
 
