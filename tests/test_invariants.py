@@ -7,6 +7,7 @@ import torch
 
 from conftest import MASKED, pair
 from ptune import EncoderConfig, PromptConfig, PTunedModel
+from ptune.config import SpeedConfig
 
 TEXTS = ["the movie was great .", "boring", "a wonderful story with brilliant acting and good music ."]
 TEMPLATE = "[P*2] {text} [P] Answer: [MASK] ."
@@ -122,12 +123,14 @@ def test_fast_path_matches_full_vocabulary_path(family, monkeypatch):
     model, _, _ = _model(family, encoder="lstm", normalize="labels", verbalizer={"pos": "the", "neg": "was"})
     model.train()
     batch = model.collate(model.prepare([{"text": t, "label": l} for t, l in zip(TEXTS, ["pos", "neg", "pos"])]))
-    assert model._fast(batch.views[0])
+    from ptune import scoring
+
+    assert scoring._restricted(model, batch.views[0])
     out_fast = model(batch)
     out_fast.loss.backward()
     g_fast = [p.grad.clone() for p in model.prompt_parameters()]
     model.zero_grad()
-    monkeypatch.setattr(model, "_fast", lambda view: False)
+    monkeypatch.setattr(scoring, "_restricted", lambda model, view: False)
     out_slow = model(batch)
     out_slow.loss.backward()
     torch.testing.assert_close(out_fast.scores.softmax(-1), out_slow.scores.softmax(-1), atol=1e-6, rtol=1e-5)
@@ -149,7 +152,7 @@ def test_fast_path_matches_the_plain_path(family):
     out.loss.backward()
     grads = [p.grad.clone() for p in model.prompt_parameters()]
     model.zero_grad()
-    model._capture_ok = False  # the LM computes (batch, seq, vocab) logits as usual
+    model.runner.capture = False  # the LM computes (batch, seq, vocab) logits as usual
     model.eval()
     with torch.no_grad():
         plain = model(batch).scores
@@ -168,7 +171,7 @@ def test_length_buckets_do_not_change_scores():
     items = model.prepare([{"text": t} for t in TEXTS])
     with torch.no_grad():
         plain = model(model.collate(items)).scores
-        model.pad_to_multiple_of = 8
+        model.speed = SpeedConfig(pad_to_multiple_of=8)
         batch = model.collate(items)
         assert batch.views[0].input_ids.shape[1] % 8 == 0
         torch.testing.assert_close(model(batch).scores, plain, atol=1e-5, rtol=1e-5)

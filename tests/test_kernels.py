@@ -8,6 +8,7 @@ from transformers.activations import FastGELUActivation, NewGELUActivation
 
 from conftest import pair
 from ptune import PromptConfig, PTunedModel
+from ptune.config import SpeedConfig
 from ptune.kernels import FusedActivations
 
 
@@ -41,7 +42,7 @@ def test_ptuned_forward_uses_the_fused_kernel_and_matches_the_plain_one():
     try:
         with torch.no_grad():
             fast = model(batch).scores
-            model.lm_shortcuts = False
+            model.speed = SpeedConfig(lm_shortcuts=False)
             plain = model(batch).scores
     finally:
         hook.remove()
@@ -74,7 +75,7 @@ def test_answer_only_last_layer_matches_the_full_forward(family, applies, side):
     batch = model.collate(model.prepare(examples))
     fired = []
     fast = _scores_and_grads(model, batch, lm_grads=True)
-    shortcut = model.__dict__["_answer_only_layer"]
+    shortcut = model.runner._answer_only
     if shortcut.layer is not None:
         hook = shortcut.layer.attention.output.register_forward_hook(lambda m, a, o: fired.append(o.shape[1]))
     else:
@@ -82,7 +83,7 @@ def test_answer_only_last_layer_matches_the_full_forward(family, applies, side):
     _scores_and_grads(model, batch)
     if hook is not None:
         hook.remove()
-    model.lm_shortcuts = False
+    model.speed = SpeedConfig(lm_shortcuts=False)
     full = _scores_and_grads(model, batch, lm_grads=True)
     assert shortcut._ok is applies
     if applies:  # the attention output was cut to the answer positions (1 or 2 masks per row)
@@ -97,7 +98,7 @@ def test_answer_only_last_layer_matches_the_full_forward(family, applies, side):
 def test_shortcuts_step_aside_for_activation_checkpointing():
     """An LM that recomputes its layers in backward runs them again outside ptune's call: the
     answer-only last layer would not match its recomputation, so training then runs without
-    the shortcuts (same loss and gradients as lm_shortcuts=False, no checkpoint error)."""
+    the shortcuts (same loss and gradients as speed.lm_shortcuts=False, no checkpoint error)."""
     lm, tok = pair("bert", seed=0)
     cfg = PromptConfig(template="[P*2] {text} [MASK] .", verbalizer={"pos": "yes", "neg": "no"})
     model = PTunedModel(lm, tok, cfg, seed=0)
@@ -107,7 +108,7 @@ def test_shortcuts_step_aside_for_activation_checkpointing():
     batch = model.collate(model.prepare([{"text": "a good film", "label": "pos"}, {"text": "bad", "label": "neg"}]))
     runs = []
     for shortcuts in (True, False):
-        model.lm_shortcuts = shortcuts
+        model.speed = SpeedConfig(lm_shortcuts=shortcuts)
         torch.manual_seed(0)
         runs.append(_scores_and_grads(model, batch, lm_grads=True))
     torch.testing.assert_close(runs[0][0], runs[1][0])

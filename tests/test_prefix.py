@@ -5,18 +5,26 @@ full forward."""
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+
 import pytest
 import torch
 
 from conftest import pair
 from ptune import EncoderConfig, PromptConfig, PTunedModel
+from ptune.config import SpeedConfig
 
 TEXTS = ["the movie was great and i loved it , really .", "boring plot and awful dialogue , bad film , yes .",
          "Paris is the capital of France and Rome is the capital of Italy ."]
 
 
+def _cached(model, on: bool) -> None:
+    model.speed = dataclasses.replace(model.speed, prefix_cache=on)
+
+
 def _run(model, examples, prefix):
-    model.prefix_cache = prefix
+    _cached(model, prefix)
     model.train()
     for p in model.encoder.parameters():
         p.grad = None
@@ -51,7 +59,6 @@ def test_prefix_path_equals_full_forward(family, side, words, layout):
     model = PTunedModel(lm, tok, cfg, seed=0)
     examples = [{"text": t, "label": lab} for t, lab in zip(TEXTS, ["pos", "neg", "pos"])]
     fast, fast_grads, fast_calls = _run(model, examples, True)
-    assert model.prefix_cache, "the cached path fell back to the full forward"
     full, full_grads, full_calls = _run(model, examples, False)
     assert len(fast_calls) > len(full_calls), "a prefix pass must have run"
     assert sum(r * t for r, t, g in fast_calls if g) < sum(r * t for r, t, _ in full_calls), \
@@ -96,12 +103,16 @@ def test_prefix_path_off_where_it_does_not_apply():
     assert len(calls) == 1
     cfg = PromptConfig(template="[P*2] {text} [P] [MASK]", verbalizer={"pos": "yes", "neg": "no"})
     model = PTunedModel(lm, tok, cfg, seed=0)
-    model.shared_prefix_min_tokens = 100  # as on an accelerator: 2 saved tokens do not pay for a pass
+    model.speed = SpeedConfig(shared_prefix_min_tokens=100)  # as on an accelerator: 2 saved tokens do not pay for a pass
     _, _, calls = _run(model, examples, True)
     assert len(calls) == 1
 
 
-def test_a_model_that_rejects_the_cache_falls_back_to_the_full_forward(monkeypatch, caplog):
+def test_a_failure_in_the_cached_path_is_an_error_that_names_the_switch(monkeypatch):
+    """A shortcut that fails raises (with a hint), never degrades silently; the switch then
+    gives the full forward."""
+    from ptune import cache
+
     lm, tok = pair("gpt2", seed=0)
     cfg = PromptConfig(template="{text} [P*2] Answer: [MASK]", verbalizer={"pos": "yes", "neg": "no"})
     model = PTunedModel(lm, tok, cfg, seed=0)
@@ -111,9 +122,13 @@ def test_a_model_that_rejects_the_cache_falls_back_to_the_full_forward(monkeypat
     def broken(*a, **kw):
         raise NotImplementedError("no cache here")
 
-    monkeypatch.setattr(model, "_answer_hidden_cached", broken)
-    scores, grads, calls = _run(model, examples, True)
-    assert model.prefix_cache is False and "no frozen-prefix cache" in caplog.text
+    monkeypatch.setattr(cache, "answer_hidden_cached", broken)
+    with pytest.raises(NotImplementedError) as info:
+        _run(model, examples, True)
+    if sys.version_info >= (3, 11):  # exceptions carry notes
+        assert "model.speed.prefix_cache = False" in " ".join(info.value.__notes__)
+    assert model.speed.prefix_cache, "the switch stays where the user put it"
+    scores, grads, _ = _run(model, examples, False)
     torch.testing.assert_close(scores, full)
     for a, b in zip(grads, full_grads):
         torch.testing.assert_close(a, b)
@@ -135,15 +150,14 @@ def test_rows_of_one_example_share_its_prefix_at_evaluation(family, side):
                                               with_kwargs=True)
     try:
         with torch.no_grad():
-            model.prefix_cache = True
+            _cached(model, True)
             fast = model(model.collate(items)).scores
-            shared, kept = list(shapes), model.prefix_cache
-            model.prefix_cache = False
+            shared = list(shapes)
+            _cached(model, False)
             full = model(model.collate(items)).scores
     finally:
         hook.remove()
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
-    assert kept, "the cached path fell back to the full forward"
     views = model.collate(items).views
     multi = [v for v in views if v.row_example.numel() > len(set(v.row_example.tolist()))]
     assert multi, "the test needs rows that repeat an example"
@@ -168,7 +182,7 @@ def test_evaluation_reuses_the_shared_prefix_until_the_prompt_or_lm_changes():
                                               with_kwargs=True)
 
     def scores(cached=True):
-        model.prefix_cache = cached
+        _cached(model, cached)
         with torch.no_grad():
             return model(batch).scores
 
@@ -207,7 +221,7 @@ def test_cached_paths_step_aside_for_activation_checkpointing():
     lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     examples = [{"text": t, "label": "pos"} for t in TEXTS]
     _, _, calls = _run(model, examples, True)
-    assert len(calls) == 1 and model.prefix_cache
+    assert len(calls) == 1 and model.speed.prefix_cache
 
 
 def test_shared_prefix_memo_tells_autocast_and_replaced_weights_apart():
@@ -217,17 +231,17 @@ def test_shared_prefix_memo_tells_autocast_and_replaced_weights_apart():
     batch = model.collate(model.prepare([{"text": t, "label": "pos"} for t in TEXTS]))
     with torch.no_grad():
         model(batch)
-        key = model.__dict__["_shared_memo"][0]
+        key = model._memo.key
         with torch.autocast("cpu", dtype=torch.bfloat16):
             model(batch)
-        assert model.__dict__["_shared_memo"][0] != key, "bf16 autocast needs its own keys and values"
+        assert model._memo.key != key, "bf16 autocast needs its own keys and values"
         model(batch)
-        key = model.__dict__["_shared_memo"][0]
+        key = model._memo.key
         fresh, _ = pair("gpt2", seed=1)  # other weights, assigned as new tensors (versions start at 0)
         model.lm.load_state_dict(fresh.state_dict(), assign=True)
         model(batch)
-        assert model.__dict__["_shared_memo"][0] != key
-        model.prefix_cache = False
+        assert model._memo.key != key
+        _cached(model, False)
         full = model(batch).scores
-        model.prefix_cache = True
+        _cached(model, True)
         torch.testing.assert_close(model(batch).scores, full, atol=1e-5, rtol=1e-5)

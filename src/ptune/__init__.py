@@ -16,10 +16,11 @@ Example:
 __version__ = "0.1.0"
 
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from .config import PromptConfig, TrainConfig  # noqa: E402
+from .config import PromptConfig, SpeedConfig, TrainConfig  # noqa: E402
 from .encoder import EncoderConfig, PromptEncoder  # noqa: E402
 from .errors import CheckpointError, ConfigError, DataError, PtuneError, TemplateError  # noqa: E402
 from .finetune import ClassifierConfig, ClassifierModel  # noqa: E402
+from .lm import detect_kind, load_base  # noqa: E402
 from .model import PTunedModel  # noqa: E402
 from .template import Template  # noqa: E402
 from .trainer import TrainResult, evaluate, train  # noqa: E402
@@ -31,6 +32,9 @@ __all__ = [
     "ClassifierModel",
     "ClassifierConfig",
     "TrainConfig",
+    "SpeedConfig",
+    "load_base",
+    "detect_kind",
     "EncoderConfig",
     "PromptEncoder",
     "Template",

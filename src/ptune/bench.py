@@ -29,9 +29,10 @@ import torch
 
 from .config import COMPILE_MODES, PromptConfig
 from .encoder import EncoderConfig
+from .lm import KINDS
 from .model import Item, PTunedModel
 
-__all__ = ["ARCHS", "build_model", "run_bench", "main"]
+__all__ = ["ARCHS", "random_model", "run_bench", "main"]
 
 ARCHS: dict[str, dict[str, Any]] = {
     "tiny": dict(family="gpt2", n_layer=2, n_embd=64, n_head=2, vocab_size=1000),
@@ -48,7 +49,7 @@ ARCHS: dict[str, dict[str, Any]] = {
 }
 
 
-def build_model(arch: str, dtype: torch.dtype = torch.float32) -> tuple[Any, str]:
+def random_model(arch: str, dtype: torch.dtype = torch.float32) -> tuple[Any, str]:
     """A random-init model of a named size, and its kind."""
     import transformers as tf
 
@@ -74,7 +75,8 @@ _WORDS = [a + b for a in ("ba", "ko", "mi", "tu", "le", "ra", "si", "no", "pe", 
 def _tokenizer(kind: str) -> Any:
     from .tiny import train_tokenizer
 
-    return train_tokenizer("bert" if kind == "masked" else "gpt2", [" ".join(_WORDS)] * 5, vocab_size=1200)
+    family = "bert" if KINDS[kind].answer_in_input else "gpt2"
+    return train_tokenizer(family, [" ".join(_WORDS)] * 5, vocab_size=1200)
 
 
 @dataclass
@@ -101,8 +103,9 @@ def _ptune_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, enc
     if len(words) < n_cand:
         raise RuntimeError(f"the bench tokenizer has only {len(words)} single-token candidate words")
     a, b = n_pseudo // 3, n_pseudo - 2 * (n_pseudo // 3)
-    template = f"[P*{a}] {{text}} [P*{a}] [MASK]" + (f" [P*{b}]" if kind == "masked" else "")
-    if kind == "causal":
+    if KINDS[kind].answer_in_input:  # masked LMs: pseudo tokens after the answer slot too
+        template = f"[P*{a}] {{text}} [P*{a}] [MASK] [P*{b}]"
+    else:
         template = f"[P*{a}] {{text}} [P*{n_pseudo - a}] [MASK]"
     if layout == "text-first":  # the input, then every pseudo token, then the answer slot
         template = f"{{text}} [P*{n_pseudo}] [MASK]"
@@ -123,15 +126,16 @@ def _peft_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, enco
     from peft import PromptEncoderConfig, get_peft_model
 
     hidden = lm.get_input_embeddings().embedding_dim
+    masked = KINDS[kind].answer_in_input
     cfg = PromptEncoderConfig(
-        task_type="CAUSAL_LM" if kind == "causal" else "FEATURE_EXTRACTION", num_virtual_tokens=n_pseudo,
+        task_type="FEATURE_EXTRACTION" if masked else "CAUSAL_LM", num_virtual_tokens=n_pseudo,
         token_dim=hidden, encoder_reparameterization_type="MLP" if encoder == "mlp" else "LSTM",
         encoder_hidden_size=hidden,
     )
     model = get_peft_model(lm, cfg).to(device)
     ids = ids.to(device)
     mask = torch.ones_like(ids)
-    if kind == "masked":  # answer at a [MASK]-like last position, read by hand
+    if masked:  # answer at a [MASK]-like last position, read by hand
         labels = None
     else:
         labels = torch.full_like(ids, -100)
@@ -139,7 +143,7 @@ def _peft_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, enco
     params = [p for p in model.parameters() if p.requires_grad]
 
     def loss_of() -> torch.Tensor:
-        if kind == "causal":
+        if not masked:
             return model(input_ids=ids, attention_mask=mask, labels=labels).loss
         logits = model(input_ids=ids, attention_mask=mask).logits  # (B, n_pseudo + T, V)
         return torch.nn.functional.cross_entropy(logits[:, -1].float(), target.to(device))
@@ -189,12 +193,12 @@ def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, devic
     ``[P*3] {text} [P*6] [MASK]``), ``pseudo-first`` (all before the text, as PEFT has
     them) or ``text-first`` (all after it). With a causal LM, ptune runs the pseudo tokens
     before the text once per batch and, after the text, runs the text without autograd:
-    see :meth:`ptune.model.PTunedModel._answer_hidden_cached`. PEFT always puts them first.
+    see :func:`ptune.cache.answer_hidden_cached`. PEFT always puts them first.
     ``compile`` compiles the shared LM in place (``torch.compile``; a string is its mode):
     both sides run it.
     """
     tdtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    lm, kind = build_model(arch)
+    lm, kind = random_model(arch)
     lm.to(device)
     for p in lm.parameters():
         p.requires_grad_(False)
@@ -238,7 +242,7 @@ def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, devic
             row[f"{phase}_spread_ms"] = [round(1000 * t[int(0.1 * (len(t) - 1))], 2), round(1000 * t[int(0.9 * (len(t) - 1))], 2)]
             row[f"{phase}_samples_per_s"] = round(batch / med, 2)
             row[f"{phase}_tflops"] = round(flops_per_token * non_emb * tokens * batch / med / 1e12, 3)
-        if kind == "masked" and s.name == "peft":
+        if KINDS[kind].answer_in_input and s.name == "peft":
             row["note"] = "PEFT has no masked-LM task type: FEATURE_EXTRACTION wrapper, loss at the mask by hand"
         rows.append(row)
     return rows

@@ -38,11 +38,12 @@ Example:
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 from .errors import ConfigError, DataError, TemplateError
+from .lm import LMKind, kind_of
+from .syntax import Answer, Element, Field, Pseudo, Sep, Text, parse_elements
 
 __all__ = [
     "Template",
@@ -61,57 +62,6 @@ logger = logging.getLogger(__name__)
 
 ModelKind = Literal["masked", "causal"]
 Truncation = Literal["longest_first", "last_first"]
-
-_FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
-_PSEUDO_RE = re.compile(r"P(?:\*(\d+))?(?::(.*))?$", re.S)
-_ESCAPES = {"[": "[", "]": "]", "{": "{", "}": "}", "\\": "\\"}
-MAX_PSEUDO_PER_MARKER = 512
-
-
-# ----------------------------------------------------------------------------- elements
-@dataclass(frozen=True)
-class Text:
-    """Literal text: anchor tokens."""
-
-    text: str
-    column: int
-
-
-@dataclass(frozen=True)
-class Field:
-    """An input field of the example; ``shorten`` marks it as cuttable."""
-
-    name: str
-    shorten: bool
-    column: int
-    space_before: bool = False
-
-
-@dataclass(frozen=True)
-class Pseudo:
-    """``count`` pseudo tokens, optionally initialised from the embedding of ``init``."""
-
-    count: int
-    init: str | None
-    column: int
-
-
-@dataclass(frozen=True)
-class Answer:
-    """The answer slot: mask token(s) for a masked LM, the continuation for a causal LM."""
-
-    column: int
-    space_before: bool = False
-
-
-@dataclass(frozen=True)
-class Sep:
-    """The tokenizer's separator token; what follows is the next segment."""
-
-    column: int
-
-
-Element = Text | Field | Pseudo | Answer | Sep
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -143,52 +93,7 @@ class Template:
             TemplateError: naming the column of an unknown marker, an unbalanced bracket,
                 a bad field name, a missing or second answer slot.
         """
-        if not isinstance(text, str):
-            raise TemplateError(repr(text), None, "a template must be a string")
-        elements: list[Element] = []
-        buf: list[str] = []
-        buf_col = 0
-        i = 0
-
-        def flush() -> None:
-            if buf:
-                elements.append(Text("".join(buf), buf_col))
-                buf.clear()
-
-        while i < len(text):
-            ch = text[i]
-            if ch == "\\":
-                if i + 1 < len(text) and text[i + 1] in _ESCAPES:
-                    if not buf:
-                        buf_col = i
-                    buf.append(text[i + 1])
-                    i += 2
-                    continue
-                raise TemplateError(text, i, "a backslash must be followed by one of [ ] { } \\")
-            if ch in "]}":
-                raise TemplateError(
-                    text, i, f"unbalanced {ch!r}; write \\{ch} for a literal bracket"
-                )
-            if ch in "[{":
-                close = "]" if ch == "[" else "}"
-                end = _find_close(text, i, close)
-                inner = text[i + 1 : end]
-                flush()
-                elements.append(_parse_marker(text, i, ch, inner, x_field))
-                i = end + 1
-                continue
-            if not buf:
-                buf_col = i
-            buf.append(ch)
-            i += 1
-        flush()
-        elements = _attach_spaces(elements)
-        answers = [e for e in elements if isinstance(e, Answer)]
-        if not answers:
-            raise TemplateError(text, None, "no answer slot; put [MASK] where the answer goes")
-        if len(answers) > 1:
-            raise TemplateError(text, answers[1].column, "a second answer slot; one is allowed")
-        return cls(text, tuple(elements))
+        return cls(text, parse_elements(text, x_field))
 
     # --------------------------------------------------------------- properties
     @property
@@ -213,7 +118,7 @@ class Template:
     def compile(
         self,
         tokenizer: Any,
-        kind: ModelKind,
+        kind: ModelKind | LMKind,
         *,
         max_length: int | None = None,
         truncation: Truncation = "longest_first",
@@ -222,83 +127,6 @@ class Template:
         return CompiledTemplate(
             self, tokenizer, kind, max_length=max_length, truncation=truncation
         )
-
-
-def _find_close(text: str, start: int, close: str) -> int:
-    j = start + 1
-    while j < len(text):
-        if text[j] == "\\":
-            j += 2
-            continue
-        if text[j] == close:
-            return j
-        if text[j] in "[{":
-            raise TemplateError(
-                text, start, f"unbalanced {text[start]!r}: {text[j]!r} opens at column {j + 1} "
-                f"before {close!r} closes it"
-            )
-        j += 1
-    raise TemplateError(text, start, f"unbalanced {text[start]!r}: no closing {close!r}")
-
-
-def _parse_marker(text: str, col: int, opener: str, inner: str, x_field: str) -> Element:
-    if opener == "{":
-        name, _, opts = inner.partition(":")
-        name = name.strip()
-        if not _FIELD_RE.match(name):
-            raise TemplateError(
-                text, col, f"bad field name {name!r}; use letters, digits and _ (e.g. {{premise}})"
-            )
-        shorten = False
-        if opts:
-            for opt in (o.strip() for o in opts.split(",")):
-                if opt == "shorten":
-                    shorten = True
-                else:
-                    raise TemplateError(
-                        text, col, f"unknown field option {opt!r}; accepted: shorten"
-                    )
-        return Field(name, shorten, col)
-    if inner in ("MASK", "Y"):
-        return Answer(col)
-    if inner == "X":
-        return Field(x_field, False, col)
-    if inner == "SEP":
-        return Sep(col)
-    m = _PSEUDO_RE.match(inner)
-    if m:
-        count = int(m.group(1)) if m.group(1) is not None else 1
-        if not 1 <= count <= MAX_PSEUDO_PER_MARKER:
-            raise TemplateError(
-                text, col, f"[P*{count}]: the count must be 1 to {MAX_PSEUDO_PER_MARKER}"
-            )
-        init = m.group(2)
-        if init is not None and not init.strip():
-            raise TemplateError(text, col, "[P:word] needs a word after the colon")
-        return Pseudo(count, init.strip() if init else None, col)
-    raise TemplateError(
-        text,
-        col,
-        f"unknown marker [{inner}]; accepted: [P], [P*n], [P:word], [MASK], [Y], [X], [SEP] "
-        "(write \\[ for a literal bracket)",
-    )
-
-
-def _attach_spaces(elements: Sequence[Element]) -> list[Element]:
-    """Record, on fields and the answer slot, whether whitespace precedes them."""
-    out: list[Element] = []
-    prev_space = False
-    for k, e in enumerate(elements):
-        if isinstance(e, Field):
-            e = Field(e.name, e.shorten, e.column, space_before=prev_space and k > 0)
-        elif isinstance(e, Answer):
-            e = Answer(e.column, space_before=prev_space and k > 0)
-        out.append(e)
-        if isinstance(e, Text):
-            prev_space = e.text[-1:].isspace()
-        else:
-            prev_space = False
-    return out
 
 
 # ----------------------------------------------------------------------------- special tokens
@@ -364,33 +192,31 @@ class CompiledTemplate:
         self,
         template: Template,
         tokenizer: Any,
-        kind: ModelKind,
+        kind: ModelKind | LMKind,
         *,
         max_length: int | None = None,
         truncation: Truncation = "longest_first",
     ):
-        if kind not in ("masked", "causal"):
-            raise ConfigError("kind", f"{kind!r} is not a model kind; accepted: masked, causal")
         if truncation not in ("longest_first", "last_first"):
             raise ConfigError(
                 "truncation", f"{truncation!r}; accepted: longest_first, last_first"
             )
         self.template = template
         self.tokenizer = tokenizer
-        self.kind = kind
+        self.kind = kind = kind_of(kind)
         self.truncation = truncation
         limit = getattr(tokenizer, "model_max_length", None)
         if max_length is None:
             max_length = limit if isinstance(limit, int) and limit < 1_000_000 else 512
         self.max_length = int(max_length)
         self.prefix, suffix = special_token_frame(tokenizer)
-        self.suffix = suffix if kind == "masked" else []
+        self.suffix = suffix if kind.answer_in_input else []
         self.placeholder_id = _placeholder_id(tokenizer)
         text = template.text
 
         elements = list(template.elements)
         answer_at = next(k for k, e in enumerate(elements) if isinstance(e, Answer))
-        if kind == "causal" and answer_at + 1 < len(elements):
+        if not kind.answer_in_input and answer_at + 1 < len(elements):
             dropped = elements[answer_at + 1 :]
             if any(isinstance(e, Pseudo) for e in dropped):
                 logger.warning(
@@ -408,7 +234,7 @@ class CompiledTemplate:
         )
 
         self.mask_id: int | None = tokenizer.mask_token_id
-        if kind == "masked" and self.mask_id is None:
+        if kind.answer_in_input and self.mask_id is None:
             raise TemplateError(
                 text, self.answer.column, "the tokenizer has no mask token; is this a masked LM?"
             )
@@ -430,7 +256,7 @@ class CompiledTemplate:
             elif isinstance(e, Pseudo):
                 self._pseudo_start[k] = n
                 n += e.count
-        if kind == "causal" and not self.prefix and not any(
+        if not kind.answer_in_input and not self.prefix and not any(
             isinstance(e, Text | Field | Pseudo | Sep) for e in elements[:answer_at]
         ):
             raise TemplateError(
@@ -486,12 +312,8 @@ class CompiledTemplate:
         """
         if answer_len < 1:
             raise ConfigError("answer_len", f"must be at least 1, got {answer_len}")
-        if self.kind == "causal" and answer_len > 1 and (
-            answer_ids is None or len(answer_ids) != answer_len
-        ):
-            raise ConfigError("answer_ids", "a causal LM needs the answer tokens to score them")
-        extra = answer_len if self.kind == "masked" else answer_len - 1
-        fixed = len(self.prefix) + len(self.suffix) + extra + self.n_pseudo
+        answer_tokens = self.kind.answer_tokens(answer_len, answer_ids, self.mask_id)
+        fixed = len(self.prefix) + len(self.suffix) + len(answer_tokens) + self.n_pseudo
         fixed += sum(len(v) for v in self._anchor_ids.values())
         fixed += sum(1 for e in self.elements if isinstance(e, Sep))
         lengths = {}
@@ -529,14 +351,8 @@ class CompiledTemplate:
                 put([self.tokenizer.sep_token_id])
                 seg += 1
             elif isinstance(e, Answer):
-                if self.kind == "masked":
-                    answer_positions = list(range(len(ids), len(ids) + answer_len))
-                    put([self.mask_id] * answer_len)  # type: ignore[list-item]
-                else:
-                    start = len(ids) - 1
-                    answer_positions = list(range(start, start + answer_len))
-                    if answer_len > 1:
-                        put(list(answer_ids[:-1]))  # type: ignore[index]
+                answer_positions = self.kind.answer_positions(len(ids), answer_len)
+                put(answer_tokens)
         put(self.suffix)
         return Encoded(ids, pseudo, segs, answer_positions)
 
