@@ -1,9 +1,11 @@
-"""Shared fixtures: tiny tokenizers trained here and random-init models from configs."""
+"""Shared fixtures: tiny tokenizers trained here, random-init models from configs, the mini
+world (built once per session) and the ``slow`` marker."""
 
 from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,6 +32,22 @@ FAMILIES = ["gpt2", "llama", "bert", "roberta", "albert"]
 MASKED = {"bert", "roberta", "albert", "deberta-v2"}
 
 _TOKENIZERS: dict[str, object] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes more than about 10 s; runs by default "
+                                       "(deselect with -m 'not slow')")
+
+
+@pytest.fixture(scope="session")
+def mini_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The mini synthetic world (``WorldConfig.mini()``: LAMA files, GPT and BERT), built once
+    per test session. Tests read it and never write into it."""
+    from ptune.world import WorldConfig, build_world
+
+    out = tmp_path_factory.mktemp("world") / "mini"
+    build_world(out, WorldConfig.mini())
+    return out
 
 
 def tokenizer_for(family: str):

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-import pytest
 
 from ptune.config import TrainConfig
 from ptune.demo import _checks, run_demo, summary_markdown
 from ptune.model import load_base
 from ptune.tasks import lama
-from ptune.world import WorldConfig, build_world
-
-
-@pytest.fixture(scope="module")
-def mini_world(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("demo") / "world"
-    build_world(out, WorldConfig.mini())
-    return out
+from ptune.world import WorldConfig
 
 
 def test_build_then_probe_ptuning_beats_a_random_prompt(mini_world, tmp_path):

@@ -17,11 +17,10 @@ MINI = WorldConfig.mini()
 FACT_KEYS = {"sub_label", "obj_label", "predicate_id", "sub_uri", "obj_uri"}
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("world") / "mini"
-    build_world(out, MINI)
-    return out
+@pytest.fixture
+def world(mini_world: Path) -> Path:
+    """The session's mini world (tests/conftest.py)."""
+    return mini_world
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from .checkpoint import write_json_atomic
 from .config import TrainConfig
+from .files import write_json_atomic, write_text_atomic
 from .model import load_base
 from .tasks.lama import ProbeConfig, probe
 
@@ -59,7 +59,7 @@ def _macro(results: dict[str, Any], method: str) -> float | None:
     return None if s is None else s["macro"]["p@1"]
 
 
-def _checks(row: dict[str, float | None], kind: str) -> list[tuple[str, bool]]:
+def _checks(row: dict[str, float | None], which: str) -> list[tuple[str, bool]]:
     def v(k: str) -> float:
         x = row.get(k)
         return float("nan") if x is None else x
@@ -68,7 +68,7 @@ def _checks(row: dict[str, float | None], kind: str) -> list[tuple[str, bool]]:
         ("P-tuning >= 0.9 x oracle", v("ptuning") >= 0.9 * v("oracle")),
         ("random-LM control <= majority + 0.1", v("random LM") <= v("majority") + 0.1),
     ]
-    if kind == "gpt":
+    if which == "gpt":
         checks = [("oracle >= 0.9", v("oracle") >= 0.9), ("manual <= 0.5", v("manual") <= 0.5),
                   ("P-tuning >= manual + 0.3", v("ptuning") >= v("manual") + 0.3)] + checks
     else:
@@ -113,7 +113,7 @@ def run_demo(output: str | Path = "runs/demo", *, world_dir: str | Path | None =
         "seconds": {"total": round(time.perf_counter() - t0, 1), "probe": round(time.perf_counter() - t_probe, 1)},
     }
     write_json_atomic(out / "summary.json", summary)
-    (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
+    write_text_atomic(out / "summary.md", summary_markdown(summary))
     _plot(rows, out / "p_at_1.png")
     return summary
 

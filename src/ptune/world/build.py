@@ -6,11 +6,12 @@ import json
 import logging
 import os
 import platform
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from ..files import atomic_dir
+from ..model import detect_kind
 from .facts import _make_world, _World, _write_lama, corpus
 from .pretrain import _best, _models, _pack, _pretrain, _probe, _tokenizers
 from .spec import _SPECIALS, RELATIONS, WorldConfig
@@ -40,7 +41,7 @@ def build_world(output_dir: str | os.PathLike[str], config: WorldConfig | None =
                 overwrite: bool = False) -> dict[str, Any]:
     """Generate a world, write its LAMA files, pretrain its LMs and check what they memorized.
 
-    The folder is written atomically (a temporary sibling folder, then a rename).
+    The folder is written atomically (:func:`ptune.files.atomic_dir`).
 
     Args:
         output_dir: the world folder to create.
@@ -61,58 +62,56 @@ def build_world(output_dir: str | os.PathLike[str], config: WorldConfig | None =
     out = Path(output_dir)
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True to replace it")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     old_threads = torch.get_num_threads()
     threads = cfg.threads or _default_threads()
     torch.set_num_threads(threads)
-    timings: dict[str, float] = {}
     try:
-        t = time.perf_counter()
-        world = _make_world(cfg)
-        lines = list(corpus(cfg))
-        facts = _write_lama(tmp / "lama", cfg, world)
-        timings["world"] = time.perf_counter() - t
-        t = time.perf_counter()
-        toks = dict(zip(("gpt", "bert"), _tokenizers(cfg, lines, world.objects)))
-        timings["tokenizer"] = time.perf_counter() - t
-        special = {s: toks["gpt"].convert_tokens_to_ids(s) for s in _SPECIALS}
-        vocab = len(toks["gpt"])
-        sentences = toks["gpt"](lines, add_special_tokens=False)["input_ids"]
-        obj_ids = set(toks["gpt"].convert_tokens_to_ids(world.objects))
-        period = toks["gpt"].convert_tokens_to_ids(".")
-        models = _models(cfg, vocab, special)
-        meta: dict[str, Any] = {"config": cfg.to_dict(), "seed": cfg.seed, "threads": threads, "counts": {
-            "facts": facts, "objects": len(world.objects), "vocab_size": vocab,
-            "entities": {k: len(v) for k, v in world.entities.items()},
-            "corpus": {"sentences": len(lines), "tokens": sum(map(len, sentences))}}, "pretraining": {}}
-        logger.info("world: %d facts, %d sentences, %d tokens, vocabulary %d", sum(c["all"] for c in facts.values()),
-                    len(lines), meta["counts"]["corpus"]["tokens"], vocab)
-        for kind, model in models.items():
-            t = time.perf_counter()
-            start, end = (special["<eos>"], None) if kind == "gpt" else (special["[CLS]"], special["[SEP]"])
-            blocks, slots = _pack(sentences, cfg.block, start, end, special["[PAD]"], obj_ids, period)
-            meta["pretraining"][kind] = _pretrain(model, blocks, slots, cfg, kind, special, vocab, progress)
-            meta["pretraining"][kind]["parameters"] = sum(p.numel() for p in model.parameters())
-            model.save_pretrained(tmp / kind)
-            toks[kind].save_pretrained(tmp / kind)
-            timings[kind] = time.perf_counter() - t
-            logger.info("%s pretrained in %.1f s", kind, timings[kind])
-        t = time.perf_counter()
-        meta["memorized"] = {kind: _summary(tmp, kind, world, cfg) for kind in models}
-        timings["memorization"] = time.perf_counter() - t
-        meta["timings"] = {k: round(v, 2) for k, v in timings.items()}
-        meta["versions"] = _versions()
-        (tmp / "world.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_dir(out) as tmp:
+            return _build(tmp, cfg, threads, progress)
     finally:
         torch.set_num_threads(old_threads)
+
+
+def _build(tmp: Path, cfg: WorldConfig, threads: int, progress: bool) -> dict[str, Any]:
+    """Write the world into the empty folder ``tmp``; return its metadata."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    world = _make_world(cfg)
+    lines = list(corpus(cfg))
+    facts = _write_lama(tmp / "lama", cfg, world)
+    timings["world"] = time.perf_counter() - t
+    t = time.perf_counter()
+    toks = dict(zip(("gpt", "bert"), _tokenizers(cfg, lines, world.objects)))
+    timings["tokenizer"] = time.perf_counter() - t
+    special = {s: toks["gpt"].convert_tokens_to_ids(s) for s in _SPECIALS}
+    vocab = len(toks["gpt"])
+    sentences = toks["gpt"](lines, add_special_tokens=False)["input_ids"]
+    obj_ids = set(toks["gpt"].convert_tokens_to_ids(world.objects))
+    period = toks["gpt"].convert_tokens_to_ids(".")
+    models = _models(cfg, vocab, special)
+    meta: dict[str, Any] = {"config": cfg.to_dict(), "seed": cfg.seed, "threads": threads, "counts": {
+        "facts": facts, "objects": len(world.objects), "vocab_size": vocab,
+        "entities": {k: len(v) for k, v in world.entities.items()},
+        "corpus": {"sentences": len(lines), "tokens": sum(map(len, sentences))}}, "pretraining": {}}
+    logger.info("world: %d facts, %d sentences, %d tokens, vocabulary %d", sum(c["all"] for c in facts.values()),
+                len(lines), meta["counts"]["corpus"]["tokens"], vocab)
+    for name, model in models.items():
+        t = time.perf_counter()
+        causal = detect_kind(model) == "causal"
+        start, end = (special["<eos>"], None) if causal else (special["[CLS]"], special["[SEP]"])
+        blocks, slots = _pack(sentences, cfg.block, start, end, special["[PAD]"], obj_ids, period)
+        meta["pretraining"][name] = _pretrain(model, blocks, slots, cfg, name, special, vocab, progress)
+        meta["pretraining"][name]["parameters"] = sum(p.numel() for p in model.parameters())
+        model.save_pretrained(tmp / name)
+        toks[name].save_pretrained(tmp / name)
+        timings[name] = time.perf_counter() - t
+        logger.info("%s pretrained in %.1f s", name, timings[name])
+    t = time.perf_counter()
+    meta["memorized"] = {name: _summary(tmp, name, world, cfg) for name in models}
+    timings["memorization"] = time.perf_counter() - t
+    meta["timings"] = {k: round(v, 2) for k, v in timings.items()}
+    meta["versions"] = _versions()
+    (tmp / "world.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return meta
 
 

@@ -3,16 +3,18 @@ and a BERT on the corpus, and the memorization check (which wordings recall the 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
-from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
+from ..config import PromptConfig
 from ..errors import ConfigError
+from ..model import PTunedModel, detect_kind, load_base
+from ..tasks.lama import load_facts, load_relations, rank_eval, vocabulary
+from ..tiny import tokenizer_backend, wrap_tokenizer
+from ..verbalizer import Verbalizer
 from .spec import _SPECIALS, SPLITS, WorldConfig
 
 
@@ -20,70 +22,17 @@ logger = logging.getLogger("ptune.world")
 
 
 # ---------------------------------------------------------------- tokenizer
-def _train_bpe(lines: list[str], vocab_size: int, skip: set[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """BPE merges with ``##`` continuation marks and a deterministic tie-break.
-
-    (The ``tokenizers`` trainer assigns ``##`` ids in hash-map order, so its merges differ
-    from run to run; the world's word types are few, so plain Python is fast enough.)
-    """
-    counts = Counter(w for line in lines for w in re.findall(r"\w+|[^\w\s]+", line) if w not in skip)
-    words = {w: [w[0], *("##" + c for c in w[1:])] for w in sorted(counts)}
-    vocab = [*_SPECIALS, *sorted({t for syms in words.values() for t in syms} - set(_SPECIALS))]
-    pairs: Counter[tuple[str, str]] = Counter()
-    where: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for w, syms in words.items():
-        for p in zip(syms, syms[1:]):
-            pairs[p] += counts[w]
-            where[p].add(w)
-    merges = []
-    while len(vocab) < vocab_size and pairs:
-        best = max(pairs, key=lambda p: (pairs[p], p))
-        merges.append(best)
-        vocab.append(best[0] + best[1][2:])
-        for w in sorted(where.pop(best)):
-            old = words[w]
-            new, i = [], 0
-            while i < len(old):
-                if i + 1 < len(old) and (old[i], old[i + 1]) == best:
-                    new.append(vocab[-1])
-                    i += 2
-                else:
-                    new.append(old[i])
-                    i += 1
-            for p in zip(old, old[1:]):
-                pairs[p] -= counts[w]
-                if pairs[p] <= 0:
-                    del pairs[p]
-            for p in zip(new, new[1:]):
-                pairs[p] += counts[w]
-                where[p].add(w)
-            words[w] = new
-    return {t: i for i, t in enumerate(vocab)}, merges
-
-
 def _tokenizers(cfg: WorldConfig, lines: list[str], objects: list[str]) -> tuple[Any, Any]:
-    """One BPE vocabulary, wrapped twice: GPT (``<eos> $A``) and BERT (``[CLS] $A [SEP]``)."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    """One BPE vocabulary (``##`` continuations, every object one token), wrapped twice:
+    GPT (``<eos> $A``) and BERT (``[CLS] $A [SEP]``)."""
+    from tokenizers import Tokenizer, pre_tokenizers
 
-    vocab, merges = _train_bpe(lines, cfg.vocab_size, skip=set(objects))  # objects: whole tokens, no merges
-    tok = Tokenizer(models.BPE(vocab, merges, unk_token="[UNK]", continuing_subword_prefix="##"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece(prefix="##")
-    tok.add_special_tokens(_SPECIALS)
-    tok.add_tokens([AddedToken(o, single_word=True, normalized=False) for o in objects])
-    ids = {s: tok.token_to_id(s) for s in _SPECIALS}
-    common = dict(pad_token="[PAD]", unk_token="[UNK]", padding_side="right")
-    gpt_tok = Tokenizer.from_str(tok.to_str())
-    gpt_tok.post_processor = processors.TemplateProcessing(
-        single="<eos> $A", pair="<eos> $A $B:1", special_tokens=[("<eos>", ids["<eos>"])])
-    gpt = PreTrainedTokenizerFast(tokenizer_object=gpt_tok, bos_token="<eos>", eos_token="<eos>",
-                                  model_input_names=["input_ids", "attention_mask"], **common)
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
-    bert = PreTrainedTokenizerFast(tokenizer_object=tok, cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"], **common)
+    backend = tokenizer_backend("bert", lines, cfg.vocab_size, objects, specials=_SPECIALS,
+                                pre_tokenizer=pre_tokenizers.Whitespace())
+    gpt = wrap_tokenizer(Tokenizer.from_str(backend.to_str()), template=("<eos> $A", "<eos> $A $B:1"),
+                         bos_token="<eos>", eos_token="<eos>", pad_token="[PAD]", unk_token="[UNK]",
+                         padding_side="right")
+    bert = wrap_tokenizer(backend, "bert", padding_side="right")
     for name, t in (("gpt", gpt), ("bert", bert)):
         for o in objects:  # the harness spells words as after a space
             if len(t(" " + o, add_special_tokens=False)["input_ids"]) != 1:
@@ -126,20 +75,31 @@ def _pack(sentences: list[list[int]], block: int, start: int | None, end: int | 
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """Learning-rate factor at ``step``: linear warm-up from ``1 / warmup``, then cosine to 10 %.
+
+    transformers' ``cosine_with_min_lr`` schedule (``min_lr_rate=0.1``) gives the same
+    factors after warm-up but starts warm-up at 0 (``step / warmup``), so it would train
+    other LMs.
+    """
     if step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))  # cosine to 10 %
 
 
-def _pretrain(model: Any, blocks: Any, slots: Any, cfg: WorldConfig, kind: str, special: dict[str, int],
+def _pretrain(model: Any, blocks: Any, slots: Any, cfg: WorldConfig, name: str, special: dict[str, int],
               vocab: int, progress: bool) -> dict[str, Any]:
-    """Plain loop: AdamW, warm-up + cosine, clip 1.0; causal LM or MLM with object masking."""
+    """Plain loop: AdamW, warm-up + cosine, clip 1.0; causal LM or MLM with object masking.
+
+    ``name`` (``gpt`` or ``bert``) picks the config's epochs, batch size and learning rate;
+    the model's kind picks the objective.
+    """
     import torch
     from tqdm.auto import tqdm
 
-    epochs, batch, lr = ((cfg.gpt_epochs, cfg.gpt_batch, cfg.gpt_lr) if kind == "gpt"
+    epochs, batch, lr = ((cfg.gpt_epochs, cfg.gpt_batch, cfg.gpt_lr) if name == "gpt"
                          else (cfg.bert_epochs, cfg.bert_batch, cfg.bert_lr))
+    causal = detect_kind(model) == "causal"
     n = blocks.shape[0]
     per_epoch = math.ceil(n / batch)
     total = epochs * per_epoch
@@ -150,25 +110,17 @@ def _pretrain(model: Any, blocks: Any, slots: Any, cfg: WorldConfig, kind: str, 
     is_special = is_pad | (blocks == special["[CLS]"]) | (blocks == special["[SEP]"])
     model.train()
     losses: list[float] = []
-    bar = tqdm(total=total, desc=f"pretrain {kind}", disable=not progress)
+    bar = tqdm(total=total, desc=f"pretrain {name}", disable=not progress)
     for _ in range(epochs):
         order = torch.randperm(n, generator=gen)
         for i in range(per_epoch):
             idx = order[i * batch:(i + 1) * batch]
             ids = blocks[idx]
-            if kind == "gpt":
+            if causal:
                 out = model(input_ids=ids, attention_mask=(~is_pad[idx]).long(),
                             labels=ids.masked_fill(is_pad[idx], -100))
-            else:  # 15 % random MLM (80/10/10) plus the object slot with p=object_mask, always [MASK]
-                r = torch.rand(ids.shape, generator=gen)
-                pick = (torch.rand(ids.shape, generator=gen) < cfg.mlm_prob) & ~is_special[idx]
-                obj = slots[idx] & (torch.rand(ids.shape, generator=gen) < cfg.object_mask)
-                inputs = ids.clone()
-                inputs[pick & (r < 0.8)] = special["[MASK]"]
-                rand = pick & (r >= 0.8) & (r < 0.9)
-                inputs[rand] = torch.randint(len(_SPECIALS), vocab, (int(rand.sum()),), generator=gen)
-                inputs[obj] = special["[MASK]"]
-                labels = ids.masked_fill(~(pick | obj), -100)
+            else:
+                inputs, labels = _mlm(ids, slots[idx], is_special[idx], cfg, special["[MASK]"], vocab, gen)
                 out = model(input_ids=inputs, attention_mask=(~is_pad[idx]).long(), labels=labels)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -178,12 +130,28 @@ def _pretrain(model: Any, blocks: Any, slots: Any, cfg: WorldConfig, kind: str, 
             losses.append(out.loss.item())
             bar.update(1)
             if len(losses) % 200 == 0:
-                logger.info("%s step %d/%d loss %.3f", kind, len(losses), total, sum(losses[-50:]) / 50)
+                logger.info("%s step %d/%d loss %.3f", name, len(losses), total, sum(losses[-50:]) / 50)
     bar.close()
     model.eval()
     tail = losses[-min(50, len(losses)):]
     return {"steps": total, "epochs": epochs, "blocks": n, "exposures_per_fact": cfg.reps * epochs,
             "final_loss": round(sum(tail) / len(tail), 4)}
+
+
+def _mlm(ids: Any, slots: Any, is_special: Any, cfg: WorldConfig, mask: int, vocab: int, gen: Any) -> tuple[Any, Any]:
+    """MLM inputs and labels: 15 % random masking (80/10/10) plus the object slot with
+    probability ``object_mask``, always ``[MASK]``."""
+    import torch
+
+    r = torch.rand(ids.shape, generator=gen)
+    pick = (torch.rand(ids.shape, generator=gen) < cfg.mlm_prob) & ~is_special
+    obj = slots & (torch.rand(ids.shape, generator=gen) < cfg.object_mask)
+    inputs = ids.clone()
+    inputs[pick & (r < 0.8)] = mask
+    rand = pick & (r >= 0.8) & (r < 0.9)
+    inputs[rand] = torch.randint(len(_SPECIALS), vocab, (int(rand.sum()),), generator=gen)
+    inputs[obj] = mask
+    return inputs, ids.masked_fill(~(pick | obj), -100)
 
 
 def _models(cfg: WorldConfig, vocab: int, special: dict[str, int]) -> dict[str, Any]:
@@ -207,47 +175,24 @@ def _models(cfg: WorldConfig, vocab: int, special: dict[str, int]) -> dict[str, 
 
 
 # ---------------------------------------------------------------- memorization check
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _probe(world_dir: Path, which: str, splits: tuple[str, ...]) -> dict[str, dict[str, list[float]]]:
-    """P@1 per relation, split and wording (the 4 training wordings, then the manual one)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
-
+    """P@1 per relation, split and wording (the 4 training wordings, then the manual one),
+    scored by LAMA's harness over the world's object vocabulary."""
     if which not in ("gpt", "bert"):
         raise ConfigError("which", f"{which!r}; accepted: gpt, bert")
     lama = world_dir / "lama"
-    tok = AutoTokenizer.from_pretrained(world_dir / which)
-    tok.padding_side = "right"
-    auto = AutoModelForCausalLM if which == "gpt" else AutoModelForMaskedLM
-    lm = auto.from_pretrained(world_dir / which).eval()
-    words = [w for w in (lama / "common_vocab_cased.txt").read_text(encoding="utf-8").split("\n") if w]
-    cand = torch.tensor(tok.convert_tokens_to_ids(words))
+    lm, tok, kind = load_base(str(world_dir / which))
+    verbalizer = Verbalizer.from_vocabulary(vocabulary("common", tok, lama)).to_dict()
     out: dict[str, dict[str, list[float]]] = {}
-    for rel in _read_jsonl(lama / "relations.jsonl"):
-        wordings = [*rel["train_templates"], rel["template"]]
-        out[rel["relation"]] = {}
-        for split in splits:
-            facts = _read_jsonl(lama / "fact-retrieval" / rel["relation"] / f"{split}.jsonl")
-            gold = torch.tensor(tok.convert_tokens_to_ids([f["obj_label"] for f in facts]))
-            accs = [0.0] * len(wordings)
-            for j, w in enumerate(wordings if facts else []):
-                if which == "gpt":  # LAMA convention: cut the template at [Y], predict the next token
-                    texts = [w.split("[Y]")[0].replace("[X]", f["sub_label"]).strip() for f in facts]
-                else:
-                    texts = [w.replace("[X]", f["sub_label"]).replace("[Y]", tok.mask_token) for f in facts]
-                enc = tok(texts, return_tensors="pt", padding=True)
-                with torch.no_grad():
-                    logits = lm(**enc).logits  # (B, T, V)
-                if which == "gpt":
-                    pos = enc["attention_mask"].sum(1) - 1
-                else:
-                    pos = (enc["input_ids"] == tok.mask_token_id).int().argmax(1)
-                answer = logits[torch.arange(len(facts)), pos][:, cand]  # (B, n_candidates)
-                accs[j] = float((cand[answer.argmax(1)] == gold).float().mean())
-            out[rel["relation"]][split] = accs
+    for rid, rel in load_relations(lama).items():
+        facts = {s: load_facts(lama, rid, s) for s in splits}
+        out[rid] = {s: [] for s in splits}
+        for wording in (*rel.train_templates, rel.template):
+            cfg = PromptConfig(template=wording, verbalizer=verbalizer, label_field="object", normalize="vocab",
+                               kind=kind)  # type: ignore[arg-type]
+            model = PTunedModel(lm, tok, cfg, base_model=str(world_dir / which))
+            for s, rec in facts.items():
+                out[rid][s].append(rank_eval(model, rec.examples, rec.sources)["p@1"] if rec is not None else 0.0)
     return out
 
 
@@ -257,7 +202,7 @@ def memorized(world_dir: str | os.PathLike[str], which: Literal["gpt", "bert"], 
 
     Args:
         world_dir: a folder written by :func:`build_world`.
-        which: ``gpt`` (next token after the wording cut at ``[Y]``) or ``bert`` (``[MASK]``).
+        which: ``gpt`` (the causal LM) or ``bert`` (the masked LM).
         split: the facts to score: ``train``, ``dev`` or ``test``.
         wording: ``best``: the training wording with the best dev P@1 (the "oracle");
             ``manual``: LAMA's held-out manual template.
