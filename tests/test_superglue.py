@@ -38,13 +38,19 @@ def _loader(family, tok, calls=None):
     return load
 
 
-QUICK = dict(steps=2, eval_every=1, limit_eval=12, max_length=256, batch_size=4)
+QUICK = dict(train={"steps": 2, "eval_every": 1, "batch_size": 4}, prompt={"max_length": 256}, limit_eval=12)
+
+
+def _quick(train=None, prompt=None, **kw):
+    """A quick run's config: QUICK with ``train``/``prompt`` fields added to its own."""
+    return sg.SuperGlueConfig(**{**QUICK, **kw, "train": {**QUICK["train"], **(train or {})},
+                                 "prompt": {**QUICK["prompt"], **(prompt or {})}})
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
 def test_every_task_end_to_end(tokenizers, family, tmp_path):
     tok = tokenizers[family]
-    config = sg.SuperGlueConfig(seeds=(1, 2), **QUICK)
+    config = _quick(seeds=(1, 2))
     res = sg.run_superglue("tiny", FEWGLUE, tmp_path, config, loader=_loader(family, tok))
     assert set(res["tasks"]) == set(TASKS)
     for task, entry in res["tasks"].items():
@@ -77,21 +83,21 @@ def test_methods_and_resume(tokenizers, tmp_path):
     calls: list[int] = []
     tasks = ("RTE", "COPA", "WSC")
     for method in ("manual", "finetune"):
-        cfg = sg.SuperGlueConfig(tasks=tasks, method=method, seeds=(3,), **QUICK)
+        cfg = _quick(tasks=tasks, method=method, seeds=(3,))
         res = sg.run_superglue("tiny", FEWGLUE, tmp_path / method, cfg, loader=_loader("bert", tok, calls))
         assert all(res["tasks"][t]["runs"]["3"]["trained"] for t in tasks)
     assert len(calls) == 6
     # zero-shot manual prompt: a frozen LM, nothing trained
-    cfg = sg.SuperGlueConfig(tasks=("RTE",), method="manual", frozen=True, seeds=(3,), **QUICK)
+    cfg = _quick(tasks=("RTE",), method="manual", train={"finetune_lm": False}, seeds=(3,))
     res = sg.run_superglue("tiny", FEWGLUE, tmp_path / "zero", cfg, loader=_loader("bert", tok))
     assert res["tasks"]["RTE"]["runs"]["3"]["trained"] is False
     # rerun: nothing is loaded or trained again, results identical
-    cfg = sg.SuperGlueConfig(tasks=tasks, method="manual", seeds=(3,), **QUICK)
+    cfg = _quick(tasks=tasks, method="manual", seeds=(3,))
     before = json.loads((tmp_path / "manual" / "results.json").read_text())
     again = sg.run_superglue("tiny", FEWGLUE, tmp_path / "manual", cfg, loader=_loader("bert", tok, calls))
     assert len(calls) == 6 and again["tasks"] == before["tasks"]
     # more seeds later: only the new (task, seed) pairs run
-    cfg = sg.SuperGlueConfig(tasks=tasks, method="manual", seeds=(3, 4), **QUICK)
+    cfg = _quick(tasks=tasks, method="manual", seeds=(3, 4))
     sg.run_superglue("tiny", FEWGLUE, tmp_path / "manual", cfg, loader=_loader("bert", tok, calls))
     assert len(calls) == 9
     with pytest.raises(ConfigError, match="other settings"):
@@ -123,7 +129,7 @@ def _rendered(model, ex, answer_len=1):
 
 
 def _model(task, tok, family="bert", method="ptuning", max_length=4096):
-    cfg = sg.SuperGlueConfig(tasks=(task,), method=method, max_length=max_length)
+    cfg = sg.SuperGlueConfig(tasks=(task,), method=method, prompt={"max_length": max_length})
     lm = tiny_model(family, tok, seed=0, positions=512)
     return sg.build_model(sg.SPECS[task], cfg, lm, tok, KIND[family], 0, "tiny")
 
@@ -294,10 +300,10 @@ def test_iterative_multi_token_scoring_runs_on_copa(tokenizers, tmp_path):
     tok = tokenizers["bert"]
     res = {}
     for mode in ("parallel", "iterative"):
-        cfg = sg.SuperGlueConfig(tasks=("COPA",), method="manual", frozen=True, multi_token=mode, seeds=(1,),
-                                 **{**QUICK, "limit_eval": 24})
+        cfg = _quick(tasks=("COPA",), method="manual", train={"finetune_lm": False}, prompt={"multi_token": mode},
+                     seeds=(1,), limit_eval=24)
         res[mode] = sg.run_superglue("tiny", FEWGLUE, tmp_path / mode, cfg, loader=_loader("bert", tok))
-        assert res[mode]["settings"]["multi_token"] == mode
+        assert res[mode]["settings"]["prompt"]["multi_token"] == mode
     val = {m: r["tasks"]["COPA"]["val"]["accuracy"]["mean"] for m, r in res.items()}
     assert all(0.0 <= v <= 1.0 for v in val.values())
 
@@ -327,8 +333,8 @@ def test_full_setting_holds_out_dev_when_there_is_no_dev32(tokenizers, tmp_path)
     d.mkdir(parents=True)
     (d / "train.jsonl").write_text("\n".join((FEWGLUE / "RTE" / "val.jsonl").read_text().splitlines()[:60]) + "\n")
     (d / "val.jsonl").write_text((FEWGLUE / "RTE" / "dev32.jsonl").read_text())
-    full = sg.SuperGlueConfig(tasks=("RTE",), setting="full", seeds=(1,), **QUICK)
-    splits, notes = sg.load_splits("RTE", tmp_path / "data", full)
+    full = _quick(tasks=("RTE",), setting="full", seeds=(1,))
+    splits, notes = sg.load_splits("RTE", tmp_path / "data", setting="full")
     assert len(splits["train"]) == 54 and len(splits["dev"]) == 6 and len(splits["val"]) == 32
     assert not set(splits["dev"].sources) & set(splits["train"].sources)
     assert any("held-out" in n for n in notes)
@@ -336,7 +342,7 @@ def test_full_setting_holds_out_dev_when_there_is_no_dev32(tokenizers, tmp_path)
     entry = res["tasks"]["RTE"]
     assert entry["val"]["n"] == 12 and "dev32" not in entry and entry["dev"]["n"] == 6
     with pytest.raises(ConfigError, match="dev32"):
-        sg.load_splits("RTE", tmp_path / "data", sg.SuperGlueConfig(tasks=("RTE",), setting="fewshot"))
+        sg.load_splits("RTE", tmp_path / "data", setting="fewshot")
 
 
 def test_refuses_to_run_in_several_processes(monkeypatch, tmp_path):

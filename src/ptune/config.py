@@ -7,8 +7,8 @@ loading from a dict rejects unknown keys, naming the nearest valid one.
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal, Mapping, get_args
 
 from .encoder import EncoderConfig
 from .errors import ConfigError
@@ -17,7 +17,8 @@ from .verbalizer import Verbalizer
 __all__ = ["PromptConfig", "TrainConfig", "SpeedConfig"]
 
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 """The modes of ``torch.compile`` that ``TrainConfig.compile`` accepts besides True/False."""
 
 
@@ -86,8 +87,10 @@ class PromptConfig:
             object.__setattr__(self, "verbalizer", {})
         else:
             object.__setattr__(self, "verbalizer", Verbalizer(self.verbalizer).to_dict())
-        if isinstance(self.encoder, dict):
-            object.__setattr__(self, "encoder", EncoderConfig.from_dict(self.encoder))
+        if isinstance(self.encoder, str):
+            object.__setattr__(self, "encoder", EncoderConfig(type=self.encoder))  # type: ignore[arg-type]
+        elif isinstance(self.encoder, Mapping):
+            object.__setattr__(self, "encoder", EncoderConfig.from_dict(dict(self.encoder)))
         _check_choice("normalize", self.normalize, ("labels", "vocab"))
         _check_choice("length_norm", self.length_norm, ("sum", "mean"))
         _check_choice("multi_token", self.multi_token, ("parallel", "iterative"))
@@ -105,6 +108,26 @@ class PromptConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PromptConfig":
         return cls(**_from_dict(cls, d, "prompt"))
+
+    @classmethod
+    def check_fields(cls, given: Mapping[str, Any], fixed: tuple[str, ...], who: str) -> dict[str, Any]:
+        """``given``: some PromptConfig fields for prompts that a harness builds (which
+        decides the ``fixed`` ones), checked as a PromptConfig checks them.
+
+        Raises:
+            ConfigError: ``prompt.<key>`` for an unknown or fixed key or a bad value.
+        """
+        given = _from_dict(cls, dict(given), "prompt")
+        for key in given:
+            if key in fixed:
+                raise ConfigError(f"prompt.{key}", f"set by {who} for each prompt; cannot be given")
+        try:
+            stand_in = {"template": "[MASK]", **({} if {"verbalizer", "candidates_field"} & set(given)
+                                                  else {"verbalizer": {"a": "a"}})}
+            canonical = cls(**{**stand_in, **given}).to_dict()
+        except ConfigError as e:
+            raise ConfigError(f"prompt.{e.field}", str(e)[len(e.field) + 2:]) from None
+        return {key: canonical[key] for key in given}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,12 +174,11 @@ class TrainConfig:
     """LM dropout while training; ``None``: on when the LM is tuned, off when it is frozen."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Autocast on GPU."""
-    compile: bool | str = False
+    compile: bool | CompileMode = False
     """``torch.compile`` the LM (in place) before training: fewer kernel launches on a GPU,
-    where length buckets keep recompilations rare. No gain on this project's CPU. A string
-    picks torch.compile's mode: ``"reduce-overhead"`` adds CUDA graphs (one launch per
-    graph; not measured here, no GPU), ``"max-autotune"``, ``"max-autotune-no-cudagraphs"``
-    or ``"default"`` (= True)."""
+    where length buckets keep recompilations rare; no gain on a CPU. A mode picks
+    torch.compile's mode: ``reduce-overhead`` adds CUDA graphs (one launch per graph),
+    ``max-autotune``, ``max-autotune-no-cudagraphs`` or ``default`` (= true)."""
     eval_batch_size: int = 32
     """Batch size for evaluation."""
 
@@ -195,6 +217,19 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         return cls(**_from_dict(cls, d, "train"))
+
+    def updated(self, changes: Mapping[str, Any]) -> "TrainConfig":
+        """A copy with ``changes`` (field -> value); ``steps`` replaces ``epochs`` and the
+        other way round, so a harness's default length gives way to the one asked for.
+
+        Raises:
+            ConfigError: ``train.<key>`` for an unknown key; the field for a bad value.
+        """
+        changes = _from_dict(TrainConfig, dict(changes), "train")
+        for given, other in (("steps", "epochs"), ("epochs", "steps")):
+            if changes.get(given) is not None and other not in changes:
+                changes[other] = None
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,36 +24,50 @@ and the micro average over facts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Mapping, Sequence, get_args
 
 import torch
 
-from ..checkpoint import save_checkpoint, write_json_atomic
+from ..checkpoint import save_checkpoint
 from ..config import PromptConfig, TrainConfig
 from ..data import Records, read_examples
-from ..encoder import EncoderConfig
 from ..errors import ConfigError, DataError, PtuneError
+from ..files import write_json_atomic, write_text_atomic
+from ..inference import iter_outputs
 from ..metrics import gold_ranks, macro_micro, rank_metrics
 from ..model import PTunedModel, detect_kind
 from ..trainer import train
 from ..verbalizer import Verbalizer
+from .results import RESULTS_FILE, resume_results
+from .results import markdown_table as table
 
 __all__ = [
-    "Relation", "ProbeConfig", "load_relations", "load_facts", "vocabulary", "hybrid_template",
-    "probe", "METHODS", "DEFAULT_TEMPLATES",
+    "Relation", "ProbeConfig", "load_relations", "load_facts", "vocabulary", "hybrid_template", "rank_eval",
+    "probe", "markdown_table", "METHODS", "DEFAULT_TEMPLATES", "LAMA_TRAIN",
 ]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("manual", "ptuning", "hybrid", "oracle", "majority")
+Method = Literal["manual", "ptuning", "hybrid", "oracle", "majority"]
+METHODS: tuple[str, ...] = get_args(Method)
+Vocab = Literal["common", "original", "29k"]
+VOCABS: tuple[str, ...] = get_args(Vocab)
 DEFAULT_TEMPLATES = {"masked": "[P*3] [X] [P*3] [MASK] [P*3]", "causal": "[P*3] [X] [P*3] [MASK]"}
 SPLITS = ("train", "dev", "test")
-VOCABS = ("common", "original", "29k")
+
+LAMA_TRAIN = TrainConfig(epochs=40, lr=3e-3, batch_size=16, weight_decay=5e-4, schedule="exponential", gamma=0.98,
+                         patience=8, eval_batch_size=64)
+"""How each relation's prompt trains, the LM frozen: up to 40 epochs with early stopping on dev P@1."""
+PROMPT_FIXED = ("verbalizer", "candidates_field", "label_field", "x_field", "normalize", "kind")
+"""The PromptConfig fields that the harness sets for every relation."""
+TRAIN_FIXED = ("finetune_lm", "lm_lr", "lm_weight_decay", "lm_dropout", "metric")
+"""TrainConfig fields that do not apply: the LM stays frozen and dev P@1 selects."""
 
 
 @dataclass(frozen=True)
@@ -166,44 +180,42 @@ def hybrid_template(manual: str, kind: str) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class ProbeConfig:
-    """What ``ptune probe`` runs."""
+    """What ``ptune probe`` runs (every field is recorded in ``results.json``)."""
 
     relations: tuple[str, ...] | None = None
-    """Relation ids (None: all in relations.jsonl)."""
-    methods: tuple[str, ...] = ("manual", "ptuning")
-    """Any of manual, ptuning, hybrid, oracle, majority."""
-    vocab: str = "common"
-    """Candidate vocabulary: common, original or 29k."""
-    template: str | None = None
-    """P-tuning template (default: DEFAULT_TEMPLATES for the model kind)."""
-    encoder: str = "lstm"
-    """Prompt encoder."""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=40, lr=3e-3, batch_size=16, weight_decay=5e-4, schedule="exponential", gamma=0.98, patience=8))
-    """Training of each relation's prompt (epochs, early stopping on dev P@1)."""
-    eval_batch_size: int = 64
-    """Batch size for evaluation."""
+    """Relation ids, or ``all``: every relation of relations.jsonl."""
+    methods: tuple[Method, ...] = ("manual", "ptuning")
+    """Any of manual, ptuning, hybrid (pseudo tokens around the manual words), oracle (the
+    best pretraining wording, where relations.jsonl has them) and majority."""
+    vocab: Vocab = "common"
+    """Candidate answers: LAMA's common_vocab_cased.txt (common), the tokenizer's vocabulary
+    (original) or the paper's 29k-vocab.json (29k); always the words that are one token."""
+    prompt: Mapping[str, Any] = field(default_factory=dict)
+    """PromptConfig fields of the trained prompts: ``template`` (default: ``DEFAULT_TEMPLATES``
+    for the model kind), ``encoder``, ``max_length``...; the harness sets the others."""
+    train: TrainConfig | Mapping[str, Any] = LAMA_TRAIN
+    """How each relation's prompt trains: a TrainConfig, or some of its fields that replace
+    those of ``LAMA_TRAIN``."""
 
     def __post_init__(self) -> None:
+        if self.relations is not None and [r.strip().lower() for r in self.relations] == ["all"]:
+            object.__setattr__(self, "relations", None)
         for m in self.methods:
             if m not in METHODS:
                 raise ConfigError("methods", f"{m!r}; accepted: {', '.join(METHODS)}")
         if self.vocab not in VOCABS:
             raise ConfigError("vocab", f"{self.vocab!r}; accepted: {', '.join(VOCABS)}")
+        object.__setattr__(self, "prompt", PromptConfig.check_fields(self.prompt, PROMPT_FIXED, "the LAMA harness"))
+        if not isinstance(self.train, TrainConfig):
+            object.__setattr__(self, "train", LAMA_TRAIN.updated(self.train))
 
 
-@torch.no_grad()
 def rank_eval(model: PTunedModel, examples: list[dict], sources: list[str], batch_size: int = 64) -> dict[str, float]:
     """P@1, P@10, MRR of the gold object among the candidates."""
     if not examples:
         return rank_metrics([])
     items = model.prepare(examples, sources, require_labels=True)
-    model.eval()
-    device = next(model.parameters()).device
-    ranks = []
-    for batch in model.batches(items, batch_size):
-        batch = batch.to(device)
-        ranks.append(gold_ranks(model(batch).scores, batch.labels).cpu())
+    ranks = [gold_ranks(out.scores, batch.labels).cpu() for _, batch, out in iter_outputs(model, items, batch_size)]
     return rank_metrics(torch.cat(ranks))
 
 
@@ -224,11 +236,14 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
         return out
     verbalizer = Verbalizer.from_vocabulary(words).to_dict()
 
+    tc = config.train
+    assert isinstance(tc, TrainConfig)
+
     def wrap(template: str) -> PTunedModel:
-        set_seed(config.train.seed)
-        cfg = PromptConfig(template=template, verbalizer=verbalizer, encoder=EncoderConfig(type=config.encoder),
-                           label_field="object", normalize="vocab", kind=kind)  # type: ignore[arg-type]
-        return PTunedModel(lm, tokenizer, cfg, base_model=model_name, seed=config.train.seed)
+        set_seed(tc.seed)
+        cfg = PromptConfig(**{**config.prompt, "template": template, "verbalizer": verbalizer,
+                              "label_field": "object", "normalize": "vocab", "kind": kind})
+        return PTunedModel(lm, tokenizer, cfg, base_model=model_name, seed=tc.seed)
 
     if method in ("manual", "oracle"):
         templates = [rel.template] if method == "manual" else list(rel.train_templates)
@@ -241,12 +256,12 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
             templates = usable
         if len(templates) > 1:
             dev = split.get("dev") or split.get("train")
-            scored = [(rank_eval(wrap(t), *dev, config.eval_batch_size)["p@1"], -i, t) for i, t in enumerate(templates)]
+            scored = [(rank_eval(wrap(t), *dev, tc.eval_batch_size)["p@1"], -i, t) for i, t in enumerate(templates)]
             templates = [max(scored)[2]]
         model = wrap(templates[0])
-        return {"template": templates[0], **{s: rank_eval(model, *split[s], config.eval_batch_size) for s in evals}}
+        return {"template": templates[0], **{s: rank_eval(model, *split[s], tc.eval_batch_size) for s in evals}}
 
-    template = config.template or DEFAULT_TEMPLATES[kind]
+    template = config.prompt.get("template") or DEFAULT_TEMPLATES[kind]
     if method == "hybrid":
         template = hybrid_template(rel.template, kind)
     if not split.get("train") or len(split["train"][0]) < 2:
@@ -254,17 +269,30 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
     model = wrap(template)
     train_items = model.prepare(*split["train"], require_labels=True)
     dev_items = model.prepare(*split["dev"], require_labels=True) if "dev" in evals else None
-    tc = config.train
     if tc.batch_size > len(train_items):
-        tc = TrainConfig(**{**tc.to_dict(), "batch_size": len(train_items)})
+        tc = dataclasses.replace(tc, batch_size=len(train_items))
     # best weights are kept in memory; one serving checkpoint is written at the end
     result = train(model, train_items, dev_items, tc, None, progress=False)
     save_checkpoint(model, ckpt_dir)
     out = {"template": template, "steps": result.steps, "best_step": result.best_step,
            "stopped_early": result.stopped_early}
     for s in evals:
-        out[s] = rank_eval(model, *split[s], config.eval_batch_size)
+        out[s] = rank_eval(model, *split[s], tc.eval_batch_size)
     return out
+
+
+def _kept_facts(data_dir: str | Path, relation: str, vocab: set[str]) -> tuple[dict[str, Records], dict[str, Any]]:
+    """The relation's facts per split whose object is a candidate word, and the counts."""
+    facts: dict[str, Records] = {}
+    counts = {}
+    for s in SPLITS:
+        rec = load_facts(data_dir, relation, s)
+        if rec is None:
+            continue
+        keep = [i for i, ex in enumerate(rec.examples) if ex["object"] in vocab]
+        facts[s] = Records([rec.examples[i] for i in keep], [rec.sources[i] for i in keep])
+        counts[s] = {"total": len(rec.examples), "kept": len(keep)}
+    return facts, counts
 
 
 def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path, config: ProbeConfig | None = None,
@@ -280,7 +308,6 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
 
     config = config or ProbeConfig()
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     kind = detect_kind(lm)
     relations = load_relations(data_dir)
     wanted = list(config.relations or relations)
@@ -290,32 +317,17 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
     # every LAMA template has a space before the answer slot: words are spelled as new words
     words = vocabulary(config.vocab, tokenizer, data_dir, space_before=True,
                        model_type=getattr(lm.config, "model_type", None))
+    assert isinstance(config.train, TrainConfig)
     settings = {"model": model_name, "kind": kind, "data_dir": str(data_dir), "vocab": config.vocab,
-                "vocab_size": len(words), "template": config.template, "encoder": config.encoder,
-                "train": config.train.to_dict()}
-    results_file = out / "results.json"
-    results: dict[str, Any] = {"settings": settings, "relations": {}}
-    if results_file.is_file():
-        previous = json.loads(results_file.read_text(encoding="utf-8"))
-        if previous.get("settings") != settings:
-            raise ConfigError("output", f"{out} holds a probe run with other settings; choose another folder")
-        results = previous
+                "vocab_size": len(words), "prompt": dict(config.prompt), "train": config.train.to_dict()}
+    results = resume_results(out, settings, "relations")
     vocab_set = set(words)
     lm.eval()
     bar = tqdm(total=len(wanted) * len(config.methods), desc="probe", unit="run", disable=not progress)
     for rid in wanted:
         rel = relations[rid]
         entry = results["relations"].setdefault(rid, {"label": rel.label, "methods": {}})
-        facts: dict[str, Records] = {}
-        counts = {}
-        for s in SPLITS:
-            rec = load_facts(data_dir, rid, s)
-            if rec is None:
-                continue
-            keep = [i for i, ex in enumerate(rec.examples) if ex["object"] in vocab_set]
-            facts[s] = Records([rec.examples[i] for i in keep], [rec.sources[i] for i in keep])
-            counts[s] = {"total": len(rec.examples), "kept": len(keep)}
-        entry["facts"] = counts
+        facts, entry["facts"] = _kept_facts(data_dir, rid, vocab_set)
         for method in config.methods:
             bar.set_postfix(relation=rid, method=method)
             if method not in entry["methods"]:
@@ -326,12 +338,12 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
                 except PtuneError as e:
                     entry["methods"][method] = {"skipped": str(e)}
                 results["summary"] = summarize(results, config.methods)
-                write_json_atomic(results_file, results)
+                write_json_atomic(out / RESULTS_FILE, results)
             bar.update(1)
     bar.close()
     results["summary"] = summarize(results, config.methods)
-    write_json_atomic(results_file, results)
-    (out / "results.md").write_text(markdown_table(results, config.methods), encoding="utf-8")
+    write_json_atomic(out / RESULTS_FILE, results)
+    write_text_atomic(out / "results.md", markdown_table(results, config.methods))
     plot_p_at_1(results, config.methods, out / "p_at_1.png")
     return results
 
@@ -357,20 +369,16 @@ def _split_of(results: dict[str, Any]) -> str:
 def markdown_table(results: dict[str, Any], methods: Sequence[str]) -> str:
     """Per-relation P@1 of each method on test (dev where no test), plus averages."""
     split = _split_of(results)
-    head = f"| relation | label | n ({split}) | " + " | ".join(methods) + " |"
-    lines = [head, "|" + "---|" * (3 + len(methods))]
+    rows: list[list[Any]] = []
     for rid, e in results["relations"].items():
-        n = e.get("facts", {}).get(split, {}).get("kept", 0)
-        cells = []
-        for m in methods:
-            r = e["methods"].get(m, {})
-            cells.append(f"{r[split]['p@1']:.3f}" if split in r else "–")
-        lines.append(f"| {rid} | {e.get('label', '')} | {n} | " + " | ".join(cells) + " |")
+        runs = [e["methods"].get(m, {}) for m in methods]
+        rows.append([rid, e.get("label", ""), e.get("facts", {}).get(split, {}).get("kept", 0),
+                     *(f"{r[split]['p@1']:.3f}" if split in r else "–" for r in runs)])
     summary = results.get("summary") or summarize(results, methods)
     for avg in ("macro", "micro"):
         cells = [f"{summary[m][split][avg]['p@1']:.3f}" if split in summary.get(m, {}) else "–" for m in methods]
-        lines.append(f"| **{avg}** | | | " + " | ".join(f"**{c}**" for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append([f"**{avg}**", "", "", *(f"**{c}**" for c in cells)])
+    return table(["relation", "label", f"n ({split})", *methods], rows)
 
 
 def plot_p_at_1(results: dict[str, Any], methods: Sequence[str], path: Path, title: str | None = None) -> None:

@@ -39,37 +39,51 @@ examples) and reports ``val.jsonl``. Every (task, seed) run is kept in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
-import random
 import re
-import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence, get_args
 
 import torch
 
-from ..checkpoint import save_checkpoint, write_json_atomic
+from ..checkpoint import save_checkpoint
 from ..config import PromptConfig, TrainConfig
 from ..data import Records
-from ..encoder import EncoderConfig
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
+from ..files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from ..finetune import ClassifierConfig, ClassifierModel
+from ..inference import iter_outputs
 from ..metrics import f1_macro, multirc_metrics, record_metrics
 from ..model import PTunedModel, load_base
 from ..trainer import train
-from .superglue_data import LABELS, TASKS, canonical_task, mirror_copa, read_task, record_train_examples, split_path
+from .results import RESULTS_FILE, mean_std_cell, resume_results, summarize_seeds
+from .results import markdown_table as table
+from .superglue_data import LABELS, TASKS, canonical_task, load_splits, train_examples
 
-__all__ = ["TaskSpec", "SPECS", "SuperGlueConfig", "run_superglue", "strip_pseudo", "evaluate_task",
-           "markdown_table", "METHODS", "SETTINGS"]
+__all__ = ["TaskSpec", "SPECS", "SuperGlueConfig", "run_superglue", "strip_pseudo", "evaluate_task", "build_model",
+           "load_splits", "markdown_table", "METHODS", "SETTINGS", "SUPERGLUE_TRAIN"]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("ptuning", "manual", "finetune")
-SETTINGS = ("fewshot", "full")
+Method = Literal["ptuning", "manual", "finetune"]
+METHODS: tuple[str, ...] = get_args(Method)
+Setting = Literal["fewshot", "full"]
+SETTINGS: tuple[str, ...] = get_args(Setting)
+
+SUPERGLUE_TRAIN = TrainConfig(batch_size=16, lm_lr=1e-5, weight_decay=0.0, lm_weight_decay=0.1, schedule="linear",
+                              warmup_steps=0, max_grad_norm=1.0, eval_every=20, patience=10, metric="score",
+                              finetune_lm=True)
+"""The harness's training (the paper's): the LM tuned jointly, dev32 score every 20 steps,
+early stopping after 10 evaluations; ``steps`` and ``lr`` come from the task's spec."""
+PROMPT_FIXED = ("template", "verbalizer", "candidates_field", "label_field", "x_field", "normalize", "kind")
+"""The PromptConfig fields that the task's spec decides (``pattern`` picks the template)."""
+TRAIN_FIXED = ("epochs", "seed")
+"""TrainConfig fields a run cannot take: it counts steps, and ``seeds`` lists the seeds."""
 
 
 @dataclass(frozen=True)
@@ -172,60 +186,61 @@ class SuperGlueConfig:
     """One ``ptune superglue`` run (every field is recorded in ``results.json``)."""
 
     tasks: tuple[str, ...] = TASKS
-    method: str = "ptuning"
-    setting: str = "fewshot"
+    """Task names (any case), or ``all``."""
+    method: Method = "ptuning"
+    """``ptuning`` (the pattern with pseudo tokens), ``manual`` (without them; with a frozen
+    LM nothing is trained: zero-shot) or ``finetune`` (a classification head, no pattern)."""
+    setting: Setting = "fewshot"
+    """``fewshot``: train on the 32 examples, select on dev32; ``full``: train on a full
+    train.jsonl, select on dev32 or a held-out 10% of train."""
     seeds: tuple[int, ...] = (42,)
+    """One run per seed; results are the mean and std over them."""
     pattern: str | None = None
     """A pattern name of the task (``p1``...) or a template text; default per model kind."""
-    encoder: str = "lstm"
-    frozen: bool = False
-    """Keep the LM frozen (only the prompt, or the classification head, is trained)."""
-    steps: int | None = None
-    """Training steps; default: the paper's per-task ``max_steps``."""
-    batch_size: int = 16
-    lr: float | None = None
-    """Prompt encoder / classification head lr; default: the paper's per-task value
-    (1e-3 with a frozen LM)."""
-    lm_lr: float = 1e-5
-    eval_every: int = 20
-    patience: int | None = 10
-    max_length: int | None = None
-    length_norm: str = "sum"
-    multi_token: str = "parallel"
-    """Masked LMs, multi-token candidates at evaluation: ``parallel`` or PET's ``iterative``."""
     limit_eval: int | None = None
     """Evaluate on at most this many val examples (quick runs; recorded in the results)."""
     skip_invalid: bool = False
+    """Skip data lines that do not fit the task (their count is reported) instead of stopping."""
     save_checkpoints: bool = False
-    mixed_precision: str = "no"
-    """Autocast while training on a GPU: ``no``, ``bf16`` or ``fp16``."""
+    """Keep a serving checkpoint of every (task, seed) run."""
+    prompt: Mapping[str, Any] = field(default_factory=dict)
+    """PromptConfig fields of every task's prompt (``encoder``, ``max_length``: default the
+    paper's per task, ``length_norm``, ``multi_token``...); the task's spec sets the others."""
+    train: Mapping[str, Any] = field(default_factory=dict)
+    """TrainConfig fields that replace those of ``SUPERGLUE_TRAIN`` and the task's ``steps``
+    and ``lr`` (the paper's; 1e-3 with a frozen LM)."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError("method", f"{self.method!r}; accepted: {', '.join(METHODS)}")
         if self.setting not in SETTINGS:
             raise ConfigError("setting", f"{self.setting!r}; accepted: {', '.join(SETTINGS)}")
-        object.__setattr__(self, "tasks", tuple(canonical_task(t) for t in self.tasks))
-        if not self.seeds:
-            raise ConfigError("seeds", "give at least one seed")
-        if self.multi_token not in ("parallel", "iterative"):
-            raise ConfigError("multi_token", f"{self.multi_token!r}; accepted: parallel, iterative")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ConfigError("mixed_precision", f"{self.mixed_precision!r}; accepted: no, bf16, fp16")
-        if self.length_norm not in ("sum", "mean"):
-            raise ConfigError("length_norm", f"{self.length_norm!r}; accepted: sum, mean")
-        for name in ("steps", "limit_eval", "max_length", "patience"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise ConfigError(name, f"must be a positive integer, got {v!r}")
+        tasks = TASKS if [t.strip().lower() for t in self.tasks] == ["all"] else self.tasks
+        object.__setattr__(self, "tasks", tuple(canonical_task(t) for t in tasks))
+        if not self.seeds or not all(isinstance(s, int) for s in self.seeds):
+            raise ConfigError("seeds", f"give one or more integers, got {self.seeds!r}")
+        if self.limit_eval is not None and (not isinstance(self.limit_eval, int) or self.limit_eval < 1):
+            raise ConfigError("limit_eval", f"must be a positive integer, got {self.limit_eval!r}")
+        object.__setattr__(self, "prompt", PromptConfig.check_fields(self.prompt, PROMPT_FIXED, "the task's spec"))
+        for key in TRAIN_FIXED:
+            if key in self.train:
+                raise ConfigError(f"train.{key}", f"not an option of the SuperGLUE harness ({TRAIN_FIXED[0]}: "
+                                  "give steps; seed: give seeds)")
+        SUPERGLUE_TRAIN.updated(self.train)  # checks the fields and values
+        object.__setattr__(self, "train", dict(self.train))
+
+    @property
+    def frozen(self) -> bool:
+        """The LM stays frozen: only the prompt (or the classification head) trains."""
+        return not self.train.get("finetune_lm", SUPERGLUE_TRAIN.finetune_lm)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = dataclasses.asdict(self)
         d["tasks"], d["seeds"] = list(self.tasks), list(self.seeds)
+        d["prompt"], d["train"] = dict(self.prompt), dict(self.train)
         return d
 
 
-# ----------------------------------------------------------------------------- data
 @dataclass
 class Split:
     """Examples of one split, prepared for the task's model (``items``) and as read."""
@@ -233,59 +248,6 @@ class Split:
     examples: list[dict[str, Any]]
     sources: list[str]
     items: list[Any] = field(default_factory=list)
-
-
-def _read(task: str, data_dir: Path, split: str, config: SuperGlueConfig, notes: list[str]) -> Records | None:
-    try:
-        path = split_path(data_dir, task, split)
-    except DataError:
-        return None
-    rec = read_task(task, path, skip_invalid=config.skip_invalid)
-    if rec.skipped:
-        notes.append(f"{path}: skipped {len(rec.skipped)} invalid example(s), first: {rec.skipped[0]}")
-    return rec
-
-
-def load_splits(task: str, data_dir: str | Path, config: SuperGlueConfig) -> tuple[dict[str, Records], list[str]]:
-    """``train``, ``dev`` (model selection), ``dev32`` and ``val`` records of a task (those that exist)."""
-    data_dir = Path(data_dir)
-    notes: list[str] = []
-    out: dict[str, Records] = {}
-    train_rec = _read(task, data_dir, "train", config, notes)
-    if train_rec is None:
-        split_path(data_dir, task, "train")  # raises the clear "no train.jsonl" error
-    assert train_rec is not None
-    for s in ("dev32", "val"):
-        rec = _read(task, data_dir, s, config, notes)
-        if rec is not None:
-            out[s] = rec
-    if "dev32" in out:
-        out["dev"] = out["dev32"]
-    elif config.setting == "full":
-        n_dev = min(1000, max(1, len(train_rec) // 10))
-        order = list(range(len(train_rec)))
-        random.Random(0).shuffle(order)
-        held, kept = sorted(order[:n_dev]), sorted(order[n_dev:])
-        out["dev"] = Records([train_rec.examples[i] for i in held], [train_rec.sources[i] for i in held])
-        train_rec = Records([train_rec.examples[i] for i in kept], [train_rec.sources[i] for i in kept])
-        notes.append(f"no dev32.jsonl: selecting on {n_dev} held-out training examples")
-    else:
-        raise ConfigError("data_dir", f"{data_dir}: no dev32.jsonl for {task}; the few-shot setting selects on it")
-    if "val" not in out:
-        notes.append(f"no val.jsonl for {task}: reporting dev32 only")
-    out["train"] = train_rec
-    return out, notes
-
-
-def _train_examples(spec: TaskSpec, rec: Records, method: str) -> Records:
-    if spec.name == "COPA":
-        return mirror_copa(rec)
-    if spec.name == "ReCoRD":
-        return record_train_examples(rec)
-    if spec.name == "WSC" and method != "finetune":  # generative: learn to write the referent
-        keep = [i for i, ex in enumerate(rec.examples) if ex.get("label") == "True"]
-        return Records([rec.examples[i] for i in keep], [rec.sources[i] for i in keep])
-    return rec
 
 
 def _with_answer_index(spec: TaskSpec, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -308,22 +270,19 @@ def _template(spec: TaskSpec, config: SuperGlueConfig, kind: str) -> str:
 def build_model(spec: TaskSpec, config: SuperGlueConfig, lm: Any, tokenizer: Any, kind: str, seed: int,
                 base_model: str) -> PTunedModel | ClassifierModel:
     """The model of one run: a P-tuned model for ptuning/manual, a classifier for finetune."""
-    max_length = config.max_length or spec.max_length
+    max_length = config.prompt.get("max_length") or spec.max_length
     if config.method == "finetune":
         labels = None if spec.mode == "choice" else LABELS[spec.name]
         cfg = ClassifierConfig(inputs=list(spec.finetune_inputs), labels=labels,
                                candidates_field="choices" if spec.mode == "choice" else None,
                                max_length=max_length, kind=kind)
         return ClassifierModel(lm, tokenizer, cfg, base_model=base_model, seed=seed)
-    prompt = PromptConfig(
-        template=_template(spec, config, kind),
-        verbalizer=spec.verbalizer or {},
-        candidates_field=None if spec.mode == "classify" else "choices",
-        label_field="target" if spec.mode == "generate" else "label",
-        normalize="vocab" if spec.mode == "generate" else "labels",
-        length_norm=config.length_norm, multi_token=config.multi_token, encoder=EncoderConfig(type=config.encoder),
-        max_length=max_length, truncation="longest_first", kind=kind,
-    )
+    prompt = PromptConfig(**{
+        **config.prompt, "template": _template(spec, config, kind), "verbalizer": spec.verbalizer or {},
+        "candidates_field": None if spec.mode == "classify" else "choices",
+        "label_field": "target" if spec.mode == "generate" else "label",
+        "normalize": "vocab" if spec.mode == "generate" else "labels", "max_length": max_length, "kind": kind,
+    })
     return PTunedModel(lm, tokenizer, prompt, base_model=base_model, seed=seed)
 
 
@@ -341,13 +300,7 @@ def wsc_match(generated: str, referent: str) -> bool:
 
 
 def _predict_indices(model: Any, items: Sequence[Any], batch_size: int) -> list[int]:
-    device = next(model.parameters()).device
-    preds: list[int] = []
-    with torch.no_grad():
-        for i in range(0, len(items), batch_size):
-            out = model(model.collate(items[i : i + batch_size]).to(device))
-            preds += out.scores.argmax(-1).tolist()
-    return preds
+    return [i for _, _, out in iter_outputs(model, items, batch_size) for i in out.scores.argmax(-1).tolist()]
 
 
 def evaluate_task(spec: TaskSpec, model: Any, items: Sequence[Any], examples: Sequence[dict[str, Any]],
@@ -408,15 +361,11 @@ def _metrics(spec: TaskSpec, pred: list[Any], examples: Sequence[dict[str, Any]]
 
 # ----------------------------------------------------------------------------- one run
 def _train_config(spec: TaskSpec, config: SuperGlueConfig, seed: int, n_train: int) -> TrainConfig:
-    lr = config.lr or (1e-3 if config.frozen else spec.lr)
-    steps = config.steps or spec.steps
-    batch = min(config.batch_size, n_train)
-    return TrainConfig(
-        steps=steps, batch_size=batch, lr=lr, lm_lr=config.lm_lr, weight_decay=0.0, lm_weight_decay=0.1,
-        schedule="linear", warmup_steps=0, max_grad_norm=1.0, eval_every=min(config.eval_every, steps),
-        patience=config.patience, metric="score", seed=seed, finetune_lm=not config.frozen,
-        mixed_precision=config.mixed_precision,  # type: ignore[arg-type]
-    )
+    task = {"steps": spec.steps, "lr": 1e-3 if config.frozen else spec.lr}
+    tc = SUPERGLUE_TRAIN.updated({**task, **config.train, "seed": seed})
+    assert tc.steps is not None
+    return dataclasses.replace(tc, batch_size=min(tc.batch_size, n_train),
+                               eval_every=min(tc.eval_every or tc.steps, tc.steps))
 
 
 def run_one(spec: TaskSpec, config: SuperGlueConfig, splits: dict[str, Records], model_name: str, seed: int,
@@ -427,7 +376,7 @@ def run_one(spec: TaskSpec, config: SuperGlueConfig, splits: dict[str, Records],
     model = build_model(spec, config, lm, tokenizer, kind, seed, model_name)
     prepared: dict[str, Split] = {}
     for name, rec in splits.items():
-        recs = _train_examples(spec, rec, config.method) if name == "train" else rec
+        recs = train_examples(spec.name, rec, config.method != "finetune") if name == "train" else rec
         examples, sources = _with_answer_index(spec, list(recs.examples)), list(recs.sources)
         if name == "val" and config.limit_eval is not None:
             examples, sources = examples[: config.limit_eval], sources[: config.limit_eval]
@@ -457,41 +406,13 @@ def run_one(spec: TaskSpec, config: SuperGlueConfig, splits: dict[str, Records],
                                            batch_size=tcfg.eval_batch_size)
             record[name] = metrics
             if name == "val":
-                _write_jsonl(out / "predictions.jsonl", preds)
+                write_jsonl_atomic(out / "predictions.jsonl", preds)
     if config.save_checkpoints:
-        if isinstance(model, PTunedModel):
-            save_checkpoint(model, out / "checkpoint")
-        else:
-            model.save(out / "checkpoint")
+        save_checkpoint(model, out / "checkpoint")
     return record
 
 
-def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r) + "\n")
-    tmp.replace(path)
-
-
 # ----------------------------------------------------------------------------- the harness
-def _mean_std(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-
-
-def summarize_task(spec: TaskSpec, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Mean and std over seeds of every metric on val and dev32."""
-    out: dict[str, Any] = {"seeds": len(runs)}
-    for split in ("val", "dev32", "dev"):
-        rows = [r[split] for r in runs.values() if split in r]
-        if rows:
-            keys = [k for k in rows[0] if k != "n"]
-            out[split] = {k: _mean_std([r[k] for r in rows]) for k in keys}
-            out[split]["n"] = rows[0].get("n")
-    return out
-
-
 def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, config: SuperGlueConfig | None = None,
                   *, progress: bool = False, loader: Callable[[], tuple[Any, Any, str]] | None = None
                   ) -> dict[str, Any]:
@@ -516,23 +437,14 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
         raise ConfigError("processes", "ptune superglue runs in one process (its result files are not shared "
                           "between processes); run it without accelerate launch / torchrun")
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     loader = loader or (lambda: load_base(model))
     settings = {"model": model, "data_dir": str(data_dir), **config.to_dict()}
-    results_file = out / "results.json"
-    results: dict[str, Any] = {"settings": settings, "tasks": {}}
-    if results_file.is_file():
-        previous = json.loads(results_file.read_text(encoding="utf-8"))
-        # tasks and seeds may grow between calls: each (task, seed) run stands alone
-        same = ("tasks", "seeds")
-        if {k: v for k, v in previous.get("settings", {}).items() if k not in same} != {
-                k: v for k, v in settings.items() if k not in same}:
-            raise ConfigError("output", f"{out} holds a superglue run with other settings; choose another folder")
-        results["tasks"] = previous.get("tasks", {})
+    # tasks and seeds may grow between calls: each (task, seed) run stands alone
+    results = resume_results(out, settings, "tasks", may_grow=("tasks", "seeds"))
     bar = tqdm(total=len(config.tasks) * len(config.seeds), desc="superglue", unit="run", disable=not progress)
     for task in config.tasks:
         spec = SPECS[task]
-        splits, notes = load_splits(task, data_dir, config)
+        splits, notes = load_splits(task, data_dir, setting=config.setting, skip_invalid=config.skip_invalid)
         entry = results["tasks"].setdefault(task, {"runs": {}})
         entry["notes"] = notes
         entry["metrics"] = list(spec.metrics)
@@ -546,13 +458,13 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
                 record = run_one(spec, config, splits, model, seed, run_dir, loader=loader, progress=progress)
                 write_json_atomic(done, record)
                 entry["runs"][str(seed)] = record
-            entry.update(summarize_task(spec, entry["runs"]))
-            write_json_atomic(results_file, results)
+            entry.update(summarize_seeds(entry["runs"]))
+            write_json_atomic(out / RESULTS_FILE, results)
             bar.update(1)
         _publish_predictions(out, task, entry)
     bar.close()
-    write_json_atomic(results_file, results)
-    (out / "results.md").write_text(markdown_table(results), encoding="utf-8")
+    write_json_atomic(out / RESULTS_FILE, results)
+    write_text_atomic(out / "results.md", markdown_table(results))
     return results
 
 
@@ -565,37 +477,19 @@ def _publish_predictions(out: Path, task: str, entry: dict[str, Any]) -> None:
     best = max(runs, key=lambda s: (dev_score(s), -int(s)))
     src = out / "runs" / task / f"seed{best}" / "predictions.jsonl"
     if src.is_file():
-        dst = out / "predictions" / f"{task}.jsonl"
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+        dst = write_text_atomic(out / "predictions" / f"{task}.jsonl", src.read_text(encoding="utf-8"))
         entry["predictions"] = {"file": str(dst.relative_to(out)), "seed": int(best)}
-
-
-def _cell(stats: dict[str, Any] | None, keys: Sequence[str]) -> str:
-    if not stats:
-        return "–"
-    parts = []
-    for k in keys:
-        m = stats.get(k)
-        if m is None:
-            continue
-        parts.append(f"{100 * m['mean']:.1f}" + (f" ± {100 * m['std']:.1f}" if m["std"] else ""))
-    return " / ".join(parts) or "–"
 
 
 def markdown_table(results: dict[str, Any]) -> str:
     """A table of the val and dev32 metrics per task (percent; mean ± std over seeds)."""
     s = results["settings"]
-    lines = [f"# SuperGLUE: {s['model']}, {s['method']}, {s['setting']}"
-             f"{', frozen LM' if s.get('frozen') else ''}, seeds {', '.join(map(str, s['seeds']))}", "",
-             "| task | metrics | val | dev32 (full setting without it: held-out dev) | seeds |",
-             "|---|---|---|---|---|"]
+    frozen = s.get("train", {}).get("finetune_lm", SUPERGLUE_TRAIN.finetune_lm) is False
+    rows = []
     for task, e in results["tasks"].items():
-        keys = e.get("metrics", ["accuracy"])
-        if task == "CB":
-            keys = ["accuracy", "f1"]
-        elif task == "MultiRC":
-            keys = ["em", "f1a"]
-        lines.append(f"| {task} | {'/'.join(keys)} | {_cell(e.get('val'), keys)} | {_cell(e.get('dev32', e.get('dev')), keys)} "
-                     f"| {e.get('seeds', 0)} |")
-    return "\n".join(lines) + "\n"
+        keys = {"CB": ["accuracy", "f1"], "MultiRC": ["em", "f1a"]}.get(task, e.get("metrics", ["accuracy"]))
+        dev = e.get("dev32", e.get("dev"))
+        rows.append([task, "/".join(keys), mean_std_cell(e.get("val"), keys), mean_std_cell(dev, keys), e.get("seeds", 0)])
+    return (f"# SuperGLUE: {s['model']}, {s['method']}, {s['setting']}{', frozen LM' if frozen else ''}, "
+            f"seeds {', '.join(map(str, s['seeds']))}\n\n"
+            + table(["task", "metrics", "val", "dev32 (full setting without it: held-out dev)", "seeds"], rows))

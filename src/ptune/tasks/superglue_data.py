@@ -17,13 +17,13 @@ import os
 import random
 import string
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from ..data import Records, read_examples
 from ..errors import ConfigError, DataError
 
-__all__ = ["TASKS", "LABELS", "SPLITS", "canonical_task", "split_path", "read_task",
-           "mirror_copa", "record_train_examples"]
+__all__ = ["TASKS", "LABELS", "SPLITS", "canonical_task", "split_path", "read_task", "load_splits",
+           "mirror_copa", "record_train_examples", "train_examples"]
 
 TASKS = ("BoolQ", "CB", "COPA", "MultiRC", "ReCoRD", "RTE", "WiC", "WSC")
 SPLITS = ("train", "dev32", "val", "test")
@@ -99,6 +99,67 @@ def read_task(task: str, path: str | os.PathLike, *, skip_invalid: bool = False)
     if not examples and skipped:
         raise DataError(str(path), f"no valid lines ({len(skipped)} skipped; first: {skipped[0]})")
     return Records(examples, sources, skipped)
+
+
+def _read_split(task: str, data_dir: Path, split: str, skip_invalid: bool, notes: list[str]) -> Records | None:
+    try:
+        path = split_path(data_dir, task, split)
+    except DataError:
+        return None
+    rec = read_task(task, path, skip_invalid=skip_invalid)
+    if rec.skipped:
+        notes.append(f"{path}: skipped {len(rec.skipped)} invalid example(s), first: {rec.skipped[0]}")
+    return rec
+
+
+def load_splits(task: str, data_dir: str | os.PathLike, *, setting: Literal["fewshot", "full"] = "fewshot",
+                skip_invalid: bool = False) -> tuple[dict[str, Records], list[str]]:
+    """``train``, ``dev`` (model selection), ``dev32`` and ``val`` records of a task (those
+    that exist), and notes on what was skipped or substituted.
+
+    ``dev`` is ``dev32``; in the ``full`` setting without a ``dev32.jsonl`` it is a
+    held-out 10% of train (at most 1,000 examples, the same ones every time).
+    """
+    data_dir = Path(data_dir)
+    notes: list[str] = []
+    out: dict[str, Records] = {}
+    train_rec = _read_split(task, data_dir, "train", skip_invalid, notes)
+    if train_rec is None:
+        split_path(data_dir, task, "train")  # raises the clear "no train.jsonl" error
+    assert train_rec is not None
+    for s in ("dev32", "val"):
+        rec = _read_split(task, data_dir, s, skip_invalid, notes)
+        if rec is not None:
+            out[s] = rec
+    if "dev32" in out:
+        out["dev"] = out["dev32"]
+    elif setting == "full":
+        n_dev = min(1000, max(1, len(train_rec) // 10))
+        order = list(range(len(train_rec)))
+        random.Random(0).shuffle(order)
+        held, kept = sorted(order[:n_dev]), sorted(order[n_dev:])
+        out["dev"] = Records([train_rec.examples[i] for i in held], [train_rec.sources[i] for i in held])
+        train_rec = Records([train_rec.examples[i] for i in kept], [train_rec.sources[i] for i in kept])
+        notes.append(f"no dev32.jsonl: selecting on {n_dev} held-out training examples")
+    else:
+        raise ConfigError("data_dir", f"{data_dir}: no dev32.jsonl for {task}; the few-shot setting selects on it")
+    if "val" not in out:
+        notes.append(f"no val.jsonl for {task}: reporting dev32 only")
+    out["train"] = train_rec
+    return out, notes
+
+
+def train_examples(task: str, records: Records, generative: bool) -> Records:
+    """The training examples of a task: COPA mirrored, ReCoRD one per answer, and for
+    generative WSC (``generative``) only the examples whose referent is right."""
+    if task == "COPA":
+        return mirror_copa(records)
+    if task == "ReCoRD":
+        return record_train_examples(records)
+    if task == "WSC" and generative:
+        keep = [i for i, ex in enumerate(records.examples) if ex.get("label") == "True"]
+        return Records([records.examples[i] for i in keep], [records.sources[i] for i in keep])
+    return records
 
 
 def mirror_copa(records: Records) -> Records:

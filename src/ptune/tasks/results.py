@@ -1,0 +1,97 @@
+"""What the task harnesses share: a ``results.json`` that a rerun resumes, and tables.
+
+A harness run (LAMA probing, SuperGLUE) writes its results after every finished unit of
+work (a relation and method, a task and seed). Rerunning it on the same folder with the
+same settings picks up the finished units and runs only the rest; other settings are an
+error rather than a silent mix of two runs.
+
+Example:
+    >>> results = resume_results("runs/lama", {"model": "bert"}, "relations")   # doctest: +SKIP
+    >>> markdown_table(["task", "score"], [["RTE", "71.2"]])
+    '| task | score |\\n|---|---|\\n| RTE | 71.2 |\\n'
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..errors import ConfigError, DataError
+
+__all__ = ["RESULTS_FILE", "resume_results", "summarize_seeds", "mean_std_cell", "markdown_table"]
+
+RESULTS_FILE = "results.json"
+
+
+def resume_results(output_dir: str | Path, settings: dict[str, Any], body: str, *,
+                   may_grow: Sequence[str] = ()) -> dict[str, Any]:
+    """``{"settings": settings, body: {...}}``: empty, or the finished part of an earlier run
+    in ``output_dir`` made with the same settings.
+
+    Args:
+        output_dir: the run folder holding ``results.json``.
+        settings: what the results depend on; recorded in the file.
+        body: the key of the per-unit results (``"relations"``, ``"tasks"``).
+        may_grow: settings that may differ from the earlier run's (lists of units that a
+            rerun extends, e.g. more seeds).
+
+    Raises:
+        ConfigError: the folder holds results made with other settings.
+        DataError: its ``results.json`` is not a JSON object.
+    """
+    path = Path(output_dir) / RESULTS_FILE
+    results: dict[str, Any] = {"settings": settings, body: {}}
+    if not path.is_file():
+        return results
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(str(path), f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    if not isinstance(previous, dict) or not isinstance(previous.get(body, {}), dict):
+        raise DataError(str(path), f"expected an object with {body!r} results")
+
+    def fixed(s: Any) -> dict[str, Any]:
+        return {k: v for k, v in (s or {}).items() if k not in may_grow}
+
+    if fixed(previous.get("settings")) != fixed(settings):
+        raise ConfigError("output", f"{output_dir} holds a run with other settings; choose another folder")
+    results[body] = previous.get(body, {})
+    return results
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A markdown table: the header row, the rule, one line per row."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def summarize_seeds(runs: dict[str, dict[str, Any]], splits: Sequence[str] = ("val", "dev32", "dev")) -> dict[str, Any]:
+    """Mean and std over the runs (one per seed) of every metric of each split; ``n`` as is."""
+    out: dict[str, Any] = {"seeds": len(runs)}
+    for split in splits:
+        rows = [r[split] for r in runs.values() if split in r]
+        if rows:
+            keys = [k for k in rows[0] if k != "n"]
+            out[split] = {k: _mean_std([r[k] for r in rows]) for k in keys}
+            out[split]["n"] = rows[0].get("n")
+    return out
+
+
+def mean_std_cell(stats: dict[str, Any] | None, keys: Sequence[str]) -> str:
+    """``"71.2 ± 1.3 / 65.0"``: the metrics ``keys`` of :func:`summarize_seeds` in percent."""
+    if not stats:
+        return "–"
+    parts = []
+    for k in keys:
+        m = stats.get(k)
+        if m is None:
+            continue
+        parts.append(f"{100 * m['mean']:.1f}" + (f" ± {100 * m['std']:.1f}" if m["std"] else ""))
+    return " / ".join(parts) or "–"
