@@ -51,17 +51,51 @@ def _verbalizer(text: str) -> dict[str, list[str]]:
     return Verbalizer.from_json(text).to_dict()
 
 
-def _command(sub: argparse._SubParsersAction, name: str, func: Callable, **kw: Any) -> tuple[Any, CommandOptions]:
-    """A subcommand whose options so far are plain ones: ``--config`` and config-file keys too."""
-    p = sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+TEXTS: dict[str, tuple[str, str, str | None]] = {  # command: (help, description, epilog)
+    "train": ("P-tune a model on your data",
+              "Train a prompt (pseudo tokens + prompt encoder) for a frozen or jointly tuned LM.", EXAMPLES_TRAIN),
+    "probe": ("LAMA knowledge probing of a frozen LM",
+              "Probe a frozen LM on LAMA relations with manual prompts, P-tuning and more; writes results.json, "
+              "results.md, p_at_1.png and one prompt checkpoint per relation. Resumable: finished relations are "
+              "skipped.",
+              "example:\n  ptune probe --model bert-base-cased --data-dir data/LAMA --relations P19,P36 "
+              "--methods manual,ptuning --vocab common --output runs/lama"),
+    "superglue": ("SuperGLUE / FewGLUE: P-tuning, manual prompts or fine-tuning on the eight tasks",
+                  "Train and evaluate on SuperGLUE tasks (BoolQ CB COPA MultiRC ReCoRD RTE WiC WSC) with the "
+                  "paper's patterns; writes results.json, results.md and predictions/<Task>.jsonl. Resumable: "
+                  "finished (task, seed) runs are skipped.",
+                  "examples:\n  ptune superglue --task RTE --model albert-xxlarge-v2 --data-dir FewGLUE_32dev "
+                  "--seeds 1,2,3 --output runs/rte\n  ptune superglue --task all --model bert-base-cased "
+                  "--data-dir FewGLUE_32dev --method manual --frozen --output runs/zero-shot"),
+    "demo": ("the offline demo: P-tuning vs manual prompts on ptune's world LMs",
+             "Probe the causal and masked LMs of ptune's synthetic world with manual prompts, the oracle wording, "
+             "P-tuning and a random-LM control; prints the table. The world is built once (a few minutes) and "
+             "cached in $PTUNE_CACHE (default .cache/ptune).", None),
+    "world build": ("generate the world and pretrain its LMs",
+                    "Writes lama/ (LAMA formats), gpt/, bert/ and world.json to --output.", None),
+    "inspect": ("what a prompt learned: the nearest vocabulary tokens of each pseudo token",
+                "Prints, for each pseudo token of a checkpoint, the vocabulary tokens whose input embeddings "
+                "are nearest by cosine similarity.", None),
+    "bench": ("benchmark ptune against PEFT's P-tuning side by side",
+              "Times ptune and PEFT P-tuning alternately on the same frozen random-init model and batch; prints "
+              "a table with the ptune/PEFT ratios.", None),
+    "eval": ("evaluate a checkpoint on labelled data (JSON metrics)", "", None),
+    "predict": ("predict labels with a checkpoint (one JSON line per example)", "", None),
+}
+
+
+def _command(sub: argparse._SubParsersAction, name: str, func: Callable) -> tuple[Any, CommandOptions]:
+    """A subcommand (its texts from TEXTS) with ``--config``; add its plain options, then
+    ``adopt()`` them and add the config fields."""
+    helptext, description, epilog = TEXTS[name]
+    p = sub.add_parser(name.split()[-1], help=helptext, description=description or helptext, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=func)
     return p, CommandOptions(p)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p, opts = _command(sub, "train", cmd_train, help="P-tune a model on your data", epilog=EXAMPLES_TRAIN,
-                       description="Train a prompt (pseudo tokens + prompt encoder) for a frozen or jointly "
-                                   "tuned LM.")
+    p, opts = _command(sub, "train", cmd_train)
     p.add_argument("--model", required=True, help="hub name or local folder of a causal or masked LM")
     p.add_argument("--train", required=True, help="training data: .jsonl or .csv with named fields")
     p.add_argument("--dev", help="dev data for model selection and early stopping")
@@ -74,8 +108,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     opts.exclusive.append(STEPS_OR_EPOCHS)
 
 
-def _add_eval(sub: argparse._SubParsersAction, name: str, func: Callable, helptext: str) -> None:
-    p, opts = _command(sub, name, func, help=helptext, description=helptext)
+def _add_eval(sub: argparse._SubParsersAction, name: str, func: Callable) -> None:
+    p, opts = _command(sub, name, func)
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (or run folder: its best/)")
     p.add_argument("--data", required=True, help=".jsonl or .csv file")
     p.add_argument("--output", help="file to write (default: standard output only)")
@@ -85,14 +119,7 @@ def _add_eval(sub: argparse._SubParsersAction, name: str, func: Callable, helpte
 
 
 def _add_probe(sub: argparse._SubParsersAction) -> None:
-    p, opts = _command(
-        sub, "probe", cmd_probe, help="LAMA knowledge probing of a frozen LM",
-        description="Probe a frozen LM on LAMA relations with manual prompts, P-tuning and more; "
-                    "writes results.json, results.md, p_at_1.png and one prompt checkpoint per relation. "
-                    "Resumable: finished relations are skipped.",
-        epilog="example:\n  ptune probe --model bert-base-cased --data-dir data/LAMA --relations P19,P36 "
-               "--methods manual,ptuning --vocab common --output runs/lama",
-    )
+    p, opts = _command(sub, "probe", cmd_probe)
     p.add_argument("--model", required=True, help="hub name or local folder")
     p.add_argument("--data-dir", required=True, help="LAMA folder: relations.jsonl, fact-retrieval/, vocab files")
     p.add_argument("--output", required=True, help="output folder")
@@ -107,16 +134,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_superglue(sub: argparse._SubParsersAction) -> None:
-    p, opts = _command(
-        sub, "superglue", cmd_superglue,
-        help="SuperGLUE / FewGLUE: P-tuning, manual prompts or fine-tuning on the eight tasks",
-        description="Train and evaluate on SuperGLUE tasks (BoolQ CB COPA MultiRC ReCoRD RTE WiC WSC) with the "
-                    "paper's patterns; writes results.json, results.md and predictions/<Task>.jsonl. "
-                    "Resumable: finished (task, seed) runs are skipped.",
-        epilog="examples:\n  ptune superglue --task RTE --model albert-xxlarge-v2 --data-dir FewGLUE_32dev "
-               "--seeds 1,2,3 --output runs/rte\n  ptune superglue --task all --model bert-base-cased --data-dir "
-               "FewGLUE_32dev --method manual --frozen --output runs/zero-shot",
-    )
+    p, opts = _command(sub, "superglue", cmd_superglue)
     p.add_argument("--model", required=True, help="hub name or local folder")
     p.add_argument("--data-dir", required=True, help="folder with <Task>/{train,dev32,val}.jsonl")
     p.add_argument("--output", required=True, help="output folder")
@@ -135,12 +153,7 @@ def _add_superglue(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_demo_and_world(sub: argparse._SubParsersAction) -> None:
-    p, opts = _command(
-        sub, "demo", cmd_demo, help="the offline demo: P-tuning vs manual prompts on ptune's world LMs",
-        description="Probe the causal and masked LMs of ptune's synthetic world with manual prompts, "
-                    "the oracle wording, P-tuning and a random-LM control; prints the table. The world is "
-                    "built once (a few minutes) and cached in $PTUNE_CACHE (default .cache/ptune).",
-    )
+    p, opts = _command(sub, "demo", cmd_demo)
     p.add_argument("--output", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--world", help="world folder (default: the cached one, built if missing)")
     opts.adopt()
@@ -149,8 +162,7 @@ def _add_demo_and_world(sub: argparse._SubParsersAction) -> None:
                            description="Build a synthetic knowledge base, its corpus and tokenizer, and pretrain "
                                        "a small causal and a small masked LM on it (CPU, seeded).")
     wsub = world.add_subparsers(dest="world_command", required=True, metavar="COMMAND")
-    b, opts = _command(wsub, "build", cmd_world_build, help="generate the world and pretrain its LMs",
-                       description="Writes lama/ (LAMA formats), gpt/, bert/ and world.json to --output.")
+    b, opts = _command(wsub, "world build", cmd_world_build)
     b.add_argument("--output", required=True, help="folder to create")
     b.add_argument("--preset", choices=["tiny", "mini"], default="tiny", help="tiny (default, the demo's) or mini (seconds)")
     opts.adopt()
@@ -160,17 +172,12 @@ def _add_demo_and_world(sub: argparse._SubParsersAction) -> None:
 def _add_inspect_and_bench(sub: argparse._SubParsersAction) -> None:
     from .bench import add_arguments
 
-    ins, opts = _command(sub, "inspect", cmd_inspect,
-                         help="what a prompt learned: the nearest vocabulary tokens of each pseudo token",
-                         description="Prints, for each pseudo token of a checkpoint, the vocabulary tokens whose "
-                                     "input embeddings are nearest by cosine similarity.")
+    ins, opts = _command(sub, "inspect", cmd_inspect)
     ins.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
     ins.add_argument("--model", help="load the prompt onto this copy of the base model")
     ins.add_argument("--top", type=int, default=5, help="tokens per pseudo token (default 5)")
     opts.adopt()
-    bench, opts = _command(sub, "bench", cmd_bench, help="benchmark ptune against PEFT's P-tuning side by side",
-                           description="Times ptune and PEFT P-tuning alternately on the same frozen random-init "
-                                       "model and batch; prints a table with the ptune/PEFT ratios.")
+    bench, opts = _command(sub, "bench", cmd_bench)
     add_arguments(bench)
     opts.adopt()
 
@@ -185,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
-    _add_eval(sub, "eval", cmd_eval, "evaluate a checkpoint on labelled data (JSON metrics)")
-    _add_eval(sub, "predict", cmd_predict, "predict labels with a checkpoint (one JSON line per example)")
+    _add_eval(sub, "eval", cmd_eval)
+    _add_eval(sub, "predict", cmd_predict)
     _add_probe(sub)
     _add_superglue(sub)
     _add_demo_and_world(sub)
@@ -230,12 +237,22 @@ def cmd_train(o: Resolved) -> int:
     return 0
 
 
+def _probe_config(o: Resolved) -> ProbeConfig:
+    with o.blame():
+        return ProbeConfig(**o.section(only=ProbeConfig), prompt=o.section("prompt"), train=o.section("train"))
+
+
+def _superglue_config(o: Resolved) -> SuperGlueConfig:
+    with o.blame():
+        return SuperGlueConfig(**o.section(only=SuperGlueConfig), prompt=o.section("prompt"),
+                               train=o.section("train"))
+
+
 def cmd_probe(o: Resolved) -> int:
     from .model import load_base
     from .tasks.lama import markdown_table, probe
 
-    with o.blame():
-        config = ProbeConfig(**o.section(only=ProbeConfig), prompt=o.section("prompt"), train=o.section("train"))
+    config = _probe_config(o)
     if not (Path(o["data_dir"]) / "relations.jsonl").is_file():
         from .errors import DataError
 
@@ -250,9 +267,7 @@ def cmd_probe(o: Resolved) -> int:
 def cmd_superglue(o: Resolved) -> int:
     from .tasks.superglue import markdown_table, run_superglue
 
-    with o.blame():
-        config = SuperGlueConfig(**o.section(only=SuperGlueConfig), prompt=o.section("prompt"),
-                                 train=o.section("train"))
+    config = _superglue_config(o)
     if not Path(o["data_dir"]).is_dir():
         raise ConfigError("--data-dir", f"{o['data_dir']}: no such folder")
     results = run_superglue(o["model"], o["data_dir"], o["output"], config, progress=sys.stderr.isatty())

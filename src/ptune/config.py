@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Literal, Mapping, get_args
+from typing import Any, ClassVar, Literal, Mapping, TypeVar, get_args
 
 from .encoder import EncoderConfig
 from .errors import ConfigError
@@ -37,9 +37,27 @@ def _from_dict(cls: type, d: dict[str, Any], where: str) -> dict[str, Any]:
     return dict(d)
 
 
+C = TypeVar("C", bound="_Mapped")
+
+
+class _Mapped:
+    """``to_dict``/``from_dict`` of a config dataclass; unknown keys name the nearest field."""
+
+    key: ClassVar[str]  # the config's name in messages ("train.lrr: unknown key")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[C], d: dict[str, Any]) -> C:
+        return cls(**_from_dict(cls, d, cls.key))
+
+
 @dataclass(frozen=True, kw_only=True)
-class PromptConfig:
+class PromptConfig(_Mapped):
     """What a P-tuned prompt is: everything needed to rebuild it on its base model."""
+
+    key: ClassVar[str] = "prompt"
 
     template: str
     """Template text, e.g. ``"{premise} ? [P*3] [MASK] , {hypothesis}"``."""
@@ -100,15 +118,6 @@ class PromptConfig:
         if self.max_length is not None and self.max_length < 2:
             raise ConfigError("max_length", f"must be at least 2, got {self.max_length}")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["encoder"] = self.encoder.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PromptConfig":
-        return cls(**_from_dict(cls, d, "prompt"))
-
     @classmethod
     def check_fields(cls, given: Mapping[str, Any], fixed: tuple[str, ...], who: str) -> dict[str, Any]:
         """``given``: some PromptConfig fields for prompts that a harness builds (which
@@ -131,8 +140,10 @@ class PromptConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig:
+class TrainConfig(_Mapped):
     """How to train a prompt (and optionally the LM with it)."""
+
+    key: ClassVar[str] = "train"
 
     steps: int | None = None
     """Optimizer steps to train; exclusive with ``epochs``."""
@@ -210,13 +221,6 @@ class TrainConfig:
             _check_choice("compile", self.compile, COMPILE_MODES)
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ConfigError("max_grad_norm", f"must be positive, got {self.max_grad_norm}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        return cls(**_from_dict(cls, d, "train"))
 
     def updated(self, changes: Mapping[str, Any]) -> "TrainConfig":
         """A copy with ``changes`` (field -> value); ``steps`` replaces ``epochs`` and the

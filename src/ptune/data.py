@@ -13,11 +13,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from .errors import DataError
 
-__all__ = ["Records", "read_examples"]
+__all__ = ["Records", "read_examples", "keep_valid"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -53,28 +56,36 @@ def read_examples(path: str | os.PathLike, *, skip_invalid: bool = False) -> Rec
     raise DataError(str(path), f"unknown format {suffix!r}; accepted: .jsonl, .json, .csv, .tsv")
 
 
+def keep_valid(pairs: Iterable[tuple[T, str]], convert: Callable[[T, str], R], skip_invalid: bool,
+               skipped: list[str]) -> Iterator[tuple[R, str]]:
+    """``(convert(value, source), source)`` for each ``(value, source)``; a DataError is
+    raised, or with ``skip_invalid`` its message is added to ``skipped`` and the pair left out."""
+    for value, src in pairs:
+        try:
+            converted = convert(value, src)
+        except DataError as err:
+            if not skip_invalid:
+                raise
+            skipped.append(str(err))
+            continue
+        yield converted, src
+
+
+def _json_object(line: str, src: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(src, f"invalid JSON at column {e.colno}: {e.msg}") from None
+    if not isinstance(obj, dict):
+        raise DataError(src, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def _read_jsonl(path: Path, skip_invalid: bool = False) -> Records:
     examples, sources, skipped = [], [], []
     with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            src = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise DataError(src, f"expected a JSON object, got {type(obj).__name__}")
-            except json.JSONDecodeError as e:
-                err = DataError(src, f"invalid JSON at column {e.colno}: {e.msg}")
-                if not skip_invalid:
-                    raise err from None
-                skipped.append(str(err))
-                continue
-            except DataError as err:
-                if not skip_invalid:
-                    raise
-                skipped.append(str(err))
-                continue
+        lines = ((line, f"{path}:{n}") for n, line in enumerate(fh, 1) if line.strip())
+        for obj, src in keep_valid(lines, _json_object, skip_invalid, skipped):
             examples.append(obj)
             sources.append(src)
     if not examples and not skipped:

@@ -17,9 +17,9 @@ import os
 import random
 import string
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
-from ..data import Records, read_examples
+from ..data import Records, keep_valid, read_examples
 from ..errors import ConfigError, DataError
 
 __all__ = ["TASKS", "LABELS", "SPLITS", "canonical_task", "split_path", "read_task", "load_splits",
@@ -86,14 +86,7 @@ def read_task(task: str, path: str | os.PathLike, *, skip_invalid: bool = False)
     examples: list[dict[str, Any]] = []
     sources: list[str] = []
     skipped = list(lines.skipped)
-    for obj, src in zip(lines.examples, lines.sources):
-        try:
-            made = convert(obj, src)
-        except DataError as e:
-            if not skip_invalid:
-                raise
-            skipped.append(str(e))
-            continue
+    for made, src in keep_valid(zip(lines.examples, lines.sources), convert, skip_invalid, skipped):
         examples.extend(made)
         sources.extend([src] * len(made))
     if not examples and skipped:
@@ -224,6 +217,15 @@ def _get(obj: dict, key: str, path: str, src: str, kind: type | tuple[type, ...]
         expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
         raise DataError(src, f"expected {expected}, got {_typename(value)} {value!r:.60}", field=path)
     return value
+
+
+def _objects(items: list, path: str, src: str) -> Iterator[tuple[str, dict]]:
+    """``(f"{path}[i]", item)`` for each item of a list; every item must be an object."""
+    for i, item in enumerate(items):
+        item_path = f"{path}[{i}]"
+        if not isinstance(item, dict):
+            raise DataError(src, f"expected an object, got {_typename(item)}", field=item_path)
+        yield item_path, item
 
 
 def _class_label(task: str, obj: dict, src: str, path: str = "label", key: str = "label") -> str:
@@ -392,17 +394,11 @@ def _multirc(obj: dict, src: str) -> list[dict]:
     labelled = any(isinstance(q, dict) and isinstance(q.get("answers"), list)
                    and any(isinstance(a, dict) and "label" in a for a in q["answers"]) for q in questions)
     out = []
-    for qi, q in enumerate(questions):
-        qpath = f"passage.questions[{qi}]"
-        if not isinstance(q, dict):
-            raise DataError(src, f"expected an object, got {_typename(q)}", field=qpath)
+    for qpath, q in _objects(questions, "passage.questions", src):
         question = _get(q, "question", qpath + ".question", src, str)
         qidx = _get(q, "idx", qpath + ".idx", src, (int, str))
         answers = _get(q, "answers", qpath + ".answers", src, list)
-        for ai, a in enumerate(answers):
-            apath = f"{qpath}.answers[{ai}]"
-            if not isinstance(a, dict):
-                raise DataError(src, f"expected an object, got {_typename(a)}", field=apath)
+        for apath, a in _objects(answers, qpath + ".answers", src):
             ex = {"idx": _get(a, "idx", apath + ".idx", src, (int, str)), "passage": text,
                   "question": question, "answer": _get(a, "text", apath + ".text", src, str),
                   "question_idx": qidx, "passage_idx": pidx}
@@ -420,10 +416,7 @@ def _record(obj: dict, src: str) -> list[dict]:
     text = _get(passage, "text", "passage.text", src, str)
     spans = _get(passage, "entities", "passage.entities", src, list)
     entities: list[str] = []
-    for ei, ent in enumerate(spans):
-        epath = f"passage.entities[{ei}]"
-        if not isinstance(ent, dict):
-            raise DataError(src, f"expected an object, got {_typename(ent)}", field=epath)
+    for epath, ent in _objects(spans, "passage.entities", src):
         start, end = _span(ent, epath, text, src)
         name = text[start:end + 1]
         if name not in entities:
@@ -431,10 +424,7 @@ def _record(obj: dict, src: str) -> list[dict]:
     qas = _get(obj, "qas", "qas", src, list)
     shown = text.replace("@highlight\n", "- ")
     out = []
-    for qi, qa in enumerate(qas):
-        qpath = f"qas[{qi}]"
-        if not isinstance(qa, dict):
-            raise DataError(src, f"expected an object, got {_typename(qa)}", field=qpath)
+    for qpath, qa in _objects(qas, "qas", src):
         query = _get(qa, "query", qpath + ".query", src, str)
         if query.count("@placeholder") != 1:
             raise DataError(src, f"the query must hold exactly one @placeholder, found "
@@ -445,10 +435,7 @@ def _record(obj: dict, src: str) -> list[dict]:
                               "entities": list(entities), "choices": list(entities)}
         answers: list[str] = []
         golds = _get(qa, "answers", qpath + ".answers", src, list) if "answers" in qa else []
-        for ai, ans in enumerate(golds):
-            apath = f"{qpath}.answers[{ai}]"
-            if not isinstance(ans, dict):
-                raise DataError(src, f"expected an object, got {_typename(ans)}", field=apath)
+        for apath, ans in _objects(golds, qpath + ".answers", src):
             start, end = _span(ans, apath, text, src)
             answer = _get(ans, "text", apath + ".text", src, str)
             if text[start:end + 1] != answer:
