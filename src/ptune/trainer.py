@@ -409,16 +409,9 @@ def train(
         model.load_state_dict(run.best_weights, strict=False)
     acc.wait_for_everyone()
     model.eval()
-    return TrainResult(
-        steps=state["step"],
-        best_step=state["best_step"],
-        best_metrics=next((h for h in state["history"] if h["step"] == state["best_step"]), None),
-        last_metrics=last_metrics,
-        stopped_early=stopped_early,
-        output_dir=out,
-        history=state["history"],
-        num_processes=acc.num_processes,
-    )
+    best_metrics = next((h for h in state["history"] if h["step"] == state["best_step"]), None)
+    return TrainResult(state["step"], state["best_step"], best_metrics, last_metrics, stopped_early, out,
+                       state["history"], acc.num_processes)
 
 
 class _Log:
