@@ -138,3 +138,21 @@ def test_inspect_lists_nearest_tokens(files, tmp_path, capsys):
     assert lines[0] == "template: {text} [P*3] [MASK]"
     assert [ln.split(":")[0] for ln in lines[1:]] == ["P1", "P2", "P3"]
     assert all(ln.count("(") == 3 for ln in lines[1:])
+
+
+def test_a_config_file_trains_as_the_same_flags_do(files, tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"model: {files / 'gpt2'}\ntrain: {files / 'train.jsonl'}\ndev: {files / 'dev.jsonl'}\n"
+                   "prompt:\n  template: '{text} [P*3] [MASK]'\n  verbalizer: {pos: 'yes', neg: 'no'}\n"
+                   "  encoder: mlp\ntrain_config_unused: 1\n")
+    assert main(["train", "--config", str(cfg), "--output", str(tmp_path / "x")]) == 2
+    assert "run.yaml: train_config_unused: unknown key" in _error(capsys)
+    cfg.write_text(cfg.read_text().replace("train_config_unused: 1\n", "") + "epochs: 4\nlr: 1.0e-2\nbatch_size: 16\n")
+    assert main(["train", "--config", str(cfg), "--output", str(tmp_path / "file"), "--steps", "8"]) == 0
+    from_file = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert _train(files, tmp_path / "flags", "--encoder", "mlp", "--steps", "8") == 0
+    from_flags = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert from_file["steps"] == 8 and from_file["best"] == from_flags["best"]
+    from ptune.checkpoint import read_meta
+
+    assert read_meta(tmp_path / "file" / "last")["prompt"] == read_meta(tmp_path / "flags" / "last")["prompt"]

@@ -167,3 +167,23 @@ def test_lamas_original_per_relation_files_are_the_test_split(tmp_path):
     (tmp_path / "P19.jsonl").write_text(json.dumps({"sub_label": "Ann"}) + "\n")
     with pytest.raises(lama.DataError, match=r"P19.jsonl:1: field 'obj_label': missing"):
         lama.load_facts(tmp_path, "P19", "test")
+
+
+def test_cli_probe_with_a_config_file(tmp_path, capsys):
+    from ptune.cli import main
+
+    data = _mini_lama(tmp_path / "lama")
+    lm, tok = pair("gpt2", hidden=64, init_range=0.2)
+    lm.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    cfg = tmp_path / "probe.yaml"
+    cfg.write_text(f"model: {tmp_path / 'm'}\ndata_dir: {data}\nmethods: [majority, manual, ptuning]\nrelations: P1\n"
+                   "prompt: {encoder: mlp}\ntrain: {epochs: 2, lr: 1.0e-2, batch_size: 4}\n")
+    assert main(["probe", "--config", str(cfg), "--output", str(tmp_path / "out"), "--patience", "1"]) == 0
+    assert "| P1 | is a | 3 |" in capsys.readouterr().out
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert list(res["relations"]) == ["P1"] and set(res["relations"]["P1"]["methods"]) == {"majority", "manual", "ptuning"}
+    assert res["settings"]["prompt"] == {"encoder": {"type": "mlp", "lstm_dropout": 0.0}}
+    train = res["settings"]["train"]
+    assert (train["epochs"], train["lr"], train["batch_size"], train["patience"]) == (2, 1e-2, 4, 1)
+    assert train == {**lama.LAMA_TRAIN.to_dict(), "epochs": 2, "lr": 1e-2, "batch_size": 4, "patience": 1}

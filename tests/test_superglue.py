@@ -264,6 +264,21 @@ def test_cli_superglue(tokenizers, tmp_path, capsys):
     assert served.predict([{"premise": "A cat sleeps.", "hypothesis_stem": "A cat"}])[0]["label"] in sg.LABELS["RTE"]
 
 
+
+def test_cli_superglue_config_file_and_flags_over_it(tokenizers, tmp_path, capsys):
+    model = _save_tiny(tokenizers["bert"], tmp_path / "m")
+    cfg = tmp_path / "sg.toml"
+    cfg.write_text(f'tasks = ["rte"]\nmodel = "{model}"\ndata_dir = "{FEWGLUE}"\nlimit_eval = 4\nseeds = [1]\n'
+                   '[prompt]\nmax_length = 256\n[train]\nsteps = 5\neval_every = 1\nbatch_size = 4\n')
+    assert main(["superglue", "--config", str(cfg), "--max-steps", "1", "--frozen", "--output", str(tmp_path / "o")]) == 0
+    assert "frozen LM" in capsys.readouterr().out
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["settings"]["train"] == {"steps": 1, "eval_every": 1, "batch_size": 4, "finetune_lm": False}
+    assert res["settings"]["prompt"] == {"max_length": 256} and res["settings"]["limit_eval"] == 4
+    run = res["tasks"]["RTE"]["runs"]["1"]
+    assert run["steps"] == 1 and run["train_config"]["lr"] == 1e-3 and run["train_config"]["finetune_lm"] is False
+    assert res["tasks"]["RTE"]["val"]["n"] == 4
+
 def _bad_dir(tmp_path, task, line_fn):
     d = tmp_path / "data" / task
     d.mkdir(parents=True)
