@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import pair, sentiment
-from ptune import CheckpointError, EncoderConfig, PromptConfig, PTunedModel, TrainConfig
+from ptune import CheckpointError, ClassifierConfig, ClassifierModel, EncoderConfig, PromptConfig, PTunedModel, TrainConfig
 from ptune import checkpoint as ckpt
 from ptune.checkpoint import load_checkpoint, save_checkpoint
 from ptune.trainer import train
@@ -90,6 +90,26 @@ def test_jointly_tuned_lm_travels_with_the_checkpoint(tmp_path):
     loaded = load_checkpoint(tmp_path / "ck")
     examples = sentiment(6, seed=2)
     torch.testing.assert_close(_scores(loaded, examples), _scores(model, examples), atol=1e-6, rtol=1e-6)
+    save_checkpoint(loaded, tmp_path / "again")  # a loaded tuned LM stays with the prompt
+    assert (tmp_path / "again" / "lm" / "config.json").is_file()
+
+
+def test_load_weights_into_a_model_of_the_same_config(tmp_path):
+    """What the trainer does to restore best/: the prompt into an existing model; a checkpoint
+    of another config or of the other model type is refused."""
+    model, lm, tok = _trained("gpt2", "mlp")
+    save_checkpoint(model, tmp_path / "ck")
+    fresh = PTunedModel(lm, tok, model.config, seed=5)
+    examples = sentiment(6, seed=3)
+    assert not torch.equal(_scores(fresh, examples), _scores(model, examples))
+    ckpt.load_weights(fresh, tmp_path / "ck")
+    assert torch.equal(_scores(fresh, examples), _scores(model, examples))
+    other = PTunedModel(lm, tok, PromptConfig(template="[P*3] {text} [MASK]", verbalizer=VERB))
+    with pytest.raises(CheckpointError, match="another prompt config"):
+        ckpt.load_weights(other, tmp_path / "ck")
+    classifier = ClassifierModel(lm, tok, ClassifierConfig(inputs=["{text}"], labels=["pos", "neg"]), seed=0)
+    with pytest.raises(CheckpointError, match="another classifier config"):
+        ckpt.load_weights(classifier, tmp_path / "ck")
 
 
 def test_writes_are_atomic(tmp_path, monkeypatch):
