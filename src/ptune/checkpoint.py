@@ -40,7 +40,8 @@ from .config import PromptConfig
 from .errors import CheckpointError
 from .files import atomic_dir, write_json_atomic
 from .finetune import ClassifierConfig, ClassifierModel
-from .model import PTunedModel, load_base
+from .lm import load_base
+from .model import PTunedModel
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "load_training_state", "read_meta", "resolve",
            "base_fingerprint", "write_json_atomic", "CONFIG_NAME"]

@@ -31,7 +31,7 @@ from .batch import Item, Output
 from .config import SpeedConfig, _check_choice, _from_dict
 from .errors import ConfigError, DataError
 from .inference import iter_outputs
-from .model import detect_kind, load_base
+from .lm import detect_kind, load_base
 from .verbalizer import find_label
 
 __all__ = ["ClassifierConfig", "ClassifierModel", "ClassifierBatch"]
