@@ -32,16 +32,13 @@ from .config import SpeedConfig, _check_choice, _from_dict
 from .errors import ConfigError, DataError
 from .inference import iter_outputs
 from .lm import detect_kind, load_base
+from .template import check_fields
 from .verbalizer import find_label
 
 __all__ = ["ClassifierConfig", "ClassifierModel", "ClassifierBatch"]
 
 CANDIDATE = "candidate"
 _FIELD = re.compile(r"\{(\w+)\}")
-
-
-def _fields_of(fmt: str) -> list[str]:
-    return _FIELD.findall(fmt)
 
 
 # ----------------------------------------------------------------------------- config
@@ -73,7 +70,7 @@ class ClassifierConfig:
                 isinstance(x, str) and x.strip() for x in inputs):
             raise ConfigError("inputs", f"must be a list of 1 or 2 non-empty text formats, got {inputs!r}")
         object.__setattr__(self, "inputs", list(inputs))
-        names = [n for x in inputs for n in _fields_of(x)]
+        names = [n for x in inputs for n in _FIELD.findall(x)]
         if not [n for n in names if n != CANDIDATE]:
             raise ConfigError("inputs", f"no {{field}} in {inputs!r}; e.g. ['{{premise}}', '{{hypothesis}}']")
         if (cf is not None) != (CANDIDATE in names):
@@ -105,10 +102,9 @@ class ClassifierConfig:
         return self.candidates_field is not None
 
     @property
-    def needed(self) -> list[str]:
-        """The example fields the inputs read (and the candidates field)."""
-        names = [n for s in self.inputs for n in _fields_of(s) if n != CANDIDATE]
-        return list(dict.fromkeys(names + ([self.candidates_field] if self.candidates_field else [])))
+    def fields(self) -> list[str]:
+        """The example fields the inputs read (besides the candidates)."""
+        return list(dict.fromkeys(n for s in self.inputs for n in _FIELD.findall(s) if n != CANDIDATE))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -205,15 +201,8 @@ class ClassifierModel(nn.Module):
     @classmethod
     def from_base(cls, model: str, *, inputs: list[str], labels: list[str] | None = None,
                   seed: int | None = None, **options: Any) -> "ClassifierModel":
-        """Load a base model by hub name or folder and put a head on it.
-
-        Args:
-            model: e.g. ``"gpt2"``, ``"bert-base-cased"`` or a local folder.
-            inputs: the text segments.
-            labels: class labels (``None`` with ``candidates_field`` for multiple choice).
-            seed: seed of the head's initial weights.
-            **options: other :class:`ClassifierConfig` fields.
-        """
+        """Load a base model by hub name (e.g. ``"gpt2"``) or folder and put a head on it;
+        ``options`` are the other :class:`ClassifierConfig` fields."""
         config = ClassifierConfig(inputs=inputs, labels=labels, **options)
         lm, tokenizer, kind = load_base(model, config.kind)
         return cls(lm, tokenizer, ClassifierConfig.from_dict({**config.to_dict(), "kind": kind}),
@@ -223,10 +212,6 @@ class ClassifierModel(nn.Module):
     def lm(self) -> nn.Module:
         """The LM backbone (``seq.base_model``), as the trainer and checkpoints see it."""
         return self.seq.base_model
-
-    @property
-    def labels(self) -> list[str] | None:
-        return self.config.labels
 
     # ------------------------------------------------------------------ modes
     def prompt_parameters(self) -> list[nn.Parameter]:
@@ -249,21 +234,6 @@ class ClassifierModel(nn.Module):
         return self
 
     # ------------------------------------------------------------------ data
-    def _render(self, example: dict[str, Any], source: str, candidate: str | None = None) -> list[str]:
-        def value(m: re.Match) -> str:
-            name = m.group(1)
-            if name == CANDIDATE and candidate is not None:
-                return candidate
-            if name not in example:
-                have = ", ".join(sorted(map(str, example))) or "no fields"
-                raise DataError(source, f"missing (the inputs need {', '.join(self.config.needed)}; "
-                                        f"the example has {have})", field=name)
-            if example[name] is None:
-                raise DataError(source, "is null; a text is needed", field=name)
-            return str(example[name])
-
-        return [_FIELD.sub(value, fmt) for fmt in self.config.inputs]
-
     def _label_index(self, ex: dict[str, Any], src: str, require: bool, n_candidates: int) -> int:
         lf = self.config.label_field
         if ex.get(lf) is None:
@@ -274,8 +244,9 @@ class ClassifierModel(nn.Module):
             found = find_label(ex[lf], {str(i): i for i in range(n_candidates)})
             wanted = f"a candidate index (0 to {n_candidates - 1})"
         else:
-            found = find_label(ex[lf], {label: i for i, label in enumerate(self.labels or [])})
-            wanted = f"a label ({', '.join(self.labels[:10])}{', ...' if len(self.labels) > 10 else ''})"  # type: ignore[index]
+            labels = self.config.labels or []
+            found = find_label(ex[lf], {label: i for i, label in enumerate(labels)})
+            wanted = f"a label ({', '.join(labels[:10])}{', ...' if len(labels) > 10 else ''})"
         if found is None:
             raise DataError(src, f"{ex[lf]!r} is not {wanted}", field=lf)
         return found
@@ -285,7 +256,7 @@ class ClassifierModel(nn.Module):
         if cf is None:
             return []
         if cf not in ex:
-            raise DataError(src, f"missing (the inputs need {', '.join(self.config.needed)})", field=cf)
+            raise DataError(src, "missing; multiple choice needs the list of candidates", field=cf)
         cands = ex[cf]
         if isinstance(cands, (str, bytes)) or not isinstance(cands, (list, tuple)) or not all(
                 isinstance(c, str) for c in cands):
@@ -311,10 +282,12 @@ class ClassifierModel(nn.Module):
         for i, (ex, src) in enumerate(zip(examples, sources)):
             if not isinstance(ex, dict):
                 raise DataError(src, f"expected an object with fields, got {type(ex).__name__}")
+            check_fields(self.config, ex, src)
             cands = self._candidates(ex, src)
             label = self._label_index(ex, src, require_labels, len(cands))
             for c in cands or [None]:
-                segments.append(self._render(ex, src, c))
+                value = lambda m, c=c, ex=ex: c if m.group(1) == CANDIDATE else str(ex[m.group(1)])  # noqa: E731
+                segments.append([_FIELD.sub(value, fmt) for fmt in self.config.inputs])
                 owner.append(i)
             items.append(Item({}, label, src, candidate_texts=cands or None))
         if not items:
@@ -324,7 +297,7 @@ class ClassifierModel(nn.Module):
         keys = [k for k in enc if k != "attention_mask"]
         for r, i in enumerate(owner):
             if not enc["input_ids"][r]:
-                raise DataError(sources[i], "gives no tokens; the inputs need some text", field=self.config.needed[0])
+                raise DataError(sources[i], "gives no tokens; the inputs need some text", field=self.config.fields[0])
             for k in keys:
                 value = list(enc[k][r])
                 if self.config.multiple_choice:
