@@ -56,10 +56,10 @@ def _native_stdout_silenced():
 
 
 def build(family: str, corpus: list[str], words: list[str], output: Path, *, seed: int = 0,
-          vocab_size: int = 400, hidden: int = 64, layers: int = 2) -> None:
+          vocab_size: int = 400, hidden: int = 64, layers: int = 2, heads: int = 2,
+          init_range: float = 0.2) -> None:
     """Train the tokenizer, build the model and save both to ``output``."""
     import torch
-    from transformers import AutoTokenizer
 
     torch.manual_seed(seed)
     # the words appear after a space and at the start of a sentence, many times, so that
@@ -69,37 +69,9 @@ def build(family: str, corpus: list[str], words: list[str], output: Path, *, see
         tok = train_tokenizer(family, corpus * 4 + word_lines, vocab_size=vocab_size)
     output.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(output)
-    if _canonical_wordpiece(output / "tokenizer.json", corpus + word_lines, tok.backend_tokenizer.pre_tokenizer):
-        tok = AutoTokenizer.from_pretrained(output)
-    lm = tiny_model(family, tok, hidden=hidden, layers=layers, init_range=0.2, dropout=0.0, seed=seed)
+    lm = tiny_model(family, tok, hidden=hidden, layers=layers, heads=heads, init_range=init_range,
+                    dropout=0.0, seed=seed)
     lm.save_pretrained(output)
-
-
-def _canonical_wordpiece(path: Path, corpus: list[str], pre_tokenizer) -> bool:
-    """Give a WordPiece vocabulary the same tokens and ids on every build.
-
-    The WordPiece trainer of Hugging Face tokenizers breaks ties between equally frequent
-    merges differently from one process to the next, so two builds keep different
-    intermediate subwords and number the tokens differently (BPE is not affected). When
-    every corpus word is a token, keep only the special tokens (ids unchanged), the single
-    characters and the corpus words, sorted: the corpus tokenizes the same and the ids no
-    longer depend on the run. Returns whether the file was rewritten.
-    """
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if data["model"]["type"] != "WordPiece":
-        return False
-    vocab: dict[str, int] = data["model"]["vocab"]
-    specials = [t["content"] for t in sorted(data["added_tokens"], key=lambda t: t["id"])]
-    if [vocab.get(t) for t in specials] != list(range(len(specials))):
-        return False  # added tokens beyond the specials: leave the vocabulary alone
-    words = {w for text in corpus for w, _ in pre_tokenizer.pre_tokenize_str(text)}
-    if not words <= set(vocab):
-        return False  # the vocabulary is too small to hold every word
-    chars = {t for t in vocab if len(t.removeprefix(data["model"]["continuing_subword_prefix"])) == 1}
-    rest = sorted((chars | words) - set(specials))
-    data["model"]["vocab"] = {t: i for i, t in enumerate(specials + rest)}
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    return True
 
 
 def check(family: str, output: Path, words: list[str]) -> str:
@@ -128,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab-size", type=int, default=400)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=2)
+    parser.add_argument("--init-range", type=float, default=0.2, help="std of the random weights")
     args = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging
 
@@ -135,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     hf_logging.disable_progress_bar()
     corpus = read_corpus(args.corpus)
     build(args.family, corpus, args.words, args.output, seed=args.seed,
-          vocab_size=args.vocab_size, hidden=args.hidden, layers=args.layers)
+          vocab_size=args.vocab_size, hidden=args.hidden, layers=args.layers, heads=args.heads,
+          init_range=args.init_range)
     print(check(args.family, args.output, args.words))
 
 

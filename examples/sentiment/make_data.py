@@ -1,8 +1,9 @@
 """Write the synthetic sentiment task: train.jsonl (96), dev.jsonl (48), new.jsonl (3).
 
-Short reviews such as "the movie was brilliant ." built from a few templates, subjects
-and sentiment words; labels "pos" / "neg", balanced in train and dev, no sentence in
-two files. new.jsonl holds three more sentences without labels, for ``ptune predict``.
+Short reviews such as "the movie was brilliant ." built from four templates of the same
+shape, eight subjects and twelve sentiment words; labels "pos" / "neg", balanced in train
+and dev, no sentence in two files. new.jsonl holds three more sentences without labels,
+for ``ptune predict``.
 Deterministic: the same seed always gives the same files.
 
     python examples/sentiment/make_data.py            # writes next to this script
@@ -20,11 +21,13 @@ from pathlib import Path
 POSITIVE = ["brilliant", "wonderful", "great", "excellent", "delightful", "superb"]
 NEGATIVE = ["terrible", "awful", "boring", "dreadful", "horrible", "dull"]
 SUBJECTS = ["movie", "film", "story", "acting", "music", "ending", "plot", "cast"]
+# every sentence has the same shape, the sentiment word fourth: a frozen random-init LM
+# (the example has no pretrained one) then reacts to it the same way in every sentence
 TEMPLATES = [
     "the {subject} was {word} .",
-    "what a {word} {subject} .",
-    "i found the {subject} {word} .",
-    "honestly , the {subject} is {word} .",
+    "the {subject} is {word} .",
+    "this {subject} is {word} .",
+    "that {subject} was {word} .",
 ]
 N_TRAIN, N_DEV = 96, 48
 
