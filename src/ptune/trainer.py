@@ -207,11 +207,8 @@ def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None,
         model.lm.compile(mode=None if config.compile is True else config.compile)  # in place: same state dict
         model.lm._compiled_by_ptune = True
     on_gpu = accelerator.device.type == "cuda"
-    if on_gpu:  # length buckets: fixed shapes for kernels and compilers
-        if hasattr(model, "speed"):
-            model.speed = dataclasses.replace(model.speed, pad_to_multiple_of=8)
-        else:
-            model.pad_to_multiple_of = 8
+    if on_gpu and hasattr(model, "speed"):  # length buckets: fixed shapes for kernels and compilers
+        model.speed = dataclasses.replace(model.speed, pad_to_multiple_of=8)
     optimizer = torch.optim.AdamW(_param_groups(model, config), fused=on_gpu)
     scheduler = make_scheduler(optimizer, config, total, steps_per_epoch)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
