@@ -10,6 +10,8 @@ A checkpoint is a folder::
     lm/                   only when the LM was tuned: the LM (a classifier's whole
                           sequence-classification model) and its tokenizer
     trainer_state.json    only in a training checkpoint: step, best metric, history
+    accelerate/           only in a run's last/: the trainer's resume state (Accelerate's
+                          save_state: optimizer, scheduler, each process's RNG states)
     optimizer.pt          only in a checkpoint saved with an optimizer
 
 Every folder is written under a temporary name and renamed into place
