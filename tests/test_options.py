@@ -184,3 +184,20 @@ def test_superglue_options_and_config(tmp_path, capsys):
     config = _superglue_config(_resolve([*base, "--task", "all", "--finetune-lm"]))
     assert len(config.tasks) == 8 and not config.frozen
     assert SUPERGLUE_TRAIN.updated(config.train).batch_size == 4
+
+
+def test_plain_options_of_every_command_are_config_keys(tmp_path):
+    path = tmp_path / "bench.yaml"
+    path.write_text("arch: tiny\ncompile: reduce-overhead\nsteps: 5\n")
+    o = _resolve(["bench", "--config", str(path), "--steps", "6"])
+    assert (o["arch"], o["compile"], o["steps"], o["json"], o["batch"]) == ("tiny", "reduce-overhead", 6, None, 8)
+    path.write_text("arch: huge\n")
+    with pytest.raises(ConfigError, match=r"bench\.yaml: arch: 'huge'; accepted: "):
+        _resolve(["bench", "--config", str(path)])
+    path.write_text("seed: 3\npreset: mini\n")
+    o = _resolve(["world", "build", "--config", str(path), "--output", "w"])
+    assert (o["seed"], o["preset"], o["output"]) == (3, "mini", "w")
+    path.write_text("checkpoint: ck\ntop: 2\n")
+    assert _resolve(["inspect", "--config", str(path)])["top"] == 2
+    path.write_text("checkpoint: ck\ndata: d.jsonl\nbatch_size: 4\n")
+    assert _resolve(["eval", "--config", str(path)])["train.eval_batch_size"] == 4

@@ -118,12 +118,18 @@ def _add_eval(sub: argparse._SubParsersAction, name: str, func: Callable) -> Non
     opts.fields(TrainConfig, "train", only=("eval_batch_size",), flags={"eval_batch_size": ("--batch-size",)})
 
 
-def _add_probe(sub: argparse._SubParsersAction) -> None:
-    p, opts = _command(sub, "probe", cmd_probe)
+def _harness(sub: argparse._SubParsersAction, name: str, func: Callable, data_help: str) -> CommandOptions:
+    """A harness command: --model, --data-dir and --output, then its config's fields."""
+    p, opts = _command(sub, name, func)
     p.add_argument("--model", required=True, help="hub name or local folder")
-    p.add_argument("--data-dir", required=True, help="LAMA folder: relations.jsonl, fact-retrieval/, vocab files")
-    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--data-dir", required=True, help=data_help)
+    p.add_argument("--output", required=True, help="output folder (a rerun with the same settings resumes it)")
     opts.adopt()
+    return opts
+
+
+def _add_probe(sub: argparse._SubParsersAction) -> None:
+    opts = _harness(sub, "probe", cmd_probe, "LAMA folder: relations.jsonl, fact-retrieval/, vocab files")
     opts.fields(ProbeConfig, skip=("prompt", "train"), default_text={"relations": "all"}, title="probe options")
     opts.fields(PromptConfig, "prompt", only=("template", "encoder", "max_length", "truncation"), flags=ENCODER_FLAG,
                 default_text={"template": "[P*3] [X] [P*3] [MASK] [P*3], causal LMs without the last [P*3]"},
@@ -134,11 +140,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_superglue(sub: argparse._SubParsersAction) -> None:
-    p, opts = _command(sub, "superglue", cmd_superglue)
-    p.add_argument("--model", required=True, help="hub name or local folder")
-    p.add_argument("--data-dir", required=True, help="folder with <Task>/{train,dev32,val}.jsonl")
-    p.add_argument("--output", required=True, help="output folder")
-    opts.adopt()
+    opts = _harness(sub, "superglue", cmd_superglue, "folder with <Task>/{train,dev32,val}.jsonl")
     opts.fields(SuperGlueConfig, skip=("prompt", "train"), required=("tasks",), flags={"tasks": ("--task",)},
                 title="superglue options")
     opts.fields(PromptConfig, "prompt", only=("encoder", "max_length", "length_norm", "multi_token", "truncation"),
@@ -206,7 +208,8 @@ def cmd_train(o: Resolved) -> int:
     from accelerate.utils import set_seed
 
     from .data import read_examples
-    from .model import PTunedModel, load_base
+    from .lm import load_base
+    from .model import PTunedModel
     from .template import Template
     from .trainer import train
 
@@ -249,7 +252,7 @@ def _superglue_config(o: Resolved) -> SuperGlueConfig:
 
 
 def cmd_probe(o: Resolved) -> int:
-    from .model import load_base
+    from .lm import load_base
     from .tasks.lama import markdown_table, probe
 
     config = _probe_config(o)

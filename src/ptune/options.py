@@ -278,8 +278,9 @@ class _Option:
     key: str  # "model", "train.lr", "prompt.encoder.type"
     flags: tuple[str, ...]
     check: Callable[[Any], Any]  # a config file's value -> the value; ValueError with a message
-    default: Any = None  # applied when neither the command line nor the file gives the option
+    default: Any = None  # a plain option's default, applied when nothing gives the option
     required: bool = False
+    plain: bool = False  # added with add_argument (its default applies), not from a config field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,7 +368,7 @@ class CommandOptions:
                     or action.dest in self.options or isinstance(action, argparse._HelpAction)):
                 continue
             self._register(_Option(action.dest, tuple(action.option_strings), _plain_check(action),
-                                   action.default, action.required))
+                                   action.default, action.required, plain=True))
             if action.required and action.help:
                 action.help += " (required)"
             action.required, action.default = False, argparse.SUPPRESS
@@ -434,7 +435,7 @@ class CommandOptions:
         def check(value: Any) -> Any:
             return parse(value) if parse is not None and isinstance(value, str) else _from_file(kind, value)
 
-        self._register(_Option(key, tuple(names), check, None, required))
+        self._register(_Option(key, tuple(names), check, required=required))
 
     def negated_flag(self, flag: str, key: str, helptext: str) -> None:
         """``flag`` sets the true/false option ``key`` to false (``--frozen``: not ``finetune_lm``)."""
@@ -454,10 +455,10 @@ class CommandOptions:
             for one, other in ((a, b), (b, a)):
                 if one in given and other in from_file and other not in given:
                     del from_file[other]
-        values = {k: o.default for k, o in self.options.items() if o.default is not None}
+        values = {k: o.default for k, o in self.options.items() if o.plain}
         values.update(from_file)
         values.update(given)
-        missing = [o.flags[0] for o in self.options.values() if o.required and o.key not in values]
+        missing = [o.flags[0] for o in self.options.values() if o.required and values.get(o.key) is None]
         if missing:
             raise ConfigError(self.parser.prog, f"the following options are required: {', '.join(missing)} "
                               "(on the command line or in --config)")
@@ -491,12 +492,8 @@ class CommandOptions:
 
 
 def _show(default: Any) -> str | None:
-    if default is None:
-        return None
     if isinstance(default, bool):
         return "on" if default else "off"
     if isinstance(default, tuple):
         return ",".join(map(str, default))
-    if isinstance(default, dict):
-        return json.dumps(default) if default else None
-    return str(default)
+    return None if default is None or default == {} else json.dumps(default) if isinstance(default, dict) else str(default)

@@ -41,7 +41,8 @@ from ..errors import ConfigError, DataError, PtuneError
 from ..files import write_json_atomic, write_text_atomic
 from ..inference import iter_outputs
 from ..metrics import gold_ranks, macro_micro, rank_metrics
-from ..model import PTunedModel, detect_kind
+from ..lm import detect_kind
+from ..model import PTunedModel
 from ..trainer import train
 from ..verbalizer import Verbalizer
 from .results import RESULTS_FILE, resume_results

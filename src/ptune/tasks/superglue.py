@@ -59,7 +59,8 @@ from ..files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from ..finetune import ClassifierConfig, ClassifierModel
 from ..inference import iter_outputs
 from ..metrics import f1_macro, multirc_metrics, record_metrics
-from ..model import PTunedModel, load_base
+from ..lm import load_base
+from ..model import PTunedModel
 from ..trainer import train
 from .results import RESULTS_FILE, mean_std_cell, resume_results, summarize_seeds
 from .results import markdown_table as table
@@ -116,55 +117,46 @@ class TaskSpec:
     lr: float
 
 
+_PATTERNS = (  # task, pattern name, template; p1 is the paper's
+    ("BoolQ", "p1", "{passage:shorten} . [P] Question: {question:shorten} ? Answer: [MASK] ."),
+    ("BoolQ", "p2", "{passage:shorten} [P] Question: {question:shorten} ? [P] Answer: [MASK] ."),
+    ("CB", "p1", "{premise:shorten} [SEP] {hypothesis:shorten} ? [P] answer: [MASK]"),
+    ("CB", "p2", "{premise:shorten} Question: {hypothesis:shorten} ? [P] Answer: [MASK] ."),
+    ("COPA", "p1", "{choice1_stem} or {choice2_stem} ? {premise_stem} {connective} [P] [MASK] ."),
+    ("COPA", "p2", "{premise_stem} {connective} [P*2] [MASK] ."),
+    ("MultiRC", "p1", "{passage:shorten} . Question: {question:shorten} ? Is it {answer} ? [P] [MASK] ."),
+    ("MultiRC", "p2", "{passage:shorten} . Question: {question:shorten} ? [P] Is the correct answer \" {answer} \" ? [MASK] ."),
+    ("ReCoRD", "p1", "{passage:shorten} [P] {query_left}[MASK]{query_right}"),
+    ("ReCoRD", "p2", "{passage:shorten} [P] {query:shorten} [P] @placeholder is [MASK]"),
+    ("RTE", "p1", "{premise:shorten} Question: {hypothesis_stem:shorten} ? [P] Answer: [MASK] ."),
+    ("RTE", "p2", "{premise:shorten} [P] Question: {hypothesis_stem:shorten} ? [P] Answer: [MASK] ."),
+    ("WiC", "p1", "{sentence1:shorten} [SEP] {sentence2:shorten} [P] *{word}* ? [MASK]"),
+    ("WiC", "p2", "{sentence1:shorten} {sentence2:shorten} [P] Does *{word}* mean the same in both ? [MASK]"),
+    ("WiC", "p3", "{sentence1:shorten} [SEP] {sentence2:shorten} [P] *{word}* ? [P] [MASK]"),
+    ("WSC", "p1", "{text_marked:shorten} [P] pronoun '*{span2}*' refers to [MASK] ."),
+    ("WSC", "p2", "[P] {text_marked:shorten} [P] pronoun '*{span2}*' refers to [MASK] ."),
+)
 _YES_NO = {"False": "No", "True": "Yes"}
+_CB = {"entailment": "Yes", "contradiction": "No", "neutral": "Maybe"}
+_RTE = {"entailment": "Yes", "not_entailment": "No"}
+_TWO = ("{premise}", "{hypothesis}")
+_SPECS = (  # task, mode, default pattern (masked, causal), verbalizer, metrics, fine-tuning inputs, max_length,
+    # few-shot steps, lr
+    ("BoolQ", "classify", ("p1", "p1"), _YES_NO, ("accuracy",), ("{question}", "{passage}"), 256, 250, 1e-4),
+    ("CB", "classify", ("p1", "p2"), _CB, ("accuracy", "f1"), _TWO, 256, 250, 1e-5),
+    ("COPA", "choice", ("p1", "p1"), None, ("accuracy",), ("{premise} {connective}", "{candidate}"), 96, 3500, 1e-5),
+    ("MultiRC", "classify", ("p1", "p1"), {"0": "No", "1": "Yes"}, ("f1a", "em"),
+     ("{passage}", "{question} {answer}"), 512, 250, 1e-4),
+    ("ReCoRD", "choice", ("p1", "p2"), None, ("f1", "em"), ("{passage}", "{query_left}{candidate}{query_right}"),
+     512, 250, 1e-4),
+    ("RTE", "classify", ("p1", "p1"), _RTE, ("accuracy",), _TWO, 256, 3500, 1e-4),
+    ("WiC", "classify", ("p1", "p2"), _YES_NO, ("accuracy",), ("{word} : {sentence1}", "{sentence2}"), 256, 3500, 1e-5),
+    ("WSC", "generate", ("p2", "p2"), None, ("accuracy",), ("{text}", "{span2} : {span1}"), 128, 3500, 1e-4),
+)
 SPECS: dict[str, TaskSpec] = {
-    "BoolQ": TaskSpec(
-        "BoolQ", "classify",
-        {"p1": "{passage:shorten} . [P] Question: {question:shorten} ? Answer: [MASK] .",
-         "p2": "{passage:shorten} [P] Question: {question:shorten} ? [P] Answer: [MASK] ."},
-        {"masked": "p1", "causal": "p1"}, _YES_NO, ("accuracy",), ("{question}", "{passage}"), 256, 250, 1e-4),
-    "CB": TaskSpec(
-        "CB", "classify",
-        {"p1": "{premise:shorten} [SEP] {hypothesis:shorten} ? [P] answer: [MASK]",
-         "p2": "{premise:shorten} Question: {hypothesis:shorten} ? [P] Answer: [MASK] ."},
-        {"masked": "p1", "causal": "p2"}, {"entailment": "Yes", "contradiction": "No", "neutral": "Maybe"},
-        ("accuracy", "f1"), ("{premise}", "{hypothesis}"), 256, 250, 1e-5),
-    "COPA": TaskSpec(
-        "COPA", "choice",
-        {"p1": "{choice1_stem} or {choice2_stem} ? {premise_stem} {connective} [P] [MASK] .",
-         "p2": "{premise_stem} {connective} [P*2] [MASK] ."},
-        {"masked": "p1", "causal": "p1"}, None, ("accuracy",), ("{premise} {connective}", "{candidate}"),
-        96, 3500, 1e-5),
-    "MultiRC": TaskSpec(
-        "MultiRC", "classify",
-        {"p1": "{passage:shorten} . Question: {question:shorten} ? Is it {answer} ? [P] [MASK] .",
-         "p2": "{passage:shorten} . Question: {question:shorten} ? [P] Is the correct answer \" {answer} \" ? [MASK] ."},
-        {"masked": "p1", "causal": "p1"}, {"0": "No", "1": "Yes"}, ("f1a", "em"),
-        ("{passage}", "{question} {answer}"), 512, 250, 1e-4),
-    "ReCoRD": TaskSpec(
-        "ReCoRD", "choice",
-        {"p1": "{passage:shorten} [P] {query_left}[MASK]{query_right}",
-         "p2": "{passage:shorten} [P] {query:shorten} [P] @placeholder is [MASK]"},
-        {"masked": "p1", "causal": "p2"}, None, ("f1", "em"), ("{passage}", "{query_left}{candidate}{query_right}"),
-        512, 250, 1e-4),
-    "RTE": TaskSpec(
-        "RTE", "classify",
-        {"p1": "{premise:shorten} Question: {hypothesis_stem:shorten} ? [P] Answer: [MASK] .",
-         "p2": "{premise:shorten} [P] Question: {hypothesis_stem:shorten} ? [P] Answer: [MASK] ."},
-        {"masked": "p1", "causal": "p1"}, {"entailment": "Yes", "not_entailment": "No"}, ("accuracy",),
-        ("{premise}", "{hypothesis}"), 256, 3500, 1e-4),
-    "WiC": TaskSpec(
-        "WiC", "classify",
-        {"p1": "{sentence1:shorten} [SEP] {sentence2:shorten} [P] *{word}* ? [MASK]",
-         "p2": "{sentence1:shorten} {sentence2:shorten} [P] Does *{word}* mean the same in both ? [MASK]",
-         "p3": "{sentence1:shorten} [SEP] {sentence2:shorten} [P] *{word}* ? [P] [MASK]"},
-        {"masked": "p1", "causal": "p2"}, _YES_NO, ("accuracy",), ("{word} : {sentence1}", "{sentence2}"),
-        256, 3500, 1e-5),
-    "WSC": TaskSpec(
-        "WSC", "generate",
-        {"p1": "{text_marked:shorten} [P] pronoun '*{span2}*' refers to [MASK] .",
-         "p2": "[P] {text_marked:shorten} [P] pronoun '*{span2}*' refers to [MASK] ."},
-        {"masked": "p2", "causal": "p2"}, None, ("accuracy",), ("{text}", "{span2} : {span1}"), 128, 3500, 1e-4),
+    task: TaskSpec(task, mode, {name: t for of, name, t in _PATTERNS if of == task},
+                   {"masked": default[0], "causal": default[1]}, *rest)
+    for task, mode, default, *rest in _SPECS
 }
 assert tuple(sorted(SPECS)) == tuple(sorted(TASKS))
 
@@ -428,7 +420,7 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
         data_dir: a folder with ``<Task>/{train,dev32,val}.jsonl``.
         output_dir: where results go; rerunning with the same settings resumes.
         config: tasks, method, setting, seeds and training options.
-        loader: returns a fresh ``(lm, tokenizer, kind)``; default: :func:`ptune.model.load_base`.
+        loader: returns a fresh ``(lm, tokenizer, kind)``; default: :func:`ptune.lm.load_base`.
     """
     from tqdm.auto import tqdm
 
