@@ -3,6 +3,7 @@ world (built once per session) and the ``slow`` marker."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from pathlib import Path
@@ -11,7 +12,9 @@ import pytest
 import torch
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# One thread: the tiny models gain nothing from a second one, and on a machine whose cores
+# are busy a second thread waits for a free core (tests then run tens of times slower).
+torch.set_num_threads(1)
 
 from ptune.tiny import tiny_model, train_tokenizer  # noqa: E402
 
@@ -39,14 +42,21 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "(deselect with -m 'not slow')")
 
 
+def mini_world_config():
+    """``WorldConfig.mini()`` built on one thread (see the note on threads above)."""
+    from ptune.world import WorldConfig
+
+    return dataclasses.replace(WorldConfig.mini(), threads=1)
+
+
 @pytest.fixture(scope="session")
 def mini_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The mini synthetic world (``WorldConfig.mini()``: LAMA files, GPT and BERT), built once
-    per test session. Tests read it and never write into it."""
-    from ptune.world import WorldConfig, build_world
+    """The mini synthetic world (:func:`mini_world_config`: LAMA files, GPT and BERT), built
+    once per test session. Tests read it and never write into it."""
+    from ptune.world import build_world
 
     out = tmp_path_factory.mktemp("world") / "mini"
-    build_world(out, WorldConfig.mini())
+    build_world(out, mini_world_config())
     return out
 
 

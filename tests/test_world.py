@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import mini_world_config
 from ptune.errors import ConfigError
 from ptune.world import RELATIONS, SPLITS, WorldConfig, build_world, corpus, memorized
 
-MINI = WorldConfig.mini()
+MINI = mini_world_config()  # the session's mini world (tests/conftest.py)
 FACT_KEYS = {"sub_label", "obj_label", "predicate_id", "sub_uri", "obj_uri"}
 
 
@@ -126,17 +127,19 @@ def test_models_and_tokenizers_load_with_auto_classes(world: Path) -> None:
 
 
 def test_memorized_scores_each_relation(world: Path) -> None:
+    meta = json.loads((world / "world.json").read_text())["memorized"]
     for which in ("gpt", "bert"):
-        for wording in ("best", "manual"):
+        for wording, key in (("best", "oracle"), ("manual", "manual")):
             scores = memorized(world, which, "test", wording=wording)
             assert set(scores) == set(MINI.relations) and all(0 <= v <= 1 for v in scores.values())
+            assert scores == meta[which][key]  # the build's metadata comes from the same scorer
     with pytest.raises(ConfigError):
         memorized(world, "t5")  # type: ignore[arg-type]
 
 
 def test_gpt_memorizes_the_facts(tmp_path: Path) -> None:
     """A little longer pretraining: the oracle wording recovers facts far above the majority class."""
-    cfg = replace(MINI, models=("gpt",), reps=40, gpt_epochs=5, hidden=64, heads=4, gpt_lr=5e-3)
+    cfg = replace(MINI, models=("gpt",), reps=40, gpt_epochs=3, hidden=64, heads=4, gpt_lr=5e-3)
     meta = build_world(tmp_path / "w", cfg)["memorized"]["gpt"]
     assert meta["oracle_mean"] > meta["majority_mean"] + 0.2
     assert memorized(tmp_path / "w", "gpt") == meta["oracle"]
