@@ -21,12 +21,25 @@ from typing import Any, Iterable, Iterator
 __all__ = ["write_text_atomic", "write_json_atomic", "write_jsonl_atomic", "atomic_dir"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _ordinary_mode(path: str | Path, directory: bool) -> None:
+    """Give a temporary file or folder (created private, 0600/0700) the mode an ordinary
+    ``open``/``mkdir`` would have given it under the current umask."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file, fsync and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
+        _ordinary_mode(tmp, directory=False)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -59,6 +72,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
+        _ordinary_mode(tmp, directory=True)
         yield tmp
         for f in tmp.rglob("*"):
             if f.is_file():
