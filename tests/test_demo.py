@@ -8,7 +8,7 @@ import pytest
 
 from ptune.config import TrainConfig
 from ptune.demo import _checks, run_demo, summary_markdown
-from ptune.model import load_base
+from ptune.lm import load_base
 from ptune.tasks import lama
 from ptune.world import WorldConfig
 
@@ -30,7 +30,6 @@ def test_build_then_probe_ptuning_beats_a_random_prompt(mini_world, tmp_path):
     assert (tmp_path / "trained" / "results.md").is_file() and (tmp_path / "trained" / "p_at_1.png").is_file()
 
 
-@pytest.mark.slow
 def test_demo_runs_on_a_given_world_and_writes_its_table(mini_world, tmp_path):
     summary = run_demo(tmp_path / "demo", world_dir=mini_world)
     assert set(summary["rows"]) == {"gpt", "bert"}
@@ -57,7 +56,7 @@ def test_demo_checks_are_the_issue_targets():
     assert not all(ok for _, ok in _checks({**good, "random LM": 0.5}, "bert"))  # control above majority
 
 
-@pytest.mark.slow  # the command builds on the world's default two threads
+@pytest.mark.slow  # builds on the world's default two threads: 1 s on idle cores, 40 s on busy ones
 def test_world_build_command(tmp_path, capsys):
     from ptune.cli import main
 

@@ -29,7 +29,7 @@ import torch
 
 from .config import TrainConfig
 from .files import write_json_atomic, write_text_atomic
-from .model import load_base
+from .lm import load_base
 from .tasks.lama import ProbeConfig, probe
 
 __all__ = ["run_demo", "default_world_dir", "DEMO_METHODS"]

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_dir
-from ..model import detect_kind
 from .facts import _make_world, _World, _write_lama, corpus
-from .pretrain import _best, _models, _pack, _pretrain, _probe, _tokenizers
+from .pretrain import _best, _masked, _models, _pack, _pretrain, _probe, _tokenizers
 from .spec import _SPECIALS, RELATIONS, WorldConfig
 
 
@@ -97,8 +96,7 @@ def _build(tmp: Path, cfg: WorldConfig, threads: int, progress: bool) -> dict[st
                 len(lines), meta["counts"]["corpus"]["tokens"], vocab)
     for name, model in models.items():
         t = time.perf_counter()
-        causal = detect_kind(model) == "causal"
-        start, end = (special["<eos>"], None) if causal else (special["[CLS]"], special["[SEP]"])
+        start, end = (special["[CLS]"], special["[SEP]"]) if _masked(model) else (special["<eos>"], None)
         blocks, slots = _pack(sentences, cfg.block, start, end, special["[PAD]"], obj_ids, period)
         meta["pretraining"][name] = _pretrain(model, blocks, slots, cfg, name, special, vocab, progress)
         meta["pretraining"][name]["parameters"] = sum(p.numel() for p in model.parameters())

@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from ..config import PromptConfig
 from ..errors import ConfigError
-from ..model import PTunedModel, detect_kind, load_base
+from ..lm import MASKED, detect_kind, kind_of, load_base
+from ..model import PTunedModel
 from ..tasks.lama import load_facts, load_relations, rank_eval, vocabulary
 from ..tiny import tokenizer_backend, wrap_tokenizer
 from ..verbalizer import Verbalizer
@@ -99,7 +100,7 @@ def _pretrain(model: Any, blocks: Any, slots: Any, cfg: WorldConfig, name: str, 
 
     epochs, batch, lr = ((cfg.gpt_epochs, cfg.gpt_batch, cfg.gpt_lr) if name == "gpt"
                          else (cfg.bert_epochs, cfg.bert_batch, cfg.bert_lr))
-    causal = detect_kind(model) == "causal"
+    masked = _masked(model)
     n = blocks.shape[0]
     per_epoch = math.ceil(n / batch)
     total = epochs * per_epoch
@@ -116,12 +117,12 @@ def _pretrain(model: Any, blocks: Any, slots: Any, cfg: WorldConfig, name: str, 
         for i in range(per_epoch):
             idx = order[i * batch:(i + 1) * batch]
             ids = blocks[idx]
-            if causal:
-                out = model(input_ids=ids, attention_mask=(~is_pad[idx]).long(),
-                            labels=ids.masked_fill(is_pad[idx], -100))
-            else:
+            if masked:
                 inputs, labels = _mlm(ids, slots[idx], is_special[idx], cfg, special["[MASK]"], vocab, gen)
                 out = model(input_ids=inputs, attention_mask=(~is_pad[idx]).long(), labels=labels)
+            else:
+                out = model(input_ids=ids, attention_mask=(~is_pad[idx]).long(),
+                            labels=ids.masked_fill(is_pad[idx], -100))
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -136,6 +137,11 @@ def _pretrain(model: Any, blocks: Any, slots: Any, cfg: WorldConfig, name: str, 
     tail = losses[-min(50, len(losses)):]
     return {"steps": total, "epochs": epochs, "blocks": n, "exposures_per_fact": cfg.reps * epochs,
             "final_loss": round(sum(tail) / len(tail), 4)}
+
+
+def _masked(model: Any) -> bool:
+    """Whether ``model`` is a masked LM (trained with MLM; else next-token prediction)."""
+    return kind_of(detect_kind(model)) is MASKED
 
 
 def _mlm(ids: Any, slots: Any, is_special: Any, cfg: WorldConfig, mask: int, vocab: int, gen: Any) -> tuple[Any, Any]:
