@@ -56,7 +56,7 @@ def test_demo_checks_are_the_issue_targets():
     assert not all(ok for _, ok in _checks({**good, "random LM": 0.5}, "bert"))  # control above majority
 
 
-@pytest.mark.slow  # builds on the world's default two threads: 1 s on idle cores, 40 s on busy ones
+@pytest.mark.slow  # builds on the world's default two threads, slow while the cores are busy
 def test_world_build_command(tmp_path, capsys):
     from ptune.cli import main
 

@@ -72,7 +72,7 @@ def _check_family(family: str) -> None:
 
 
 def train_bpe(corpus: Iterable[str], vocab_size: int, specials: Iterable[str], *, skip: Iterable[str] = (),
-              pre_tokenizer: Any = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
+              pre_tokenizer: Any = None, every_continuation: bool = True) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """BPE merges with ``##`` continuation marks and a deterministic tie-break.
 
     Words are split into their first character and ``##``-marked continuation characters;
@@ -86,6 +86,9 @@ def train_bpe(corpus: Iterable[str], vocab_size: int, specials: Iterable[str], *
         skip: words left out of training (e.g. words added later as whole tokens).
         pre_tokenizer: a ``tokenizers`` pre-tokenizer that splits sentences into words
             (default: ``Whitespace``).
+        every_continuation: every character of the corpus is also a ``##`` continuation, so
+            each word made of known characters has pieces; ``False``: only the
+            continuations that occur.
 
     Returns:
         ``(vocab, merges)`` for ``tokenizers.models.BPE(..., continuing_subword_prefix="##")``.
@@ -100,7 +103,10 @@ def train_bpe(corpus: Iterable[str], vocab_size: int, specials: Iterable[str], *
             if w not in skip:
                 counts[w] += n
     words = {w: [w[0], *("##" + c for c in w[1:])] for w in sorted(counts)}
-    vocab = [*specials, *sorted({t for syms in words.values() for t in syms} - set(specials))]
+    symbols = {t for syms in words.values() for t in syms}
+    if every_continuation:
+        symbols |= {"##" + t[-1] for t in symbols}
+    vocab = [*specials, *sorted(symbols - set(specials))]
     pairs: Counter[tuple[str, str]] = Counter()
     where: dict[tuple[str, str], set[str]] = defaultdict(set)
     for w, syms in words.items():
@@ -140,7 +146,8 @@ def _merge(symbols: list[str], pair: tuple[str, str], merged: str) -> list[str]:
 
 
 def tokenizer_backend(family: str, corpus: Iterable[str], vocab_size: int = 300, extra_tokens: Iterable[str] = (),
-                      *, specials: Iterable[str] | None = None, pre_tokenizer: Any = None) -> Any:
+                      *, specials: Iterable[str] | None = None, pre_tokenizer: Any = None,
+                      every_continuation: bool = True) -> Any:
     """A trained ``tokenizers.Tokenizer`` of ``family``'s kind, without post-processing.
 
     Args:
@@ -152,6 +159,7 @@ def tokenizer_backend(family: str, corpus: Iterable[str], vocab_size: int = 300,
         specials: the special tokens, in id order (default: the family's).
         pre_tokenizer: replaces the pre-tokenizer of a WordPiece-style family (default:
             ``BertPreTokenizer``).
+        every_continuation: WordPiece-style families: see :func:`train_bpe`.
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -160,7 +168,8 @@ def tokenizer_backend(family: str, corpus: Iterable[str], vocab_size: int = 300,
     corpus, extra = list(corpus), list(extra_tokens)
     if family in _WORDPIECE:
         pre = pre_tokenizer or pre_tokenizers.BertPreTokenizer()
-        vocab, merges = train_bpe(corpus, vocab_size, specials, skip=extra, pre_tokenizer=pre)
+        vocab, merges = train_bpe(corpus, vocab_size, specials, skip=extra, pre_tokenizer=pre,
+                                  every_continuation=every_continuation)
         tok = Tokenizer(models.BPE(vocab, merges, unk_token="[UNK]", continuing_subword_prefix="##"))
         tok.pre_tokenizer = pre
         tok.decoder = decoders.WordPiece(prefix="##")

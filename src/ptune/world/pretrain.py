@@ -29,7 +29,7 @@ def _tokenizers(cfg: WorldConfig, lines: list[str], objects: list[str]) -> tuple
     from tokenizers import Tokenizer, pre_tokenizers
 
     backend = tokenizer_backend("bert", lines, cfg.vocab_size, objects, specials=_SPECIALS,
-                                pre_tokenizer=pre_tokenizers.Whitespace())
+                                pre_tokenizer=pre_tokenizers.Whitespace(), every_continuation=False)
     gpt = wrap_tokenizer(Tokenizer.from_str(backend.to_str()), template=("<eos> $A", "<eos> $A $B:1"),
                          bos_token="<eos>", eos_token="<eos>", pad_token="[PAD]", unk_token="[UNK]",
                          padding_side="right")
