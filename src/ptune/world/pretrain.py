@@ -1,5 +1,6 @@
-"""The world's tokenizers and tiny LMs: BPE with every object one token, pretraining of a GPT-2
-and a BERT on the corpus, and the memorization check (which wordings recall the facts)."""
+"""The world's tokenizers and tiny LMs: BPE with every object one token (built by
+:mod:`ptune.tiny`), pretraining of a GPT-2 and a BERT on the corpus, and the memorization
+check (which wordings recall the facts, scored by :mod:`ptune.tasks.lama`)."""
 
 from __future__ import annotations
 
@@ -204,7 +205,8 @@ def _probe(world_dir: Path, which: str, splits: tuple[str, ...]) -> dict[str, di
 
 def memorized(world_dir: str | os.PathLike[str], which: Literal["gpt", "bert"], split: str = "test", *,
               wording: Literal["best", "manual"] = "best") -> dict[str, float]:
-    """What the world's LM knows: P@1 per relation, predictions restricted to the object vocabulary.
+    """What the world's LM knows: P@1 per relation, predictions restricted to the object vocabulary
+    (LAMA's scorer, :func:`ptune.tasks.lama.rank_eval`, with each wording as the template).
 
     Args:
         world_dir: a folder written by :func:`build_world`.
