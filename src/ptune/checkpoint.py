@@ -46,7 +46,7 @@ from .lm import load_base
 from .model import PTunedModel
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "load_training_state", "read_meta", "resolve",
-           "base_fingerprint", "write_json_atomic", "CONFIG_NAME"]
+           "base_fingerprint", "CONFIG_NAME"]
 
 CONFIG_NAME = "ptune_config.json"
 PROMPT_NAME = "prompt.safetensors"

@@ -27,8 +27,7 @@ from typing import Any
 
 import torch
 
-from .config import TrainConfig
-from .files import write_json_atomic, write_text_atomic
+from .files import save_figure, write_json_atomic, write_text_atomic
 from .lm import load_base
 from .tasks.lama import ProbeConfig, probe
 
@@ -47,11 +46,7 @@ def default_world_dir(seed: int = 0) -> Path:
 
 def demo_probe_config(methods: tuple[str, ...] = DEMO_METHODS, seed: int = 0) -> ProbeConfig:
     """The P-tuning settings of the demo (the feasibility study's, with early stopping)."""
-    return ProbeConfig(
-        methods=methods, vocab="common",
-        train=TrainConfig(epochs=30, lr=3e-3, batch_size=16, weight_decay=5e-4, schedule="exponential",
-                          gamma=0.98, patience=6, seed=seed),
-    )
+    return ProbeConfig(methods=methods, vocab="common", train={"epochs": 30, "patience": 6, "seed": seed})
 
 
 def _macro(results: dict[str, Any], method: str) -> float | None:
@@ -154,7 +149,7 @@ def _plot(rows: dict[str, dict[str, float | None]], path: Path) -> None:
     ax.set_title("Knowledge probing in ptune's offline world")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 

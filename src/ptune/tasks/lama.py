@@ -38,10 +38,10 @@ from ..checkpoint import save_checkpoint
 from ..config import PromptConfig, TrainConfig
 from ..data import Records, read_examples
 from ..errors import ConfigError, DataError, PtuneError
-from ..files import write_json_atomic, write_text_atomic
+from ..files import save_figure, write_json_atomic, write_text_atomic
 from ..inference import iter_outputs
 from ..metrics import gold_ranks, macro_micro, rank_metrics
-from ..lm import detect_kind
+from ..lm import KINDS, detect_kind
 from ..model import PTunedModel
 from ..trainer import train
 from ..verbalizer import Verbalizer
@@ -176,7 +176,7 @@ def hybrid_template(manual: str, kind: str) -> str:
     """Pseudo tokens around the manual template's words: ``[P*3] <manual, [P*3] before
     [Y]> [P*3]`` (the last block only for masked LMs)."""
     body = manual.replace("[Y]", "[P*3] [Y]")
-    return f"[P*3] {body}" + (" [P*3]" if kind == "masked" else "")
+    return f"[P*3] {body}" + (" [P*3]" if KINDS[kind].answer_in_input else "")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,7 +250,7 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
         templates = [rel.template] if method == "manual" else list(rel.train_templates)
         if not templates:
             return {"skipped": "no pretraining wordings (train_templates) for this relation"}
-        if kind == "causal":
+        if not KINDS[kind].answer_in_input:  # the LM reads nothing after the answer slot
             usable = [t for t in templates if t.index("[Y]") > t.index("[X]")]
             if not usable:
                 return {"skipped": "the answer slot precedes the subject; a causal LM cannot read it"}
@@ -402,5 +402,5 @@ def plot_p_at_1(results: dict[str, Any], methods: Sequence[str], path: Path, tit
     ax.set_title(title or f"LAMA P@1 per relation — {results['settings']['model']}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
