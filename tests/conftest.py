@@ -31,15 +31,39 @@ CORPUS = [
     "premise hypothesis entailment maybe true false not sure why who what",
 ] * 8
 
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+"""The real LAMA and FewGLUE files, in the folder beside the repository (tests that need them
+are skipped where it is absent)."""
+
 FAMILIES = ["gpt2", "llama", "bert", "roberta", "albert"]
 MASKED = {"bert", "roberta", "albert", "deberta-v2"}
 
 _TOKENIZERS: dict[str, object] = {}
 
 
+GROUPS = {
+    "unit": "one component against hand-computed expectations",
+    "invariants": "a fast path or a resumed/distributed run against its reference (full forward, plain LM, "
+                  "uninterrupted run, one process)",
+    "tasks": "the harnesses (LAMA, SuperGLUE, the world, the fine-tuning baseline) on tiny models",
+    "e2e": "the command line and the demo end to end, in-process",
+}
+"""The test folders; each test is marked with its folder's name (e.g. ``pytest -m invariants``)."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than about 10 s; runs by default "
                                        "(deselect with -m 'not slow')")
+    for name, what in GROUPS.items():
+        config.addinivalue_line("markers", f"{name}: {what}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).resolve().parent
+    for item in items:
+        group = Path(item.fspath).resolve().relative_to(root).parts[0]
+        if group in GROUPS:
+            item.add_marker(group)
 
 
 def mini_world_config():

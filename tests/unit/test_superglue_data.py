@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA
 from ptune.errors import ConfigError, DataError
 from ptune.tasks.superglue_data import (LABELS, TASKS, canonical_task, mirror_copa, read_task,
                                          record_train_examples, split_path)
 
-FEWGLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fewglue"
+FEWGLUE = SHARED_DATA / "fewglue"
 VAL_SIZES = {"BoolQ": 3270, "CB": 56, "COPA": 100, "RTE": 277, "WiC": 638, "WSC": 104, "MultiRC": 4848}
 
 

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA
 from ptune.cli import main
 from ptune.errors import ConfigError
 from ptune.tasks import superglue as sg
 from ptune.tasks.superglue_data import TASKS, read_task, split_path
 from ptune.tiny import tiny_model, train_tokenizer
 
-FEWGLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "fewglue"
+FEWGLUE = SHARED_DATA / "fewglue"
 needs_data = pytest.mark.skipif(not (FEWGLUE / "RTE" / "train.jsonl").is_file(),
                                 reason=f"FewGLUE not found at {FEWGLUE} (the shared data folder is absent)")
 pytestmark = needs_data

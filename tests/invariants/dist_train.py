@@ -12,7 +12,7 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/, for conftest
 from conftest import pair, sentiment  # noqa: E402
 
 from ptune import PromptConfig, PTunedModel, TrainConfig  # noqa: E402

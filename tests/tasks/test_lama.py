@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import pair, tokenizer_for
+from conftest import SHARED_DATA, pair, tokenizer_for
 from ptune.metrics import gold_ranks, macro_micro, rank_metrics
 from ptune.tasks import lama
 from ptune.template import Template
 
-LAMA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lama"
+LAMA = SHARED_DATA / "lama"
 needs_lama = pytest.mark.skipif(not (LAMA / "relations.jsonl").is_file(),
                                 reason=f"LAMA data not found at {LAMA} (the shared data folder is absent)")
 

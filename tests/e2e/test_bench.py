@@ -35,7 +35,7 @@ def test_gpu_check_script_runs_its_rows_on_cpu(tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = tmp_path / "gpu.jsonl"
     env = {**os.environ, "DEVICE": "cpu", "GPT": "tiny", "BERT": "bert-tiny", "STEPS": "1", "WARMUP": "1",
            "PY": sys.executable, "OUT": str(out)}
