@@ -28,6 +28,7 @@ def test_bench_runs(tmp_path, capsys, arch, encoder, layout):
         assert "FEATURE_EXTRACTION" in rows[1]["note"]
 
 
+@pytest.mark.slow  # six benchmark rows, each a subprocess
 def test_gpu_check_script_runs_its_rows_on_cpu(tmp_path):
     """benchmarks/gpu_check.sh with tiny models on the CPU: every row it would run on a GPU."""
     import os

@@ -30,6 +30,7 @@ def test_build_then_probe_ptuning_beats_a_random_prompt(mini_world, tmp_path):
     assert (tmp_path / "trained" / "results.md").is_file() and (tmp_path / "trained" / "p_at_1.png").is_file()
 
 
+@pytest.mark.slow  # probes two LMs with every method
 def test_demo_runs_on_a_given_world_and_writes_its_table(mini_world, tmp_path):
     summary = run_demo(tmp_path / "demo", world_dir=mini_world)
     assert set(summary["rows"]) == {"gpt", "bert"}

@@ -31,6 +31,7 @@ def _env():
     return env
 
 
+@pytest.mark.slow  # starts three runs, two of them with two processes
 def test_two_processes_match_one(tmp_path):
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
     if accelerate is None:

@@ -48,6 +48,7 @@ def _quick(train=None, prompt=None, **kw):
                                  "prompt": {**QUICK["prompt"], **(prompt or {})}})
 
 
+@pytest.mark.slow  # trains and evaluates all eight tasks
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
 def test_every_task_end_to_end(tokenizers, family, tmp_path):
     tok = tokenizers[family]
