@@ -3,8 +3,8 @@
 # once (a knowledge base, a corpus that states every fact, a tokenizer and two small LMs
 # pretrained here: GPT-2 style and BERT style; cached in .cache/ptune), then probes both
 # LMs with LAMA's manual prompts, the best pretraining wording (oracle), P-tuning and a
-# random-LM control, and prints the table. On a 2-core CPU the first run takes about 7 to
-# 15 minutes (the world), later runs 1 to 2 minutes (the probe); docs/lama.md has details.
+# random-LM control, and prints the table. On a quiet 2-core CPU the first run takes about
+# 7 minutes (mostly the world), later runs under a minute (the probe); docs/lama.md has details.
 #
 #   bash scripts/demo.sh                      # results in runs/demo
 #   bash scripts/demo.sh --output runs/other --seed 1
