@@ -84,21 +84,17 @@ def _error(capsys) -> str:
 
 def test_bad_input_errors(files, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": "neg"\n')
-    assert _train(files, tmp_path / "r1", train=bad) == 2
-    assert f"{bad}:2: invalid JSON at column" in _error(capsys)
-
-    bad.write_text('{"text": "a", "label": "pos"}\n\n{"txt": "b", "label": "neg"}\n')
-    assert _train(files, tmp_path / "r2", train=bad) == 2
-    assert f"{bad}:3: field 'text': missing" in _error(capsys)
-
-    bad.write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": "maybe"}\n')
-    assert _train(files, tmp_path / "r3", train=bad) == 2
-    assert f"{bad}:2: field 'label': 'maybe' is not a label of the verbalizer (pos, neg)" in _error(capsys)
-
-    bad.write_text('{"text": "a"}\n')
-    assert _train(files, tmp_path / "r4", train=bad) == 2
-    assert f"{bad}:1: field 'label': missing" in _error(capsys)
+    cases = [
+        ('{"text": "a", "label": "pos"}\n{"text": "b", "label": "neg"\n', ":2: invalid JSON at column"),
+        ('{"text": "a", "label": "pos"}\n\n{"txt": "b", "label": "neg"}\n', ":3: field 'text': missing"),
+        ('{"text": "a", "label": "pos"}\n{"text": "b", "label": "maybe"}\n',
+         ":2: field 'label': 'maybe' is not a label of the verbalizer (pos, neg)"),
+        ('{"text": "a"}\n', ":1: field 'label': missing"),
+    ]
+    for k, (content, where) in enumerate(cases):
+        bad.write_text(content)
+        assert _train(files, tmp_path / f"r{k}", train=bad) == 2
+        assert f"{bad}{where}" in _error(capsys)
 
     assert main(["train", "--model", str(files / "gpt2"), "--train", str(files / "train.jsonl"), "--template",
                  "{text} [P*3 [MASK]", "--verbalizer", VERB, "--output", str(tmp_path / "r5")]) == 2
