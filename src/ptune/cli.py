@@ -69,10 +69,12 @@ TEXTS: dict[str, tuple[str, str, str | None]] = {  # command: (help, description
                   "--data-dir FewGLUE_32dev --method manual --frozen --output runs/zero-shot"),
     "demo": ("the offline demo: P-tuning vs manual prompts on ptune's world LMs",
              "Probe the causal and masked LMs of ptune's synthetic world with manual prompts, the oracle wording, "
-             "P-tuning and a random-LM control; prints the table. The world is built once (a few minutes) and "
-             "cached in $PTUNE_CACHE (default .cache/ptune).", None),
+             "P-tuning and a random-LM control; prints the table. Seed 0 probes the world shipped with ptune "
+             "(checked against its sha256 manifest); other seeds build a world once (minutes) and cache it in "
+             "$PTUNE_CACHE (default .cache/ptune).", None),
     "world build": ("generate the world and pretrain its LMs",
-                    "Writes lama/ (LAMA formats), gpt/, bert/ and world.json to --output.", None),
+                    "Writes lama/ (LAMA formats), gpt/, bert/ and world.json to --output. With --check, compares "
+                    "the result with the world shipped with ptune: exit 0 when byte-identical, 1 when not.", None),
     "inspect": ("what a prompt learned: the nearest vocabulary tokens of each pseudo token",
                 "Prints, for each pseudo token of a checkpoint, the vocabulary tokens whose input embeddings "
                 "are nearest by cosine similarity.", None),
@@ -157,7 +159,8 @@ def _add_superglue(sub: argparse._SubParsersAction) -> None:
 def _add_demo_and_world(sub: argparse._SubParsersAction) -> None:
     p, opts = _command(sub, "demo", cmd_demo)
     p.add_argument("--output", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--world", help="world folder (default: the cached one, built if missing)")
+    p.add_argument("--world", help="world folder (default: seed 0 the shipped one, other seeds the cached one, "
+                                   "built if missing)")
     opts.adopt()
     opts.fields(WorldConfig, only=("seed",), title="world options")
     world = sub.add_parser("world", help="build ptune's synthetic knowledge world",
@@ -167,6 +170,8 @@ def _add_demo_and_world(sub: argparse._SubParsersAction) -> None:
     b, opts = _command(wsub, "world build", cmd_world_build)
     b.add_argument("--output", required=True, help="folder to create")
     b.add_argument("--preset", choices=["tiny", "mini"], default="tiny", help="tiny (default, the demo's) or mini (seconds)")
+    b.add_argument("--check", action="store_true", help="compare the built world with the one shipped with ptune "
+                                                        "(tiny, seed 0): exit 0 when byte-identical, 1 when not")
     opts.adopt()
     opts.fields(WorldConfig, only=("seed",), title="world options")
 
@@ -289,24 +294,46 @@ def cmd_demo(o: Resolved) -> int:
 
     out = o["output"]
     summary = run_demo(out, world_dir=o.get("world"), seed=o.get("seed", WorldConfig.seed),
-                       progress=sys.stderr.isatty())
+                       progress=sys.stderr.isatty(), on_world=_say_world)
     sys.stdout.write(format_summary(summary))
     sys.stdout.write(f"results: {out}/summary.md, {out}/p_at_1.png, {out}/<model>/results.json\n")
     return 0
 
 
+def _say_world(world: Path, source: str) -> None:
+    """The demo's one line (on stderr) saying which world it probes."""
+    say = {"given": f"the world in {world} (--world)",
+           "shipped": f"the world shipped with ptune (seed 0, sha256 manifest verified): {world}",
+           "cached": f"the world cached in {world}, built earlier on this machine",
+           "building": f"building the world in {world} first (once, minutes; then cached)"}[source]
+    print(f"demo: {say}", file=sys.stderr, flush=True)
+
+
 def cmd_world_build(o: Resolved) -> int:
     import dataclasses
 
-    from .world import build_world
+    from .world import SHIPPED_SEED, build_world, compare_with_shipped
 
     out = Path(o["output"])
     if out.exists() and any(out.iterdir()):
         raise ConfigError("--output", f"{out} exists and is not empty")
     preset = WorldConfig.tiny() if o["preset"] == "tiny" else WorldConfig.mini()
-    meta = build_world(out, dataclasses.replace(preset, seed=o.get("seed", preset.seed)), progress=sys.stderr.isatty())
+    seed = o.get("seed", preset.seed)
+    if o["check"] and (o["preset"], seed) != ("tiny", SHIPPED_SEED):
+        raise ConfigError("--check", f"the shipped world is --preset tiny --seed {SHIPPED_SEED}; "
+                                     f"got --preset {o['preset']} --seed {seed}")
+    meta = build_world(out, dataclasses.replace(preset, seed=seed), progress=sys.stderr.isatty())
     print(json.dumps({"output": o["output"], **{k: meta[k] for k in ("timings", "memorized") if k in meta}}))
-    return 0
+    if not o["check"]:
+        return 0
+    diffs = compare_with_shipped(out)
+    if not diffs:
+        print(f"check: {out} is byte-identical to the world shipped with ptune")
+        return 0
+    print(f"check: {len(diffs)} file(s) differ from the world shipped with ptune: {', '.join(diffs)}. "
+          "Pretraining on another CPU or with other torch/transformers versions can give a slightly different "
+          "world; the demo's shipped world keeps its table the same everywhere.")
+    return 1
 
 
 def _check_resume(out: Path, wanted: Any) -> None:

@@ -11,8 +11,9 @@ fact, never in LAMA's manual wording) with LAMA's harness, and compares:
 * ``random LM`` — P-tuning on a randomly initialised LM of the same shape, a control
   that shows P-tuning extracts knowledge rather than learning the facts.
 
-The world is built once (``ptune world build``, a few minutes) and cached in
-``$PTUNE_CACHE`` (default ``.cache/ptune``); later runs reuse it.
+The seed-0 world ships with the package and is checked against its sha256 manifest before
+use; other seeds are built once (``ptune world build``, minutes) and cached in
+``$PTUNE_CACHE`` (default ``.cache/ptune``); ``world_dir`` probes any world folder.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -31,12 +32,13 @@ from .files import save_figure, write_json_atomic, write_text_atomic
 from .lm import load_base
 from .tasks.lama import ProbeConfig, probe
 
-__all__ = ["run_demo", "default_world_dir", "DEMO_METHODS"]
+__all__ = ["run_demo", "default_world_dir", "demo_world", "DEMO_METHODS", "WORLD_SOURCES"]
 
 logger = logging.getLogger(__name__)
 
 DEMO_METHODS = ("majority", "manual", "oracle", "ptuning", "hybrid")
 MODELS = (("gpt", "causal LM (GPT-2 style)"), ("bert", "masked LM (BERT style)"))
+WORLD_SOURCES = ("given", "shipped", "cached", "building")  # where demo_world found the world
 
 
 def default_world_dir(seed: int = 0) -> Path:
@@ -71,23 +73,48 @@ def _checks(row: dict[str, float | None], which: str) -> list[tuple[str, bool]]:
     return checks
 
 
+def demo_world(world_dir: str | Path | None = None, seed: int = 0) -> tuple[Path, str]:
+    """Which world the demo probes, and where it comes from (one of :data:`WORLD_SOURCES`).
+
+    ``world_dir`` if given; else for seed 0 the world shipped with the package, after checking
+    its manifest; else the cached ``default_world_dir(seed)``, or ``"building"`` when it is
+    not built yet.
+
+    Raises:
+        DataError: a shipped file is missing or differs from the manifest (names the file).
+    """
+    from .world import SHIPPED_SEED, shipped_world_dir, verify_manifest
+
+    if world_dir is not None:
+        return Path(world_dir), "given"
+    if seed == SHIPPED_SEED:
+        return verify_manifest(shipped_world_dir()), "shipped"
+    world = default_world_dir(seed)
+    return world, "cached" if (world / "world.json").is_file() else "building"
+
+
 def run_demo(output: str | Path = "runs/demo", *, world_dir: str | Path | None = None, seed: int = 0,
-             progress: bool = False) -> dict[str, Any]:
-    """Build (once) and probe the world; write ``summary.json``/``summary.md`` under ``output``.
+             progress: bool = False, on_world: Callable[[Path, str], None] | None = None) -> dict[str, Any]:
+    """Probe the world (:func:`demo_world`; built first if needed); write ``summary.json`` and
+    ``summary.md`` under ``output``.
+
+    Args:
+        on_world: called with the world folder and its source before any work.
 
     Returns:
-        ``{"rows": {model: {method: macro test P@1}}, "checks": ..., "seconds": ...}``.
+        ``{"world": ..., "world_source": ..., "rows": {model: {method: macro test P@1}}, "checks": ...,
+        "seconds": ...}``.
     """
     from .world import WorldConfig, build_world
 
     out = Path(output)
-    world = Path(world_dir) if world_dir is not None else default_world_dir(seed)
+    world, source = demo_world(world_dir, seed)
+    if on_world is not None:
+        on_world(world, source)
     t0 = time.perf_counter()
-    built = False
-    if not (world / "world.json").is_file():
-        logger.warning("building the demo world in %s (once; a few minutes)", world)
+    built = source == "building"
+    if built:
         build_world(world, dataclasses.replace(WorldConfig.tiny(), seed=seed), progress=progress)
-        built = True
     t_probe = time.perf_counter()
     rows: dict[str, dict[str, float | None]] = {}
     checks: dict[str, list[tuple[str, bool]]] = {}
@@ -103,7 +130,7 @@ def run_demo(output: str | Path = "runs/demo", *, world_dir: str | Path | None =
         rows[which]["random LM"] = _macro(control, "ptuning")
         checks[which] = _checks(rows[which], which)
     summary = {
-        "world": str(world), "world_built_now": built, "seed": seed,
+        "world": str(world), "world_source": "built" if built else source, "world_built_now": built, "seed": seed,
         "rows": rows, "checks": {k: [{"check": c, "pass": ok} for c, ok in v] for k, v in checks.items()},
         "seconds": {"total": round(time.perf_counter() - t0, 1), "probe": round(time.perf_counter() - t_probe, 1)},
     }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +69,69 @@ def test_world_build_command(tmp_path, capsys):
     assert (tmp_path / "w" / "lama" / "relations.jsonl").is_file()
     assert main(["world", "build", "--preset", "mini", "--output", str(tmp_path / "w")]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def _fake_probe(lm, tok, data_dir, out, config, **kw):
+    """A stand-in for the LAMA probe: the same result shape, every method at 0.5."""
+    return {"summary": {m: {"test": {"macro": {"p@1": 0.5}}} for m in config.methods}}
+
+
+def test_demo_probes_the_shipped_world_and_says_so(tmp_path, monkeypatch, capsys):
+    from ptune import demo
+    from ptune.cli import main
+    from ptune.world import shipped_world_dir
+
+    monkeypatch.setattr(demo, "probe", _fake_probe)
+    monkeypatch.setenv("PTUNE_CACHE", str(tmp_path / "cache"))
+    seen = []
+    summary = run_demo(tmp_path / "a", on_world=lambda w, s: seen.append((w, s)))
+    assert seen == [(shipped_world_dir(), "shipped")] and summary["world_source"] == "shipped"
+    assert summary["world"] == str(shipped_world_dir()) and not summary["world_built_now"]
+    assert not (tmp_path / "cache").exists()  # nothing built
+    assert main(["demo", "--output", str(tmp_path / "b")]) == 0
+    out, err = capsys.readouterr()
+    assert "demo: the world shipped with ptune (seed 0, sha256 manifest verified)" in err
+    assert out.startswith("| model | majority | manual | oracle | ptuning | hybrid | random LM |\n")
+    assert demo.demo_world(tmp_path / "w") == (tmp_path / "w", "given")
+    assert demo.demo_world(seed=3) == (tmp_path / "cache" / "world-tiny-seed3", "building")
+
+
+def test_demo_refuses_a_damaged_shipped_world_in_one_line(tmp_path, monkeypatch, capsys):
+    import ptune.world
+    from ptune import demo
+    from ptune.cli import main
+
+    copy = Path(shutil.copytree(ptune.world.shipped_world_dir(), tmp_path / "shipped"))
+    (copy / "bert" / "tokenizer_config.json").write_text("{}")
+    monkeypatch.setattr(ptune.world, "shipped_world_dir", lambda: copy)
+    monkeypatch.setattr(demo, "probe", _fake_probe)
+    assert main(["demo", "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert err.startswith(f"ptune: error: {copy / 'bert' / 'tokenizer_config.json'}: differs from the sha256")
+    assert "ptune world build --output DIR --check" in err and not (tmp_path / "out").exists()
+
+
+def _fake_build(source):
+    """A stand-in for build_world that copies ``source`` (a world folder)."""
+    def build(out, config, progress=False):
+        shutil.copytree(source, out, dirs_exist_ok=True)
+        return json.loads((Path(out) / "world.json").read_text())
+
+    return build
+
+
+def test_world_build_check_reports_identical_or_which_files_differ(mini_world, tmp_path, monkeypatch, capsys):
+    import ptune.world
+    from ptune.cli import main
+
+    monkeypatch.setattr(ptune.world, "build_world", _fake_build(ptune.world.shipped_world_dir()))
+    assert main(["world", "build", "--output", str(tmp_path / "same"), "--check"]) == 0
+    assert "byte-identical to the world shipped with ptune" in capsys.readouterr().out
+    monkeypatch.setattr(ptune.world, "build_world", _fake_build(mini_world))  # stands in for another machine's build
+    assert main(["world", "build", "--output", str(tmp_path / "other"), "--check"]) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("check: ") and "gpt/model.safetensors (sha256 differs)" in last
+    assert "another CPU or with other torch/transformers versions" in last
+    assert main(["world", "build", "--preset", "mini", "--output", str(tmp_path / "m"), "--check"]) == 2
+    assert "--check: the shipped world is --preset tiny --seed 0" in capsys.readouterr().err

@@ -204,3 +204,83 @@ def test_pack_keeps_sentences_whole_and_marks_object_slots() -> None:
     ids, slots = _pack(sentences, block=16, start=5, end=None, pad=pad, objects={obj}, period=period)  # GPT
     assert ids.tolist() == [[5, 11, 12, obj, period, 5, 13, 14, 15, period, 5, 16, obj, period, pad, pad]]
     assert slots.nonzero().tolist() == [[0, 3], [0, 12]]
+
+
+# ----------------------------------------------------------------------------- the shipped world
+def _copy_shipped(tmp_path: Path) -> Path:
+    import shutil
+
+    from ptune.world import shipped_world_dir
+
+    return Path(shutil.copytree(shipped_world_dir(), tmp_path / "shipped"))
+
+
+def _flip_a_byte(path: Path, at: int = 1000) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_shipped_world_matches_its_manifest() -> None:
+    from ptune.world import SHIPPED_SEED, read_manifest, shipped_world_dir, verify_manifest
+
+    root = verify_manifest(shipped_world_dir())
+    files = read_manifest(root)
+    assert {"world.json", "gpt/model.safetensors", "bert/model.safetensors", "lama/relations.jsonl"} <= set(files)
+    assert len(files) == 48 and all(len(v["sha256"]) == 64 and v["size"] > 0 for v in files.values())
+    meta = json.loads((root / "world.json").read_text())
+    assert WorldConfig.from_dict(meta["config"]) == replace(WorldConfig.tiny(), seed=SHIPPED_SEED)
+    assert meta["memorized"]["gpt"]["oracle_mean"] >= 0.9
+
+
+def test_manifest_catches_a_tampered_or_missing_file(tmp_path: Path) -> None:
+    from ptune.errors import DataError
+    from ptune.world import MANIFEST, verify_manifest, write_manifest
+
+    world = _copy_shipped(tmp_path)
+    _flip_a_byte(world / "gpt" / "model.safetensors")
+    with pytest.raises(DataError) as err:
+        verify_manifest(world)
+    msg = str(err.value)
+    assert str(world / "gpt" / "model.safetensors") in msg and "sha256" in msg and "ptune world build" in msg
+    assert "\n" not in msg
+    (world / "lama" / "relations.jsonl").unlink()
+    write_manifest(world)  # the manifest now describes the edited folder
+    assert verify_manifest(world) == world
+    (world / "bert" / "config.json").unlink()
+    with pytest.raises(DataError, match=r"bert/config\.json: missing from the world"):
+        verify_manifest(world)
+    (world / MANIFEST).write_text("{}")
+    with pytest.raises(DataError, match="not a world manifest"):
+        verify_manifest(world)
+    (world / MANIFEST).unlink()
+    with pytest.raises(DataError, match="MANIFEST.json: no such file"):
+        verify_manifest(world)
+
+
+def test_compare_with_shipped_ignores_only_the_build_machine_record(tmp_path: Path) -> None:
+    from ptune.world import compare_with_shipped
+
+    world = _copy_shipped(tmp_path)
+    assert compare_with_shipped(world) == []
+    meta = json.loads((world / "world.json").read_text())
+    meta["timings"] = {"gpt": 1.0}
+    meta["versions"]["torch"] = "0.0"
+    (world / "world.json").write_text(json.dumps(meta))
+    assert compare_with_shipped(world) == []  # timings and versions describe the machine, not the world
+    meta["memorized"]["gpt"]["oracle_mean"] = 0.5
+    (world / "world.json").write_text(json.dumps(meta))
+    _flip_a_byte(world / "bert" / "model.safetensors")
+    (world / "lama" / "common_vocab_cased.txt").unlink()
+    (world / "notes.txt").write_text("x")
+    assert compare_with_shipped(world) == [
+        "bert/model.safetensors (sha256 differs)", "lama/common_vocab_cased.txt (missing)",
+        "notes.txt (not in the shipped world)", "world.json (config, counts or memorization differ)"]
+
+
+def test_compare_with_shipped_on_another_world(world: Path) -> None:
+    from ptune.world import compare_with_shipped
+
+    diffs = compare_with_shipped(world)  # the mini world: fewer relations, other models
+    assert "gpt/model.safetensors (sha256 differs)" in diffs and "world.json (config, counts or memorization differ)" in diffs
+    assert "lama/fact-retrieval/P20/test.jsonl (missing)" in diffs

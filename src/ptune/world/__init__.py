@@ -11,9 +11,14 @@ small GPT-2 and BERT are pretrained on that corpus on the CPU. The world folder 
 - ``gpt/`` and ``bert/``: ``save_pretrained`` folders that load with the Auto classes;
 - ``world.json``: config, counts, timings, versions and the memorization check.
 
+The demo's world (``WorldConfig.tiny()``, seed 0) ships with the package
+(:func:`shipped_world_dir`) with ``MANIFEST.json``, the sha256 and size of each file:
+:func:`verify_manifest` checks a folder against its manifest, :func:`compare_with_shipped`
+lists how a rebuilt world differs from the shipped one.
+
 Modules: ``spec`` (relations, name pools, :class:`WorldConfig`), ``facts`` (entities,
 facts, corpus, LAMA files), ``pretrain`` (tokenizers, the two LMs, the memorization
-check), ``build`` (:func:`build_world`).
+check), ``build`` (:func:`build_world`, the manifest).
 
 Example:
     >>> meta = build_world("world", WorldConfig.tiny())                  # doctest: +SKIP
@@ -21,9 +26,12 @@ Example:
     (1.0, 1.0)
 """
 
-from .build import build_world
+from .build import (MANIFEST, SHIPPED_SEED, build_world, compare_with_shipped, read_manifest, shipped_world_dir,
+                    verify_manifest, write_manifest)
 from .facts import corpus
 from .pretrain import memorized
 from .spec import RELATIONS, SPLITS, Relation, WorldConfig
 
-__all__ = ["Relation", "RELATIONS", "SPLITS", "WorldConfig", "corpus", "build_world", "memorized"]
+__all__ = ["Relation", "RELATIONS", "SPLITS", "WorldConfig", "corpus", "build_world", "memorized", "MANIFEST",
+           "SHIPPED_SEED", "shipped_world_dir", "write_manifest", "read_manifest", "verify_manifest",
+           "compare_with_shipped"]

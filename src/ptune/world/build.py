@@ -1,7 +1,10 @@
-"""``build_world``: the whole world folder, written atomically, with ``world.json``."""
+"""``build_world``: the whole world folder, written atomically, with ``world.json``; the
+world shipped with the package and its sha256 manifest (:func:`write_manifest`,
+:func:`verify_manifest`, :func:`compare_with_shipped`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -10,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_dir
+from ..errors import DataError
+from ..files import atomic_dir, write_json_atomic
 from .facts import _make_world, _World, _write_lama, corpus
 from .pretrain import _best, _masked, _models, _pack, _pretrain, _probe, _tokenizers
 from .spec import _SPECIALS, RELATIONS, WorldConfig
@@ -130,3 +134,106 @@ def _summary(world_dir: Path, which: str, world: _World, cfg: WorldConfig) -> di
     logger.info("%s memorized: oracle %.3f, manual %.3f, majority %.3f", which, res["oracle_mean"],
                 res["manual_mean"], res["majority_mean"])
     return res
+
+
+# ----------------------------------------------------------------------------- the shipped world
+MANIFEST = "MANIFEST.json"
+SHIPPED_SEED = 0  # the shipped world is WorldConfig.tiny() with this seed
+ENVIRONMENT_KEYS = ("timings", "versions", "threads")  # world.json's record of the machine, not of the world
+REBUILD_HINT = "ptune world build --output DIR --check, then pass --world DIR"
+
+
+def shipped_world_dir() -> Path:
+    """The folder of the world shipped with the package (``WorldConfig.tiny()``, seed 0)."""
+    return Path(__file__).resolve().parent / "data" / f"tiny-seed{SHIPPED_SEED}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _world_files(world_dir: Path) -> list[str]:
+    """The world's files as sorted POSIX paths relative to ``world_dir`` (the manifest excluded)."""
+    return sorted(p.relative_to(world_dir).as_posix() for p in world_dir.rglob("*")
+                  if p.is_file() and p.name != MANIFEST)
+
+
+def write_manifest(world_dir: str | os.PathLike[str]) -> Path:
+    """Write ``MANIFEST.json`` into ``world_dir``: the sha256 and size of every file."""
+    root = Path(world_dir)
+    files = {rel: {"sha256": _sha256(root / rel), "size": (root / rel).stat().st_size} for rel in _world_files(root)}
+    return write_json_atomic(root / MANIFEST, {"files": files})
+
+
+def read_manifest(world_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"sha256", "size"}}`` from ``world_dir/MANIFEST.json``.
+
+    Raises:
+        DataError: the manifest is missing or not a manifest.
+    """
+    path = Path(world_dir) / MANIFEST
+    try:
+        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+    except FileNotFoundError:
+        raise DataError(str(path), f"no such file (the world's manifest); rebuild the world: {REBUILD_HINT}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(str(path), f"not a world manifest ({e}); reinstall ptune or rebuild: {REBUILD_HINT}") from None
+    if not isinstance(files, dict) or not all(isinstance(v, dict) and {"sha256", "size"} <= set(v)
+                                              for v in files.values()):
+        raise DataError(str(path), f"not a world manifest; reinstall ptune or rebuild: {REBUILD_HINT}")
+    return files
+
+
+def verify_manifest(world_dir: str | os.PathLike[str]) -> Path:
+    """Check every file of ``world_dir`` against its ``MANIFEST.json`` (size and sha256).
+
+    Returns:
+        ``world_dir`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DataError: naming the first file that is missing or differs, and how to rebuild the world.
+    """
+    root = Path(world_dir)
+    for rel, want in read_manifest(root).items():
+        path = root / rel
+        if not path.is_file():
+            raise DataError(str(path), f"missing from the world (listed in {MANIFEST}); reinstall ptune or "
+                                       f"rebuild the world: {REBUILD_HINT}")
+        if path.stat().st_size != want["size"] or _sha256(path) != want["sha256"]:
+            raise DataError(str(path), f"differs from the sha256 in {MANIFEST} (damaged or edited); reinstall "
+                                       f"ptune or rebuild the world: {REBUILD_HINT}")
+    return root
+
+
+def _world_record(path: Path) -> dict[str, Any]:
+    """``world.json`` without the keys that record the build machine (timings, versions, threads)."""
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    return {k: v for k, v in meta.items() if k not in ENVIRONMENT_KEYS}
+
+
+def compare_with_shipped(world_dir: str | os.PathLike[str], shipped: str | os.PathLike[str] | None = None) -> list[str]:
+    """The files of ``world_dir`` that differ from the shipped world's manifest.
+
+    Every file is compared by sha256, except ``world.json``, whose timings, versions and
+    thread count describe the build machine: the rest of it must be equal.
+
+    Returns:
+        ``"<path> (why)"`` per difference: empty when the world is byte-identical.
+    """
+    root, ref = Path(world_dir), Path(shipped) if shipped is not None else shipped_world_dir()
+    want = read_manifest(ref)
+    diffs = [f"{rel} (not in the shipped world)" for rel in _world_files(root) if rel not in want]
+    for rel, entry in want.items():
+        path = root / rel
+        if not path.is_file():
+            diffs.append(f"{rel} (missing)")
+        elif rel == "world.json":
+            if _world_record(path) != _world_record(ref / rel):
+                diffs.append(f"{rel} (config, counts or memorization differ)")
+        elif _sha256(path) != entry["sha256"]:
+            diffs.append(f"{rel} (sha256 differs)")
+    return sorted(diffs)
