@@ -65,7 +65,8 @@ def test_manual_templates_for_both_kinds():
     g = tokenizer_for("gpt2")
     assert g.decode(enc.input_ids) == "Paris was born in"  # cut at [Y]
     assert enc.answer_positions == [len(enc.input_ids) - 1]
-    assert lama.hybrid_template("[X] was born in [Y] .", "masked") == "[P*3] [X] was born in [P*3] [Y] . [P*3]"
+    assert lama.hybrid_template("[X] was born in [Y] .", "masked") == "[P*3] [X] was born in [Y] . [P*3]"
+    assert lama.hybrid_template("[X] was born in [Y] .", "causal") == "[P*3] [X] was born in [P*3] [Y] ."
     assert lama.hybrid_template("[Y] plays [X] .", "causal") == "[P*3] [P*3] [Y] plays [X] ."
 
 

@@ -173,10 +173,16 @@ def vocabulary(strategy: str, tokenizer: Any, data_dir: str | Path | None = None
 
 
 def hybrid_template(manual: str, kind: str) -> str:
-    """Pseudo tokens around the manual template's words: ``[P*3] <manual, [P*3] before
-    [Y]> [P*3]`` (the last block only for masked LMs)."""
-    body = manual.replace("[Y]", "[P*3] [Y]")
-    return f"[P*3] {body}" + (" [P*3]" if KINDS[kind].answer_in_input else "")
+    """Pseudo tokens around the manual template's words: ``[P*3] <manual> [P*3]``.
+
+    A causal LM reads nothing after the answer slot, so its second block stands right before
+    ``[Y]`` instead. A masked LM keeps the manual words next to its mask: with a pseudo block
+    between them and ``[MASK]``, prompt training stays at the majority guess on the demo
+    world's BERT, even around its best pretraining wording (docs/lama.md).
+    """
+    if KINDS[kind].answer_in_input:
+        return f"[P*3] {manual} [P*3]"
+    return "[P*3] " + manual.replace("[Y]", "[P*3] [Y]")
 
 
 @dataclass(frozen=True, kw_only=True)
