@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The main job, offline on CPU: `ptune demo`. It builds ptune's synthetic knowledge world
-# once (a knowledge base, a corpus that states every fact, a tokenizer and two small LMs
-# pretrained here: GPT-2 style and BERT style; cached in .cache/ptune), then probes both
-# LMs with LAMA's manual prompts, the best pretraining wording (oracle), P-tuning and a
-# random-LM control, and prints the table. On a quiet 2-core CPU the first run takes about
-# 7 minutes (mostly the world), later runs under a minute (the probe); docs/lama.md has details.
+# The main job, offline on CPU: `ptune demo`. It probes the two small LMs of ptune's
+# synthetic knowledge world (a knowledge base, a corpus that states every fact, a tokenizer,
+# a GPT-2-style and a BERT-style LM pretrained on it) with LAMA's manual prompts, the best
+# pretraining wording (oracle), P-tuning and a random-LM control, and prints the table.
+# Seed 0 uses the world shipped with ptune (checked against its sha256 manifest; `ptune world
+# build --output DIR --check` rebuilds it and compares); other seeds build a world first
+# (about 6 minutes) and cache it in .cache/ptune. A fresh clone to the printed table, set-up
+# included, took about 4 minutes on a 2-core x86_64 CPU VM; docs/lama.md has details.
 #
 #   bash scripts/demo.sh                      # results in runs/demo
 #   bash scripts/demo.sh --output runs/other --seed 1
