@@ -305,7 +305,7 @@ def _say_world(world: Path, source: str) -> None:
     say = {"given": f"the world in {world} (--world)",
            "shipped": f"the world shipped with ptune (seed 0, sha256 manifest verified): {world}",
            "cached": f"the world cached in {world}, built earlier on this machine",
-           "building": f"building the world in {world} first (once, minutes; then cached)"}[source]
+           "building": f"building the world in {world} first (minutes; later runs reuse it)"}[source]
     print(f"demo: {say}", file=sys.stderr, flush=True)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import time
 from pathlib import Path
@@ -33,8 +32,6 @@ from .lm import load_base
 from .tasks.lama import ProbeConfig, probe
 
 __all__ = ["run_demo", "default_world_dir", "demo_world", "DEMO_METHODS", "WORLD_SOURCES"]
-
-logger = logging.getLogger(__name__)
 
 DEMO_METHODS = ("majority", "manual", "oracle", "ptuning", "hybrid")
 MODELS = (("gpt", "causal LM (GPT-2 style)"), ("bert", "masked LM (BERT style)"))
@@ -76,21 +73,21 @@ def _checks(row: dict[str, float | None], which: str) -> list[tuple[str, bool]]:
 def demo_world(world_dir: str | Path | None = None, seed: int = 0) -> tuple[Path, str]:
     """Which world the demo probes, and where it comes from (one of :data:`WORLD_SOURCES`).
 
-    ``world_dir`` if given; else for seed 0 the world shipped with the package, after checking
-    its manifest; else the cached ``default_world_dir(seed)``, or ``"building"`` when it is
-    not built yet.
+    For seed 0 without ``world_dir``, the world shipped with the package, after checking its
+    manifest. Otherwise ``world_dir`` (``"given"``) or the cached ``default_world_dir(seed)``
+    (``"cached"``); either is ``"building"`` while it holds no ``world.json`` yet.
 
     Raises:
         DataError: a shipped file is missing or differs from the manifest (names the file).
     """
     from .world import SHIPPED_SEED, shipped_world_dir, verify_manifest
 
-    if world_dir is not None:
-        return Path(world_dir), "given"
-    if seed == SHIPPED_SEED:
+    if world_dir is None and seed == SHIPPED_SEED:
         return verify_manifest(shipped_world_dir()), "shipped"
-    world = default_world_dir(seed)
-    return world, "cached" if (world / "world.json").is_file() else "building"
+    world = Path(world_dir) if world_dir is not None else default_world_dir(seed)
+    if not (world / "world.json").is_file():
+        return world, "building"
+    return world, "given" if world_dir is not None else "cached"
 
 
 def run_demo(output: str | Path = "runs/demo", *, world_dir: str | Path | None = None, seed: int = 0,

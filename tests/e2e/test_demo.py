@@ -92,7 +92,8 @@ def test_demo_probes_the_shipped_world_and_says_so(tmp_path, monkeypatch, capsys
     out, err = capsys.readouterr()
     assert "demo: the world shipped with ptune (seed 0, sha256 manifest verified)" in err
     assert out.startswith("| model | majority | manual | oracle | ptuning | hybrid | random LM |\n")
-    assert demo.demo_world(tmp_path / "w") == (tmp_path / "w", "given")
+    assert demo.demo_world(shipped_world_dir()) == (shipped_world_dir(), "given")
+    assert demo.demo_world(tmp_path / "w") == (tmp_path / "w", "building")  # built there first
     assert demo.demo_world(seed=3) == (tmp_path / "cache" / "world-tiny-seed3", "building")
 
 
