@@ -1,6 +1,6 @@
 """The prompt encoder: turns ``n_pseudo`` learned vectors into pseudo-token embeddings.
 
-Three types (paper §1; ``../shared/docs/paper-spec.md``):
+Three types (paper §1):
 
 * ``lstm`` — the paper's: free embeddings (n, H) → 2-layer bidirectional LSTM with H/2
   hidden units per direction → Linear(H, H) → ReLU → Linear(H, H).

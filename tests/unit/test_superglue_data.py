@@ -22,7 +22,7 @@ def _splits(task: str) -> tuple[str, ...]:
 
 def _real(task: str, split: str):
     if not FEWGLUE.is_dir():
-        pytest.skip(f"../shared/data/fewglue not found: {FEWGLUE}")
+        pytest.skip(f"FewGLUE data not found: {FEWGLUE}")
     return read_task(task, split_path(FEWGLUE, task, split))
 
 

@@ -6,7 +6,7 @@ validated line by line: bad data raises :class:`~ptune.errors.DataError` naming
 lists their messages in ``Records.skipped``.
 
 Example:
-    >>> recs = read_task("copa", split_path("../shared/data/fewglue", "COPA", "train"))  # doctest: +SKIP
+    >>> recs = read_task("copa", split_path("data/fewglue", "COPA", "train"))  # doctest: +SKIP
     >>> recs.examples[0]["choices"], recs.examples[0]["connective"]                     # doctest: +SKIP
     (['the chandelier dropped from the ceiling', "the chandelier's lights flickered on and off"], 'because')
 """
