@@ -237,13 +237,14 @@ class TrainConfig(_Mapped):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SpeedConfig:
+class SpeedConfig(_Mapped):
     """How a P-tuned model runs its LM: exact shortcuts that change speed, never results.
 
     Every shortcut is checked against the plain full forward in the tests; each can be
     turned off, e.g. ``model.speed = SpeedConfig(prefix_cache=False)``.
     """
 
+    key: ClassVar[str] = "speed"
     prefix_cache: bool = True
     """Causal LMs: run the rows' shared start and a frozen LM's text prefix once, as a
     key/value cache (:mod:`ptune.cache`)."""
@@ -267,9 +268,3 @@ class SpeedConfig:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError("pad_to_multiple_of", f"must be a positive integer, got {v!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SpeedConfig":
-        return cls(**_from_dict(cls, d, "speed"))

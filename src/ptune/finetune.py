@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import asdict, dataclass
-from typing import Any, Literal, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .batch import Item, Output
-from .config import SpeedConfig, _check_choice, _from_dict
+from .config import SpeedConfig, _check_choice, _Mapped
 from .errors import ConfigError, DataError
 from .inference import iter_outputs
-from .lm import detect_kind, load_base
+from .lm import detect_kind, load_base, max_positions, pad_token_id
 from .template import check_fields
 from .verbalizer import find_label
 
@@ -43,8 +43,10 @@ _FIELD = re.compile(r"\{(\w+)\}")
 
 # ----------------------------------------------------------------------------- config
 @dataclass(frozen=True, kw_only=True)
-class ClassifierConfig:
+class ClassifierConfig(_Mapped):
     """What a fine-tuning classifier is: everything needed to rebuild it on its base model."""
+
+    key: ClassVar[str] = "classifier"
 
     inputs: list[str]
     """One or two text segments, e.g. ``["{premise}", "{hypothesis}"]``; ``{field}`` is
@@ -106,13 +108,6 @@ class ClassifierConfig:
         """The example fields the inputs read (besides the candidates)."""
         return list(dict.fromkeys(n for s in self.inputs for n in _FIELD.findall(s) if n != CANDIDATE))
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ClassifierConfig":
-        return cls(**_from_dict(cls, d, "classifier"))
-
 
 # ----------------------------------------------------------------------------- batches
 @dataclass
@@ -143,8 +138,7 @@ def _sequence_classifier(lm: nn.Module, tokenizer: Any, config: ClassifierConfig
     cfg.num_labels = 1 if config.multiple_choice else len(config.labels or [])
     cfg.use_cache = False
     if cfg.pad_token_id is None:  # causal LMs find each row's last token by it
-        ids = (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id, 0)
-        cfg.pad_token_id = next(int(i) for i in ids if i is not None)
+        cfg.pad_token_id = pad_token_id(tokenizer)
     for name in ("classifier_dropout", "classifier_dropout_prob"):
         if config.dropout is not None and hasattr(cfg, name):
             setattr(cfg, name, float(config.dropout))
@@ -190,9 +184,7 @@ class ClassifierModel(nn.Module):
             self.seq, self.head_names = _sequence_classifier(lm, tokenizer, config, seed)
         else:
             self.seq, self.head_names = lm, list(head)
-        limits = [config.max_length, getattr(tokenizer, "model_max_length", None)]
-        limits += [getattr(self.seq.config, n, None) for n in ("max_position_embeddings", "n_positions")]
-        self.max_length = min(x for x in limits + [1_000_000] if isinstance(x, int) and x > 0)
+        self.max_length = config.max_length or max_positions(self.seq, tokenizer)
         self.speed = SpeedConfig()
         self.own_lm = False  # True when the LM came from a checkpoint's lm/ (it is saved again)
         self.lm_dropout = False

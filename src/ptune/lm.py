@@ -32,7 +32,7 @@ from .errors import ConfigError
 from .kernels import AnswerOnlyLastLayer, FusedActivations, activation_checkpointing
 
 __all__ = ["LMKind", "MASKED", "CAUSAL", "KINDS", "kind_of", "detect_kind", "load_base", "head_input",
-           "LMRunner", "LMWrapper"]
+           "pad_token_id", "max_positions", "LMRunner", "LMWrapper"]
 
 
 # ----------------------------------------------------------------------------- kinds
@@ -197,14 +197,16 @@ def head_input(lm: nn.Module) -> Iterator[bool]:
         raise ConfigError("model", f"{type(lm).__name__} does not call its output embeddings")
 
 
-def _pad_id(tokenizer: Any) -> int:
+def pad_token_id(tokenizer: Any) -> int:
+    """The id that pads batches: the tokenizer's pad token, else its end or unknown token, else 0."""
     for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
         if tid is not None:
             return int(tid)
     return 0
 
 
-def _max_positions(lm: nn.Module, tokenizer: Any) -> int:
+def max_positions(lm: nn.Module, tokenizer: Any) -> int:
+    """The longest input the model and tokenizer take (512 when neither says)."""
     limits = [getattr(lm.config, name, None) for name in ("max_position_embeddings", "n_positions")]
     tok_limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(tok_limit, int) and tok_limit < 1_000_000:
@@ -236,8 +238,8 @@ class LMRunner:
         head = lm.get_output_embeddings()
         # softcapped logits are a nonlinear function of the head's output: keep the LM's logits
         self.capture = head is not None and getattr(lm.config, "final_logit_softcapping", None) is None
-        self.pad_id = _pad_id(tokenizer)
-        self.max_positions = _max_positions(lm, tokenizer)
+        self.pad_id = pad_token_id(tokenizer)
+        self.max_positions = max_positions(lm, tokenizer)
         self._position_offset: int | None = None
         self._fused = FusedActivations(lm)
         self._answer_only = AnswerOnlyLastLayer(lm) if self.kind.answer_in_input else None
