@@ -6,7 +6,7 @@
 # Seed 0 uses the world shipped with ptune (checked against its sha256 manifest; `ptune world
 # build --output DIR --check` rebuilds it and compares); other seeds build a world first
 # (about 6 minutes) and cache it in .cache/ptune. A fresh clone to the printed table, set-up
-# included, takes under 2 minutes on a 2-core x86_64 CPU VM; docs/lama.md has details.
+# included, takes about 2 minutes on a 2-core x86_64 CPU VM; docs/lama.md has details.
 #
 #   bash scripts/demo.sh                      # results in runs/demo
 #   bash scripts/demo.sh --output runs/other --seed 1
