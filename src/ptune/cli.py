@@ -25,6 +25,7 @@ from .config import PromptConfig, TrainConfig
 from .errors import ConfigError, PtuneError
 from .files import write_text_atomic
 from .options import CommandOptions, Parser, Resolved
+from .progress import set_quiet
 from .tasks.lama import LAMA_TRAIN, ProbeConfig
 from .tasks.lama import TRAIN_FIXED as LAMA_TRAIN_FIXED
 from .tasks.superglue import SUPERGLUE_TRAIN, SuperGlueConfig
@@ -197,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ptune {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars or progress lines (also: PTUNE_QUIET=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_eval(sub, "eval", cmd_eval)
@@ -428,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PtuneError as e:
         print(f"ptune: error: {e}", file=sys.stderr)
         return 2
+    if args.quiet:
+        set_quiet(True)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
