@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
+from .cli_prompts import add_commands as add_prompt_commands
 from .config import PromptConfig, TrainConfig
 from .errors import ConfigError, PtuneError
 from .files import write_text_atomic
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_superglue(sub)
     _add_demo_and_world(sub)
     _add_inspect_and_bench(sub)
+    add_prompt_commands(sub)
     return parser
 
 

@@ -14,7 +14,7 @@ from .encoder import EncoderConfig
 from .errors import ConfigError
 from .verbalizer import Verbalizer
 
-__all__ = ["PromptConfig", "TrainConfig", "SpeedConfig"]
+__all__ = ["PromptConfig", "TrainConfig", "SpeedConfig", "GenerateConfig"]
 
 
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
@@ -268,3 +268,43 @@ class SpeedConfig(_Mapped):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError("pad_to_multiple_of", f"must be a positive integer, got {v!r}")
 
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerateConfig(_Mapped):
+    """How a causal LM continues the text at the answer slot (open-ended generation)."""
+
+    key: ClassVar[str] = "generate"
+    max_new_tokens: int = 32
+    """Most tokens to write per example."""
+    do_sample: bool = False
+    """Sample the next token (with ``temperature`` and ``top_p``) instead of taking the most
+    probable one (greedy)."""
+    temperature: float = 1.0
+    """Sampling temperature (only with ``do_sample``)."""
+    top_p: float = 1.0
+    """Nucleus sampling: sample among the most probable tokens whose probabilities sum to
+    ``top_p`` (only with ``do_sample``)."""
+    seed: int | None = None
+    """Seed of the sampling (only with ``do_sample``); the same seed, examples and batch size
+    give the same texts."""
+    stop: tuple[str, ...] = ()
+    """Stop strings: an example's text ends before the first of them that it writes."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ConfigError("max_new_tokens", f"must be a positive integer, got {self.max_new_tokens!r}")
+        if not isinstance(self.do_sample, bool):
+            raise ConfigError("do_sample", f"must be true or false, got {self.do_sample!r}")
+        if not self.temperature > 0:
+            raise ConfigError("temperature", f"must be positive, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError("top_p", f"must be in (0, 1], got {self.top_p}")
+        if not self.do_sample:
+            for name, default in (("temperature", 1.0), ("top_p", 1.0), ("seed", None)):
+                if getattr(self, name) != default:
+                    raise ConfigError(name, "applies to sampling only; set do_sample as well")
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        if not all(isinstance(s, str) and s for s in stop):
+            raise ConfigError("stop", f"must be non-empty strings, got {list(stop)!r}")
+        object.__setattr__(self, "stop", stop)

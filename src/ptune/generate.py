@@ -1,13 +1,24 @@
-"""Writing answers instead of scoring them: greedy answers of given token lengths.
+"""Writing answers instead of scoring them: greedy answers of given token lengths, and
+open-ended text from a causal LM.
 
-Masked LMs fill the answer's masks one at a time, the most confident first, each pass
-seeing the tokens filled so far (PET's iterative filling); causal LMs continue the prompt
-greedily, the prompt (pseudo tokens included) in one pass and then one token per pass
-from the key/value cache. Special tokens are never chosen.
+:func:`generate`: masked LMs fill the answer's masks one at a time, the most confident
+first, each pass seeing the tokens filled so far (PET's iterative filling); causal LMs
+continue the prompt greedily, the prompt (pseudo tokens included) in one pass and then one
+token per pass from the key/value cache. Special tokens are never chosen.
+
+:func:`generate_text`: a causal LM writes free text at the answer slot, through
+transformers' own ``generate`` fed with the input embeddings (pseudo tokens spliced in
+wherever the template puts them before the slot), batched with left padding; greedy or
+sampled, with stop strings (:class:`ptune.config.GenerateConfig`).
+
+:func:`input_embeds`: an example's whole input as embeddings, the sequence that a serving
+engine accepts as ``prompt_embeds`` / ``input_embeds``.
 
 Example:
     >>> items = model.prepare([{"text": "..."}])                            # doctest: +SKIP
     >>> generate(model, items, lengths=[2])[0]["text"]                      # doctest: +SKIP
+    >>> generate_text(model, [{"text": "..."}], GenerateConfig(max_new_tokens=20))  # doctest: +SKIP
+    [{'text': ..., 'ids': [...], 'finish_reason': 'length'}]
 """
 
 from __future__ import annotations
@@ -16,12 +27,14 @@ from typing import Any, Sequence
 
 import torch
 
+from .batch import Item, View
 from .cache import add_switch_hint, usable
-from .errors import ConfigError
+from .config import GenerateConfig
+from .errors import ConfigError, DataError
 from .inference import model_device
 from .template import Encoded
 
-__all__ = ["generate"]
+__all__ = ["generate", "generate_text", "input_embeds"]
 
 
 @torch.no_grad()
@@ -89,6 +102,17 @@ def _generate_rows(model: Any, items: Sequence[Any], k: int, prompt, banned, dev
     return _decoded(model.tokenizer, chosen, logprob)
 
 
+def _left_padded(model: Any, encs: list[Encoded], k: int, prompt, device) -> tuple[View, int, torch.Tensor]:
+    """The rows left-padded so every row's answer starts in the same column: the view, the
+    number of columns through the (first) answer position, and their input embeddings
+    (R, start, H) with the pseudo tokens spliced in."""
+    r = len(encs)
+    view = model.collator.pad(encs, torch.zeros((r, 1, k), dtype=torch.long), torch.zeros((r, 1), dtype=torch.long),
+                              torch.arange(r), False, side="left").to(device)
+    start = int(view.answer_positions[0, 0]) + 1  # the prompt, through the answer position
+    return view, start, model.embed(view.input_ids[:, :start], view.pseudo_index[:, :start], prompt)
+
+
 def _decode_with_cache(model: Any, encs: list[Encoded], k: int, prompt, banned, device) -> list[dict[str, Any]]:
     """Greedy decoding of a causal LM: one pass over the prompt (pseudo tokens included,
     left-padded so every row's answer starts in the same column), then one token per pass
@@ -97,13 +121,10 @@ def _decode_with_cache(model: Any, encs: list[Encoded], k: int, prompt, banned, 
 
     runner = model.runner
     r = len(encs)
-    view = model.collator.pad(encs, torch.zeros((r, 1, k), dtype=torch.long), torch.zeros((r, 1), dtype=torch.long),
-                              torch.arange(r), False, side="left").to(device)
+    view, start, emb = _left_padded(model, encs, k, prompt, device)
     mask = view.attention_mask
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    start = int(view.answer_positions[0, 0]) + 1  # the prompt, through the answer position
     cache = DynamicCache(config=runner.lm.config)
-    emb = model.embed(view.input_ids[:, :start], view.pseudo_index[:, :start], prompt)
     chosen = torch.zeros((r, k), dtype=torch.long, device=device)
     logprob = torch.zeros(r, device=device)
     for step in range(k):
@@ -123,3 +144,138 @@ def _decode_with_cache(model: Any, encs: list[Encoded], k: int, prompt, banned, 
 def _decoded(tokenizer: Any, chosen: torch.Tensor, logprob: torch.Tensor) -> list[dict[str, Any]]:
     return [{"ids": ids, "text": tokenizer.decode(ids, skip_special_tokens=True).strip(), "logprob": float(lp)}
             for ids, lp in zip(chosen.tolist(), logprob.tolist())]
+
+
+# ----------------------------------------------------------------------------- open-ended text
+def _items(model: Any, examples: Sequence[Any]) -> list[Item]:
+    if examples and isinstance(examples[0], Item):
+        return list(examples)
+    return model.prepare(list(examples))
+
+
+def _encode(model: Any, item: Item) -> Encoded:
+    """The example's input up to the answer slot (a causal LM), or whole with one mask
+    token at the slot (a masked LM)."""
+    return model.collator.compiled.encode(item.fields, answer_len=1, answer_ids=[model.pad_id], source=item.source)
+
+
+@torch.no_grad()
+def input_embeds(model: Any, examples: Sequence[Any]) -> list[torch.Tensor]:
+    """Each example's input as the sequence of input embeddings the LM reads: word
+    embeddings with the pseudo-token embeddings spliced in, special tokens included.
+
+    For a causal LM the sequence ends where the answer begins: the LM's next-token
+    distribution after it gives the label scores, and a serving engine that accepts
+    ``prompt_embeds`` (vLLM) or ``input_embeds`` (SGLang) continues the text from there.
+    For a masked LM the sequence is the whole input with one mask token at the answer slot.
+
+    Args:
+        model: a :class:`~ptune.model.PTunedModel`.
+        examples: dicts with the template's fields, or prepared items.
+
+    Returns:
+        One (T_i, H) tensor per example, on the model's device, in the LM's dtype.
+    """
+    was = model.training
+    model.eval()
+    try:
+        prompt = model.pseudo_embeddings()
+        device = model_device(model)
+        out = []
+        for item in _items(model, examples):
+            enc = _encode(model, item)
+            ids = torch.tensor([enc.input_ids], device=device)
+            out.append(model.embed(ids, torch.tensor([enc.pseudo_index], device=device), prompt)[0])
+        return out
+    finally:
+        model.train(was)
+
+
+@torch.no_grad()
+def generate_text(model: Any, examples: Sequence[Any], config: GenerateConfig | None = None,
+                  batch_size: int = 16) -> list[dict[str, Any]]:
+    """Open-ended text written by a causal LM at the template's answer slot.
+
+    The template's text after the slot is not part of the input (a causal LM continues
+    from the slot); pseudo tokens may stand anywhere before it. Rows of a batch are
+    left-padded with position ids counted from each row's first token, so an example's
+    text does not depend on its batch (up to float rounding); greedy decoding equals
+    decoding one token at a time from the LM's full forward pass.
+
+    Args:
+        model: a :class:`~ptune.model.PTunedModel` over a causal LM.
+        examples: dicts with the template's fields, or prepared items.
+        config: length, greedy or sampling, stop strings (default: greedy, 32 tokens).
+        batch_size: examples per ``generate`` call.
+
+    Returns:
+        One dict per example: ``text`` (decoded, cut before the first stop string),
+        ``ids`` (the written tokens, without the end-of-sequence token) and
+        ``finish_reason``: ``"stop"`` (a stop string), ``"eos"`` (the end-of-sequence
+        token) or ``"length"`` (``max_new_tokens`` reached).
+
+    Raises:
+        ConfigError: a masked LM, or a bad batch size.
+        DataError: an example whose input and ``max_new_tokens`` exceed the LM's positions.
+    """
+    config = config or GenerateConfig()
+    if model.runner.kind.answer_in_input:
+        raise ConfigError("model", "open-ended generation needs a causal LM; this is a masked LM, which reads its "
+                                   "answer at mask tokens inside the input (use predict, or generate for answers "
+                                   "of fixed length)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError("batch_size", f"must be a positive integer, got {batch_size!r}")
+    items = _items(model, examples)
+    encs = [_encode(model, it) for it in items]
+    limit = model.runner.max_positions
+    for it, enc in zip(items, encs):
+        if len(enc.input_ids) + config.max_new_tokens > limit:
+            raise DataError(it.source, f"{len(enc.input_ids)} input tokens and max_new_tokens "
+                                       f"{config.max_new_tokens} exceed the LM's {limit} positions")
+    gen = _hf_generation_config(model, config)
+    was = model.training
+    model.eval()
+    device = model_device(model)
+    out: list[dict[str, Any]] = []
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=config.do_sample):
+            if config.seed is not None:
+                torch.manual_seed(config.seed)
+            prompt = model.pseudo_embeddings()
+            for s in range(0, len(encs), batch_size):
+                view, start, emb = _left_padded(model, encs[s : s + batch_size], 1, prompt, device)
+                rows = model.lm.generate(inputs_embeds=emb, attention_mask=view.attention_mask[:, :start],
+                                         generation_config=gen, tokenizer=model.tokenizer)
+                out += [_finished(model.tokenizer, row, gen, config.stop) for row in rows[:, -gen.max_new_tokens:].tolist()]
+    finally:
+        model.train(was)
+    return out
+
+
+def _hf_generation_config(model: Any, config: GenerateConfig) -> Any:
+    """transformers' GenerationConfig for ``config``: every logits processor that could
+    change the choice is set explicitly, so the LM's own generation defaults (top-k,
+    repetition penalty, ...) do not apply; its end-of-sequence token does."""
+    from transformers import GenerationConfig
+
+    eos = getattr(model.lm.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = model.tokenizer.eos_token_id
+    sampling = {"temperature": config.temperature, "top_p": config.top_p, "top_k": 0} if config.do_sample else {}
+    return GenerationConfig(max_new_tokens=config.max_new_tokens, do_sample=config.do_sample, num_beams=1,
+                            repetition_penalty=1.0, no_repeat_ngram_size=0, min_length=0, eos_token_id=eos,
+                            pad_token_id=model.pad_id, stop_strings=list(config.stop) or None, **sampling)
+
+
+def _finished(tokenizer: Any, row: list[int], gen: Any, stop: Sequence[str]) -> dict[str, Any]:
+    """One row of ``generate``'s output as text, ids and the reason it ended."""
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    cut = next((i for i, t in enumerate(row) if t in eos), None)
+    ids, reason = (row[:cut], "eos") if cut is not None else (row, "length")
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+    if hits:
+        text, reason = text[: min(hits)], "stop"
+        while cut is None and ids and ids[-1] == gen.pad_token_id:  # a row ended by a stop string is padded
+            ids = ids[:-1]
+    return {"text": text, "ids": ids, "finish_reason": reason}

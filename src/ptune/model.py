@@ -28,9 +28,10 @@ from torch import nn
 from . import cache, scoring
 from .batch import Batch, Item, Output, View
 from .collate import Collator
-from .config import PromptConfig, SpeedConfig
+from .config import GenerateConfig, PromptConfig, SpeedConfig
 from .encoder import EncoderConfig, PromptEncoder
-from .generate import generate
+from .errors import ConfigError
+from .generate import generate, generate_text
 from .inference import iter_outputs
 from .lm import LMRunner, LMWrapper, detect_kind, head_input, load_base
 from .template import CompiledTemplate, Pseudo, Template
@@ -244,6 +245,27 @@ class PTunedModel(LMWrapper):
             One dict per item: ``ids``, ``text`` and ``logprob``.
         """
         return generate(self, items, lengths, batch_size)
+
+    def generate_text(self, examples: Sequence[dict[str, Any]] | Sequence[Item], config: GenerateConfig | None = None,
+                      batch_size: int = 16, **options: Any) -> list[dict[str, Any]]:
+        """Open-ended text from a causal LM at the answer slot (:func:`ptune.generate.generate_text`).
+
+        Args:
+            examples: dicts with the template's fields, or prepared items.
+            config: a :class:`~ptune.config.GenerateConfig`; or give its fields as ``options``
+                (``max_new_tokens=20, do_sample=True, temperature=0.7, top_p=0.9, seed=0,
+                stop=(".",)``).
+
+        Returns:
+            One dict per example: ``text``, ``ids`` and ``finish_reason`` (stop, eos, length).
+
+        Example:
+            >>> model.generate_text([{"text": "the plot"}], max_new_tokens=5)  # doctest: +SKIP
+            [{'text': ' was superb .', 'ids': [...], 'finish_reason': 'length'}]
+        """
+        if config is not None and options:
+            raise ConfigError("generate", "give a GenerateConfig or its fields, not both")
+        return generate_text(self, examples, config or GenerateConfig(**options), batch_size)
 
     @torch.no_grad()
     def nearest_tokens(self, k: int = 5) -> list[list[tuple[str, float]]]:

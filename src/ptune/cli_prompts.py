@@ -1,0 +1,90 @@
+"""The commands that use a trained prompt beyond scoring labels: ``ptune generate`` (open-ended
+text from a causal LM), ``ptune export`` (a PEFT adapter, or the pseudo-token embeddings for a
+serving engine) and ``ptune import`` (a PEFT prompt-learning adapter as a ptune checkpoint).
+
+:mod:`ptune.cli` adds them to the ``ptune`` command (:func:`add_commands`); like it, they
+print their results and turn ptune's errors into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+from .config import GenerateConfig, TrainConfig
+from .errors import ConfigError
+from .files import write_text_atomic
+from .options import CommandOptions, Resolved
+
+__all__ = ["add_commands"]
+
+EXAMPLES_GENERATE = """examples:
+  ptune generate --checkpoint runs/x --text 'the plot was' --max-new-tokens 20
+  ptune generate --checkpoint runs/x --data inputs.jsonl --do-sample --temperature 0.8 --top-p 0.9 \\
+      --seed 0 --stop . --output texts.jsonl
+"""
+
+
+def _parser(sub: argparse._SubParsersAction, name: str, func: Callable[[Resolved], int], helptext: str,
+            description: str, epilog: str | None = None) -> tuple[argparse.ArgumentParser, CommandOptions]:
+    p = sub.add_parser(name, help=helptext, description=description, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=func)
+    return p, CommandOptions(p)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``generate``, ``export`` and ``import`` to the ``ptune`` command's subcommands."""
+    p, opts = _parser(sub, "generate", cmd_generate, "open-ended text from a causal LM with a trained prompt "
+                      "(one JSON line per input)",
+                      "A causal LM continues each input at the template's answer slot, the pseudo tokens spliced in "
+                      "wherever the template puts them; greedy or sampled, with stop strings.", EXAMPLES_GENERATE)
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder (or run folder: its best/)")
+    p.add_argument("--data", help="inputs: .jsonl or .csv with the template's fields")
+    p.add_argument("--text", help="one input: the value of the template's only field")
+    p.add_argument("--output", help="JSON lines file to write (default: standard output)")
+    p.add_argument("--model", help="base model to load the prompt onto (default: the recorded one)")
+    opts.adopt()
+    opts.fields(GenerateConfig, "generate", title="GenerateConfig options")
+    opts.fields(TrainConfig, "train", only=("eval_batch_size",), flags={"eval_batch_size": ("--batch-size",)},
+                defaults={"eval_batch_size": 16})
+
+
+def _inputs(o: Resolved, model: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """The examples of ``--data`` or the one of ``--text``, with their sources."""
+    from .data import read_examples
+
+    if (o.get("data") is None) == (o.get("text") is None):
+        raise ConfigError("--data", "give --data FILE or --text TEXT (one of them)")
+    if o.get("data") is not None:
+        records = read_examples(o["data"])
+        return records.examples, records.sources
+    fields = model.template.fields
+    if len(fields) != 1:
+        raise ConfigError("--text", f"fills the template's only field, but it reads {', '.join(fields) or 'none'}; "
+                                    "give the fields in a --data file")
+    return [{fields[0]: o["text"]}], ["--text"]
+
+
+def cmd_generate(o: Resolved) -> int:
+    from .checkpoint import load_checkpoint
+
+    with o.blame():
+        config = GenerateConfig(**o.section("generate"))
+        batch_size = TrainConfig(**o.section("train")).eval_batch_size
+    model = load_checkpoint(o["checkpoint"], o.get("model"))
+    examples, sources = _inputs(o, model)
+    items = model.prepare(examples, sources)
+    rows = model.generate_text(items, config, batch_size=batch_size)
+    lines = []
+    for src, ex, row in zip(sources, examples, rows):
+        line = {"source": src, "text": row["text"], "finish_reason": row["finish_reason"]}
+        lines.append(json.dumps({"idx": ex["idx"], **line} if "idx" in ex else line))
+    text = "\n".join(lines) + "\n"
+    if o.get("output"):
+        write_text_atomic(o["output"], text)
+    else:
+        sys.stdout.write(text)
+    return 0

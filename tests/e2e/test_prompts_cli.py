@@ -1,0 +1,60 @@
+"""ptune generate / export / import in-process: outputs equal the library's, bad input is one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import pair
+from ptune import PromptConfig, PTunedModel, load_checkpoint, save_checkpoint
+from ptune.cli import main
+
+VERB = {"pos": "yes", "neg": "no"}
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """Checkpoints on a saved tiny GPT-2 and BERT: a generation template and a PEFT-able one."""
+    root = tmp_path_factory.mktemp("prompts")
+    for family in ("gpt2", "bert"):
+        lm, tok = pair(family, init_range=0.2, dropout=0.0)
+        lm.save_pretrained(root / family)
+        tok.save_pretrained(root / family)
+    for name, family, template in (("gen", "gpt2", "[P*2] {text} [P] Answer:[MASK]"),
+                                   ("two", "gpt2", "{premise} [P] {hypothesis} [MASK]"),
+                                   ("front", "gpt2", "[P*3] {text} ? [MASK]"),
+                                   ("mlm", "bert", "[P*2] {text} [MASK] .")):
+        model = PTunedModel.from_base(str(root / family), template=template, verbalizer=VERB, seed=0)
+        save_checkpoint(model, root / name)
+    (root / "in.jsonl").write_text(json.dumps({"text": "the movie was great .", "idx": 7}) + "\n"
+                                   + json.dumps({"text": "cat"}) + "\n")
+    return root
+
+
+def test_generate(ckpts, tmp_path, capsys):
+    assert main(["generate", "--checkpoint", str(ckpts / "gen"), "--data", str(ckpts / "in.jsonl"),
+                 "--max-new-tokens", "5", "--batch-size", "2", "--output", str(tmp_path / "o.jsonl")]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    model = load_checkpoint(ckpts / "gen")
+    want = model.generate_text([{"text": "the movie was great ."}, {"text": "cat"}], max_new_tokens=5)
+    assert [r["text"] for r in rows] == [w["text"] for w in want]
+    assert rows[0]["idx"] == 7 and rows[0]["source"].endswith("in.jsonl:1") and "idx" not in rows[1]
+    assert main(["generate", "--checkpoint", str(ckpts / "gen"), "--text", "cat", "--max-new-tokens", "5",
+                 "--do-sample", "--seed", "0", "--temperature", "0.7"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["source"] == "--text" and row["finish_reason"] in ("length", "eos")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--checkpoint", "two", "--text", "cat"], "--text: fills the template's only field, but it reads premise, "
+                                               "hypothesis"),
+    (["--checkpoint", "gen"], "--data: give --data FILE or --text TEXT"),
+    (["--checkpoint", "mlm", "--text", "cat"], "model: open-ended generation needs a causal LM"),
+    (["--checkpoint", "gen", "--text", "cat", "--top-p", "0.5"], "top_p: applies to sampling only"),
+])
+def test_generate_errors(ckpts, capsys, args, message):
+    args = [str(ckpts / a) if a in ("two", "gen", "mlm") else a for a in args]
+    assert main(["generate", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ptune: error: ") and message in err and "\n" not in err
