@@ -22,12 +22,14 @@ from .errors import CheckpointError, ConfigError, DataError, PtuneError, Templat
 from .finetune import ClassifierConfig, ClassifierModel  # noqa: E402
 from .lm import detect_kind, load_base  # noqa: E402
 from .model import PTunedModel  # noqa: E402
+from .multi import PromptBank  # noqa: E402
 from .template import Template  # noqa: E402
 from .trainer import TrainResult, evaluate, train  # noqa: E402
 from .verbalizer import Verbalizer  # noqa: E402
 
 __all__ = [
     "PTunedModel",
+    "PromptBank",
     "PromptConfig",
     "ClassifierModel",
     "ClassifierConfig",

@@ -265,6 +265,14 @@ class LMRunner:
         return logits + bias.to(logits.dtype) if bias is not None else logits
 
     # ------------------------------------------------------------------ inputs
+    def embed(self, input_ids: torch.Tensor, pseudo_index: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
+        """Word embeddings (R, T, H) with row ``prompt[j]`` wherever ``pseudo_index`` is j >= 0."""
+        emb = self.lm.get_input_embeddings()(input_ids)
+        if prompt is None:
+            return emb
+        rows = prompt.to(emb.dtype)[pseudo_index.clamp(min=0)]  # (R, T, H)
+        return torch.where((pseudo_index >= 0).unsqueeze(-1), rows, emb)
+
     def forward_kwargs(self, mask: torch.Tensor, token_types: torch.Tensor | None,
                        padding_side: str) -> dict[str, Any]:
         """Keyword arguments of a full forward pass besides the input embeddings."""

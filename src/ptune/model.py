@@ -174,11 +174,7 @@ class PTunedModel(LMWrapper):
     # ------------------------------------------------------------------ forward
     def embed(self, input_ids: torch.Tensor, pseudo_index: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
         """Word embeddings with the pseudo positions overwritten: (R, T, H)."""
-        emb = self.lm.get_input_embeddings()(input_ids)
-        if prompt is None:
-            return emb
-        rows = prompt.to(emb.dtype)[pseudo_index.clamp(min=0)]  # (R, T, H)
-        return torch.where((pseudo_index >= 0).unsqueeze(-1), rows, emb)
+        return self.runner.embed(input_ids, pseudo_index, prompt)
 
     def forward(self, batch: Batch) -> Output:
         """Label scores (B, n_labels) — or (B, C) per-example candidate scores — and, when
@@ -227,14 +223,20 @@ class PTunedModel(LMWrapper):
         items = examples if examples and isinstance(examples[0], Item) else self.prepare(examples)  # type: ignore[arg-type]
         out = []
         for start, _, output in iter_outputs(self, items, batch_size):
-            for j, row in enumerate(output.scores.float().softmax(-1).cpu()):
-                best = int(row.argmax())
-                if self.answers is not None:
-                    labels = self.answers.labels
-                    out.append({"label": labels[best], "scores": dict(zip(labels, row.tolist()))})
-                else:
-                    texts = items[start + j].candidate_texts or []  # type: ignore[union-attr]
-                    out.append({"label": texts[best], "index": best, "scores": row[: len(texts)].tolist()})
+            out += self.predictions(output.scores, items[start : start + len(output.scores)])  # type: ignore[arg-type]
+        return out
+
+    def predictions(self, scores: torch.Tensor, items: Sequence[Item]) -> list[dict[str, Any]]:
+        """The prediction dicts of :meth:`predict` from scores (B, C) of ``items``."""
+        out = []
+        for item, row in zip(items, scores.float().softmax(-1).cpu()):
+            best = int(row.argmax())
+            if self.answers is not None:
+                labels = self.answers.labels
+                out.append({"label": labels[best], "scores": dict(zip(labels, row.tolist()))})
+            else:
+                texts = item.candidate_texts or []
+                out.append({"label": texts[best], "index": best, "scores": row[: len(texts)].tolist()})
         return out
 
     def generate(self, items: Sequence[Item], lengths: Sequence[int], batch_size: int = 32) -> list[dict[str, Any]]:

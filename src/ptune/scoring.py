@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from .batch import Batch, Output, View
 from .verbalizer import label_logsumexp
 
-__all__ = ["score_batch", "score_view", "loss"]
+__all__ = ["score_batch", "score_view", "fills_iteratively", "loss"]
 
 
 def loss(scores: torch.Tensor, labels: torch.Tensor, normalize: str) -> torch.Tensor:
@@ -88,10 +88,16 @@ def _restricted(model: Any, view: View) -> bool:
     return view.shared and answers is not None and answers.single_token and model.config.normalize == "labels"
 
 
+def fills_iteratively(model: Any, view: View) -> bool:
+    """Whether the view's scores come from PET's iterative filling (several passes, each
+    seeing the tokens filled so far) rather than from one pass."""
+    return (model.config.multi_token == "iterative" and model.runner.kind.answer_in_input
+            and view.targets.shape[-1] > 1 and not torch.is_grad_enabled())
+
+
 def score_view(model: Any, view: View, prompt: torch.Tensor | None) -> torch.Tensor:
     """Scores (R, K) of each row's K candidates."""
-    if (model.config.multi_token == "iterative" and model.runner.kind.answer_in_input
-            and view.targets.shape[-1] > 1 and not torch.is_grad_enabled()):
+    if fills_iteratively(model, view):
         return _iterative(model, view, prompt)
     runner = model.runner
     h = model.answer_hidden(view, prompt)  # (R, L, Hh)
