@@ -13,6 +13,8 @@ A checkpoint is a folder::
     accelerate/           only in a run's last/: the trainer's resume state (Accelerate's
                           save_state: optimizer, scheduler, each process's RNG states)
     optimizer.pt          only in a checkpoint saved with an optimizer
+    README.md             the model card: base model, template, verbalizer, metrics,
+                          training config (:mod:`ptune.card`)
 
 Every folder is written under a temporary name and renamed into place
 (:func:`ptune.files.atomic_dir`), so a crash never leaves half a checkpoint. Loading
@@ -38,6 +40,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .card import Card, RunFacts, write_card
 from .config import PromptConfig
 from .errors import CheckpointError
 from .files import atomic_dir, write_json_atomic
@@ -121,6 +124,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     trainer_state: dict[str, Any] | None = None,
     extra: Mapping[str, Path] | None = None,
+    facts: RunFacts | None = None,
 ) -> Path:
     """Save a P-tuned model's prompt or a classifier's head (and, if the LM was tuned, the
     LM) atomically to folder ``path``.
@@ -132,6 +136,8 @@ def save_checkpoint(
         trainer_state: JSON-serializable training state (step, best metric, history).
         extra: folders moved into the checkpoint under the given names before it is put
             in place (e.g. the trainer's resume state).
+        facts: what the model card reports besides the config (metrics, training config,
+            notes); by default the best evaluation and config found in ``trainer_state``.
     """
     parts = _prompt_parts(model) if isinstance(model, PTunedModel) else _classifier_parts(model)
     weights_name, tensors, meta = parts
@@ -150,7 +156,29 @@ def save_checkpoint(
             write_json_atomic(tmp / STATE_NAME, trainer_state)
         for name, folder in (extra or {}).items():
             shutil.move(str(folder), str(tmp / name))
+        write_card(tmp, model_card(model, meta, facts or _facts(trainer_state)))
     return Path(path)
+
+
+def model_card(model: Model, meta: dict[str, Any], facts: RunFacts) -> Card:
+    """The card of a checkpoint of ``model`` whose ``ptune_config.json`` holds ``meta``."""
+    prompt = "prompt" in meta
+    config = meta["prompt"] if prompt else meta["classifier"]
+    what = "A P-tuned prompt" if prompt else "A fine-tuned classifier"
+    usage = ("```python\nimport ptune\n\nmodel = ptune.load_checkpoint(\"PATH\")  # this folder\n"
+             "print(model.predict([{...}]))  # one dict per example: label and scores\n```\n\n"
+             "or `ptune predict --checkpoint PATH --data FILE`.")
+    return Card(title=f"{what} for {meta['base_model']}" if meta.get("base_model") else what,
+                base_model=meta.get("base_model"), config=config, n_pseudo=int(meta.get("n_pseudo", 0)),
+                facts=facts, usage=usage)
+
+
+def _facts(trainer_state: dict[str, Any] | None) -> RunFacts:
+    """The best evaluation and the training config recorded in a trainer state."""
+    if not trainer_state:
+        return RunFacts()
+    best = next((h for h in trainer_state.get("history", []) if h.get("step") == trainer_state.get("best_step")), None)
+    return RunFacts(metrics=best, training=trainer_state.get("config"))
 
 
 # ----------------------------------------------------------------------------- reading
