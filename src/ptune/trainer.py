@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .batch import Item
+from .card import RunFacts
 from .checkpoint import load_training_state, load_weights, save_checkpoint
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError
@@ -304,7 +305,8 @@ def _record_eval(run: _Run, metrics: dict[str, float]) -> bool:
         state.update(best=value, best_step=state["step"], bad_evals=0, best_loss=metrics.get("loss"))
         run.best_weights = _snapshot(run.model)
         if run.out is not None and run.accelerator.is_main_process:
-            save_checkpoint(run.model, run.out / "best")
+            save_checkpoint(run.model, run.out / "best", facts=RunFacts(
+                metrics={"step": state["step"], **metrics}, training=run.config.to_dict()))
     else:
         state["bad_evals"] += 1
     return improved
@@ -401,7 +403,7 @@ def train(
     bar.close()
     log.close()
     if out is not None and main and not dev:
-        save_checkpoint(model, out / "best")
+        save_checkpoint(model, out / "best", facts=RunFacts(training=config.to_dict()))
     if run.best_weights is not None and state["best_step"] != state["step"]:
         model.load_state_dict(run.best_weights, strict=False)
     acc.wait_for_everyone()

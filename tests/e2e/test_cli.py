@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from conftest import pair, sentiment
+from ptune.card import read_card
 from ptune.cli import main
 
 VERB = '{"pos": "yes", "neg": "no"}'
@@ -55,6 +56,11 @@ def test_train_eval_predict(files, tmp_path, capsys, model, encoder):
     assert len(lines) == 16 and all(set(r["scores"]) == {"pos", "neg"} for r in lines)
     assert all(r["label"] == max(r["scores"], key=r["scores"].get) for r in lines)
     assert lines[0]["source"].endswith("dev.jsonl:1")
+    card = read_card(tmp_path / "run" / "best")  # the model card: what the checkpoint is and how it scored
+    assert card["library_name"] == "ptune" and card["base_model"] == str(files / model)
+    assert card["ptune"]["metrics"]["accuracy"] == summary["best"]["accuracy"]
+    assert card["ptune"]["metrics"]["step"] == summary["best_step"] and card["ptune"]["training"]["steps"] == 30
+    assert card["ptune"]["template"] == "{text} [P*3] [MASK]" and card["ptune"]["verbalizer"] == {"pos": ["yes"], "neg": ["no"]}
 
 
 def test_csv_and_resume(files, tmp_path, capsys):

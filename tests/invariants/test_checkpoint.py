@@ -39,7 +39,7 @@ def test_round_trip_gives_identical_predictions(tmp_path, family, encoder):
     before = _scores(model, examples)
     save_checkpoint(model, tmp_path / "ck")
     files = sorted(p.name for p in (tmp_path / "ck").iterdir())
-    assert files == ["prompt.safetensors", "ptune_config.json"]  # no LM, no optimizer in a serving checkpoint
+    assert files == ["README.md", "prompt.safetensors", "ptune_config.json"]  # no LM, no optimizer in a serving checkpoint
     loaded = load_checkpoint(tmp_path / "ck", base=(lm, tok))
     assert torch.equal(_scores(loaded, examples), before)
     assert [p["label"] for p in loaded.predict(examples)] == [p["label"] for p in model.predict(examples)]

@@ -270,7 +270,7 @@ def test_save_load_with_a_frozen_base_and_refusal_of_another(tmp_path):
     assert model.kind == "masked" and model.base_model == str(tmp_path / "base")
     train(model, sentiment(32), None, TrainConfig(steps=3, batch_size=16, lr=1e-2), progress=False)
     save_checkpoint(model, tmp_path / "ck")
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["head.safetensors", "ptune_config.json"]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["README.md", "head.safetensors", "ptune_config.json"]
     assert (tmp_path / "ck" / "head.safetensors").stat().st_size < 20_000  # the head only, not the LM
     meta = json.loads((tmp_path / "ck" / "ptune_config.json").read_text())
     assert meta["classifier"]["labels"] == LABELS and meta["classifier"]["kind"] == "masked"

@@ -112,7 +112,7 @@ def test_probe_end_to_end_and_resume(tmp_path, monkeypatch):
     assert res["relations"]["P2"]["methods"]["manual"]["skipped"].startswith("the answer slot precedes")
     assert p1["majority"]["answer"] in ("good", "bad", "music")
     ck = tmp_path / "out" / "checkpoints" / "P1" / "ptuning"
-    assert sorted(p.name for p in ck.iterdir()) == ["prompt.safetensors", "ptune_config.json"]
+    assert sorted(p.name for p in ck.iterdir()) == ["README.md", "prompt.safetensors", "ptune_config.json"]
     from ptune.checkpoint import load_checkpoint
 
     served = load_checkpoint(ck, base=(lm, tok))  # the checkpoint reproduces the reported numbers
