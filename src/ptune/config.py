@@ -88,6 +88,10 @@ class PromptConfig(_Mapped):
     """Longest input in tokens (default: the tokenizer's limit)."""
     truncation: Literal["longest_first", "last_first"] = "longest_first"
     """Which shortenable field is cut first when an input is too long."""
+    token_types: Literal["segments", "zero"] = "segments"
+    """Token type (segment) ids of models that take them: ``segments`` counts the
+    template's ``[SEP]`` markers (0 before the first, 1 after it...); ``zero`` gives 0
+    everywhere, as the paper's few-shot SuperGLUE code (one text segment per pattern)."""
     padding_side: Literal["right", "left"] = "right"
     """Where batches are padded; results do not depend on it."""
     kind: Literal["masked", "causal"] | None = None
@@ -113,10 +117,14 @@ class PromptConfig(_Mapped):
         _check_choice("length_norm", self.length_norm, ("sum", "mean"))
         _check_choice("multi_token", self.multi_token, ("parallel", "iterative"))
         _check_choice("truncation", self.truncation, ("longest_first", "last_first"))
+        _check_choice("token_types", self.token_types, ("segments", "zero"))
         _check_choice("padding_side", self.padding_side, ("right", "left"))
         _check_choice("kind", self.kind, ("masked", "causal", None))
         if self.max_length is not None and self.max_length < 2:
             raise ConfigError("max_length", f"must be at least 2, got {self.max_length}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "encoder": self.encoder.to_dict()}
 
     @classmethod
     def check_fields(cls, given: Mapping[str, Any], fixed: tuple[str, ...], who: str) -> dict[str, Any]:
@@ -174,9 +182,16 @@ class TrainConfig(_Mapped):
     patience: int | None = None
     """Stop after this many evaluations without a strict improvement (``None``: never)."""
     metric: str = "accuracy"
-    """The dev metric that selects the best checkpoint (higher is better). A tie counts as an
-    improvement when the dev loss is lower: on small dev sets accuracy moves in coarse steps
-    while the prompt still improves, and early stopping should not end such a run."""
+    """The dev metric that selects the best checkpoint (higher is better). A tie with the best:
+    see ``ties``."""
+    ties: Literal["loss", "later"] = "loss"
+    """An evaluation equal to the best: ``loss``: it wins when its dev loss is lower (on small
+    dev sets accuracy moves in coarse steps while the prompt still improves, and early
+    stopping should not end such a run); ``later``: it wins, but counts against patience
+    (the paper's few-shot code). See :mod:`ptune.selection`."""
+    select_all: tuple[str, ...] = ()
+    """Dev metrics that must all be at least their best for an evaluation to win (the
+    paper's CB and MultiRC: accuracy and F1); empty: ``metric`` alone."""
     seed: int = 42
     """Seed of every random generator."""
     finetune_lm: bool = False
@@ -216,6 +231,10 @@ class TrainConfig(_Mapped):
         if not 0 < self.gamma <= 1:
             raise ConfigError("gamma", f"must be in (0, 1], got {self.gamma}")
         _check_choice("schedule", self.schedule, ("linear", "exponential", "constant"))
+        _check_choice("ties", self.ties, ("loss", "later"))
+        if isinstance(self.select_all, str) or not all(isinstance(m, str) and m for m in self.select_all):
+            raise ConfigError("select_all", f"must be a list of metric names, got {self.select_all!r}")
+        object.__setattr__(self, "select_all", tuple(self.select_all))
         _check_choice("mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
         if not isinstance(self.compile, bool):
             _check_choice("compile", self.compile, COMPILE_MODES)

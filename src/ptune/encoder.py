@@ -2,8 +2,10 @@
 
 Three types (paper §1):
 
-* ``lstm`` — the paper's: free embeddings (n, H) → 2-layer bidirectional LSTM with H/2
-  hidden units per direction → Linear(H, H) → ReLU → Linear(H, H).
+* ``lstm`` — the paper's: free embeddings (n, H) → 2-layer bidirectional LSTM with h
+  hidden units per direction → Linear(2h, H) → ReLU → Linear(H, H); h = H/2 by default
+  (the paper's LAMA code), ``lstm_hidden`` = H as its few-shot SuperGLUE code (ALBERT:
+  128 per direction, then 256 → 128 → 128).
 * ``mlp`` — free embeddings → Linear(H, H) → ReLU → Linear(H, H).
 * ``none`` — the free embeddings themselves (prompt tuning's parameterisation).
 
@@ -41,6 +43,10 @@ class EncoderConfig:
     """``lstm`` (the paper's), ``mlp`` or ``none`` (free embeddings)."""
     lstm_dropout: float = 0.0
     """Dropout between the two LSTM layers (only for ``lstm``)."""
+    lstm_hidden: int | None = None
+    """LSTM units per direction (only for ``lstm``); the MLP after it maps their 2x to the
+    LM's embedding size H. ``None``: H/2 (the paper's LAMA code); the paper's few-shot
+    SuperGLUE code used H."""
 
     def __post_init__(self) -> None:
         if self.type not in ENCODER_TYPES:
@@ -53,15 +59,25 @@ class EncoderConfig:
             raise ConfigError(
                 "encoder.lstm_dropout", f"only applies to the lstm encoder, not {self.type!r}"
             )
+        if self.lstm_hidden is not None:
+            if isinstance(self.lstm_hidden, bool) or not isinstance(self.lstm_hidden, int) or self.lstm_hidden < 1:
+                raise ConfigError("encoder.lstm_hidden", f"must be a positive integer, got {self.lstm_hidden!r}")
+            if self.type != "lstm":
+                raise ConfigError("encoder.lstm_hidden", f"only applies to the lstm encoder, not {self.type!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``lstm_hidden`` only when set, so that configs recorded without it
+        (checkpoints, harness settings) compare equal."""
+        d = asdict(self)
+        if d["lstm_hidden"] is None:
+            del d["lstm_hidden"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "EncoderConfig":
-        unknown = set(d) - {"type", "lstm_dropout"}
+        unknown = set(d) - {"type", "lstm_dropout", "lstm_hidden"}
         if unknown:
-            raise ConfigError("encoder", f"unknown keys {sorted(unknown)}; accepted: type, lstm_dropout")
+            raise ConfigError("encoder", f"unknown keys {sorted(unknown)}; accepted: type, lstm_dropout, lstm_hidden")
         return cls(**d)
 
 
@@ -100,12 +116,15 @@ class PromptEncoder(nn.Module):
                 self.embedding.weight[keep] = init[keep].to(self.embedding.weight.dtype)
         self.lstm: nn.LSTM | None = None
         self.mlp: nn.Sequential | None = None
+        mlp_in = hidden_size
         if config.type == "lstm":
-            if hidden_size % 2:
+            if config.lstm_hidden is None and hidden_size % 2:
                 raise ConfigError("encoder.type", f"lstm needs an even hidden size, got {hidden_size}")
+            units = config.lstm_hidden or hidden_size // 2
+            mlp_in = 2 * units
             self.lstm = nn.LSTM(
                 hidden_size,
-                hidden_size // 2,
+                units,
                 num_layers=2,
                 bidirectional=True,
                 batch_first=True,
@@ -113,7 +132,7 @@ class PromptEncoder(nn.Module):
             )
         if config.type in ("lstm", "mlp"):
             self.mlp = nn.Sequential(
-                nn.Linear(hidden_size, hidden_size),
+                nn.Linear(mlp_in, hidden_size),
                 nn.ReLU(),
                 nn.Linear(hidden_size, hidden_size),
             )
@@ -130,7 +149,7 @@ class PromptEncoder(nn.Module):
             return self._cached["value"]  # type: ignore[return-value]
         h = self.embedding.weight  # (n, H)
         if self.lstm is not None:
-            h = self.lstm(h.unsqueeze(0))[0].squeeze(0)  # (n, H): [forward ; backward]
+            h = self.lstm(h.unsqueeze(0))[0].squeeze(0)  # (n, 2h): [forward ; backward]
         if self.mlp is not None:
             h = self.mlp(h)
         if cacheable:

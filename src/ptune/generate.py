@@ -4,7 +4,8 @@ open-ended text from a causal LM.
 :func:`generate`: masked LMs fill the answer's masks one at a time, the most confident
 first, each pass seeing the tokens filled so far (PET's iterative filling); causal LMs
 continue the prompt greedily, the prompt (pseudo tokens included) in one pass and then one
-token per pass from the key/value cache. Special tokens are never chosen.
+token per pass from the key/value cache. Special tokens are not chosen unless
+``ban_special=False`` (PET lets a mask be filled with padding); the text leaves them out.
 
 :func:`generate_text`: a causal LM writes free text at the answer slot, through
 transformers' own ``generate`` fed with the input embeddings (pseudo tokens spliced in
@@ -38,8 +39,10 @@ __all__ = ["generate", "generate_text", "input_embeds"]
 
 
 @torch.no_grad()
-def generate(model: Any, items: Sequence[Any], lengths: Sequence[int], batch_size: int = 32) -> list[dict[str, Any]]:
-    """Greedy answers of ``lengths[i]`` tokens for each prepared item.
+def generate(model: Any, items: Sequence[Any], lengths: Sequence[int], batch_size: int = 32, *,
+             ban_special: bool = True) -> list[dict[str, Any]]:
+    """Greedy answers of ``lengths[i]`` tokens for each prepared item (special tokens
+    allowed with ``ban_special=False``).
 
     Returns:
         One dict per item: ``ids`` (the chosen tokens, in answer order), ``text`` (decoded)
@@ -53,7 +56,8 @@ def generate(model: Any, items: Sequence[Any], lengths: Sequence[int], batch_siz
     was = model.training
     model.eval()
     device = model_device(model)
-    banned = torch.tensor(sorted(set(model.tokenizer.all_special_ids)), dtype=torch.long, device=device)
+    special = sorted(set(model.tokenizer.all_special_ids)) if ban_special else []
+    banned = torch.tensor(special, dtype=torch.long, device=device)
     prompt = model.pseudo_embeddings()
     results: list[dict[str, Any] | None] = [None] * len(items)
     try:

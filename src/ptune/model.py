@@ -61,7 +61,7 @@ class PTunedModel(LMWrapper):
         self.template = Template.parse(config.template, x_field=config.x_field)
         self.compiled: CompiledTemplate = self.template.compile(
             tokenizer, self._runner.kind, max_length=config.max_length or self._runner.max_positions,
-            truncation=config.truncation)
+            truncation=config.truncation, token_types=config.token_types)
         self.per_example = config.candidates_field is not None
         self.verbalizer: Verbalizer | None = None
         self.answers: CompiledVerbalizer | None = None
@@ -239,14 +239,16 @@ class PTunedModel(LMWrapper):
                 out.append({"label": texts[best], "index": best, "scores": row[: len(texts)].tolist()})
         return out
 
-    def generate(self, items: Sequence[Item], lengths: Sequence[int], batch_size: int = 32) -> list[dict[str, Any]]:
+    def generate(self, items: Sequence[Item], lengths: Sequence[int], batch_size: int = 32, *,
+                 ban_special: bool = True) -> list[dict[str, Any]]:
         """Greedy answers of the given token lengths at the answer slot (:func:`ptune.generate.generate`):
-        masked LMs fill their masks most confident first (PET), causal LMs decode greedily.
+        masked LMs fill their masks most confident first (PET), causal LMs decode greedily;
+        special tokens only with ``ban_special=False`` (left out of the text).
 
         Returns:
             One dict per item: ``ids``, ``text`` and ``logprob``.
         """
-        return generate(self, items, lengths, batch_size)
+        return generate(self, items, lengths, batch_size, ban_special=ban_special)
 
     def generate_text(self, examples: Sequence[dict[str, Any]] | Sequence[Item], config: GenerateConfig | None = None,
                       batch_size: int = 16, **options: Any) -> list[dict[str, Any]]:

@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 ModelKind = Literal["masked", "causal"]
 Truncation = Literal["longest_first", "last_first"]
+TokenTypes = Literal["segments", "zero"]
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -122,10 +123,11 @@ class Template:
         *,
         max_length: int | None = None,
         truncation: Truncation = "longest_first",
+        token_types: TokenTypes = "segments",
     ) -> "CompiledTemplate":
         """Compile for one tokenizer and model kind (see :class:`CompiledTemplate`)."""
         return CompiledTemplate(
-            self, tokenizer, kind, max_length=max_length, truncation=truncation
+            self, tokenizer, kind, max_length=max_length, truncation=truncation, token_types=token_types
         )
 
 
@@ -182,6 +184,8 @@ class CompiledTemplate:
         truncation: ``"longest_first"`` cuts the currently longest shortenable field one
             token at a time; ``"last_first"`` empties the last shortenable field first
             (PET's behaviour).
+        token_types: ``"segments"``: each ``[SEP]`` starts the next segment (token type
+            0, 1, ...); ``"zero"``: token type 0 everywhere.
 
     Raises:
         TemplateError: the template needs a token the tokenizer lacks ([MASK], [SEP]), or
@@ -196,11 +200,15 @@ class CompiledTemplate:
         *,
         max_length: int | None = None,
         truncation: Truncation = "longest_first",
+        token_types: TokenTypes = "segments",
     ):
         if truncation not in ("longest_first", "last_first"):
             raise ConfigError(
                 "truncation", f"{truncation!r}; accepted: longest_first, last_first"
             )
+        if token_types not in ("segments", "zero"):
+            raise ConfigError("token_types", f"{token_types!r}; accepted: segments, zero")
+        self.next_segment = 1 if token_types == "segments" else 0
         self.template = template
         self.tokenizer = tokenizer
         self.kind = kind = kind_of(kind)
@@ -349,7 +357,7 @@ class CompiledTemplate:
                 segs.extend([seg] * e.count)
             elif isinstance(e, Sep):
                 put([self.tokenizer.sep_token_id])
-                seg += 1
+                seg += self.next_segment
             elif isinstance(e, Answer):
                 answer_positions = self.kind.answer_positions(len(ids), answer_len)
                 put(answer_tokens)

@@ -44,6 +44,7 @@ from .config import TrainConfig
 from .errors import CheckpointError, ConfigError
 from .files import write_json_atomic
 from .inference import iter_outputs
+from .selection import judge, remember
 
 __all__ = ["train", "evaluate", "TrainResult", "accuracy", "make_scheduler"]
 
@@ -271,16 +272,6 @@ def _snapshot(model: Any) -> dict[str, torch.Tensor]:
     return {k: p.detach().to("cpu", copy=True) for k, p in model.named_parameters() if p.requires_grad}
 
 
-def _better(value: float, loss: float | None, state: dict[str, Any]) -> bool:
-    """Whether a dev evaluation beats the best so far: a higher metric, or the same metric
-    with a dev loss lower by more than float noise (0.01%; when both evaluations have one)."""
-    best, best_loss = state["best"], state.get("best_loss")
-    if best is None or value > best:
-        return True
-    return (value == best and loss is not None and best_loss is not None
-            and loss < best_loss - 1e-4 * max(1.0, abs(best_loss)))
-
-
 def _dev_metrics(run: _Run, dev: list[Item], metric_fn: MetricFn, eval_fn: EvalFn | None) -> dict[str, float]:
     if eval_fn is None:
         metrics = evaluate(run.model, dev, batch_size=run.config.eval_batch_size, metric_fn=metric_fn,
@@ -290,26 +281,28 @@ def _dev_metrics(run: _Run, dev: list[Item], metric_fn: MetricFn, eval_fn: EvalF
         with run.accelerator.autocast():
             metrics = dict(eval_fn(run.model, dev))
         run.model.train(was)
-    if run.config.metric not in metrics:
-        raise ConfigError("metric", f"{run.config.metric!r} is not among the metrics {sorted(metrics)}")
+    for name, wanted in (("metric", (run.config.metric,)), ("select_all", run.config.select_all)):
+        missing = [m for m in wanted if m not in metrics]
+        if missing:
+            raise ConfigError(name, f"{missing[0]!r} is not among the metrics {sorted(metrics)}")
     return metrics
 
 
 def _record_eval(run: _Run, metrics: dict[str, float]) -> bool:
-    """Update the best so far; keep its weights (and write ``best/``) when improved."""
-    state = run.state
-    value = metrics[run.config.metric]
-    improved = _better(value, metrics.get("loss"), state)
+    """Update the best so far (:mod:`ptune.selection`); keep its weights (and write
+    ``best/``) when it wins."""
+    state, cfg = run.state, run.config
+    verdict = judge(metrics, state, cfg.ties, cfg.metric, cfg.select_all)
     state["history"].append({"step": state["step"], **metrics})
-    if improved:
-        state.update(best=value, best_step=state["step"], bad_evals=0, best_loss=metrics.get("loss"))
+    state["bad_evals"] = 0 if verdict.reset else state["bad_evals"] + 1
+    if verdict.best:
+        remember(state, metrics, cfg.metric, cfg.select_all)
+        state["best_step"] = state["step"]
         run.best_weights = _snapshot(run.model)
         if run.out is not None and run.accelerator.is_main_process:
             save_checkpoint(run.model, run.out / "best", facts=RunFacts(
                 metrics={"step": state["step"], **metrics}, training=run.config.to_dict()))
-    else:
-        state["bad_evals"] += 1
-    return improved
+    return verdict.best
 
 
 def _save_last(run: _Run) -> None:

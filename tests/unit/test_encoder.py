@@ -18,6 +18,23 @@ def test_lstm_is_the_papers():
     assert enc().shape == (5, 16)
 
 
+def test_lstm_hidden_gives_the_few_shot_codes_sizes():
+    """The paper's SuperGLUE code on ALBERT (128-wide embeddings): 128 LSTM units per
+    direction, then an MLP 256 -> 128 -> 128."""
+    enc = PromptEncoder(EncoderConfig(type="lstm", lstm_hidden=128), n_pseudo=3, hidden_size=128)
+    shapes = {k: tuple(v.shape) for k, v in enc.state_dict().items()}
+    assert shapes["lstm.weight_ih_l0"] == (4 * 128, 128) and shapes["lstm.weight_hh_l0"] == (4 * 128, 128)
+    assert shapes["lstm.weight_ih_l1"] == (4 * 128, 256)  # layer 2 reads both directions
+    assert shapes["mlp.0.weight"] == (128, 256) and shapes["mlp.2.weight"] == (128, 128)
+    assert enc().shape == (3, 128)
+    assert PromptEncoder(EncoderConfig(type="lstm", lstm_hidden=5), 2, 7)().shape == (2, 7)  # odd H is fine
+    assert EncoderConfig.from_dict({"type": "lstm", "lstm_hidden": 128}).lstm_hidden == 128
+    with pytest.raises(ConfigError, match="lstm_hidden"):
+        EncoderConfig(type="mlp", lstm_hidden=64)
+    with pytest.raises(ConfigError, match="lstm_hidden"):
+        EncoderConfig(type="lstm", lstm_hidden=0)
+
+
 def test_mlp_and_none():
     mlp = PromptEncoder(EncoderConfig(type="mlp"), 3, 8)
     assert mlp.lstm is None and mlp().shape == (3, 8)

@@ -220,3 +220,17 @@ def test_too_long_without_shortenable_fields_is_a_data_error():
     c = Template.parse("{a} [MASK]").compile(tok, "masked", max_length=8)
     with pytest.raises(DataError, match=r"dev.jsonl:3: .*more than max_length 8.*shorten"):
         c.encode({"a": list(range(10, 30))}, source="dev.jsonl:3")
+
+
+def test_token_types_zero_gives_one_segment():
+    """``token_types="zero"``: the official few-shot code's patterns are one text segment."""
+    tok = tokenizer_for("albert")
+    t = Template.parse("{a} [SEP] {b} ? [P] [MASK]")
+    ex = t.compile(tok, "masked").tokenize_fields([{"a": "great movie", "b": "loved it"}])[0]
+    segments = t.compile(tok, "masked").encode(ex).token_type_ids
+    zero = t.compile(tok, "masked", token_types="zero").encode(ex)
+    assert set(segments) == {0, 1} and segments.index(1) == segments.index(0) + len(ex["a"]) + 2
+    assert set(zero.token_type_ids) == {0} and len(zero.token_type_ids) == len(segments)
+    assert tok.sep_token_id in zero.input_ids[1:-1]  # the separator token itself stays
+    with pytest.raises(Exception, match="token_types"):
+        t.compile(tok, "masked", token_types="none")  # type: ignore[arg-type]
