@@ -26,6 +26,7 @@ from .config import PromptConfig, TrainConfig
 from .errors import ConfigError, PtuneError
 from .files import write_text_atomic
 from .options import CommandOptions, Parser, Resolved
+from .serve import add_command as add_serve_command
 from .progress import set_quiet
 from .tasks.lama import LAMA_TRAIN, ProbeConfig
 from .tasks.lama import TRAIN_FIXED as LAMA_TRAIN_FIXED
@@ -210,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_and_world(sub)
     _add_inspect_and_bench(sub)
     add_prompt_commands(sub)
+    add_serve_command(sub)
     return parser
 
 
@@ -397,16 +399,14 @@ def cmd_eval(o: Resolved) -> int:
 
 
 def cmd_predict(o: Resolved) -> int:
+    from .model import prediction_record
+
     model, records = _load(o)
     items = model.prepare(records.examples, records.sources)
     preds = model.predict(items, batch_size=_eval_batch_size(o))
     lines = []
     for src, ex, p in zip(records.sources, records.examples, preds):
-        if isinstance(p["scores"], dict):
-            row = {"source": src, "label": p["label"], "scores": _top(p["scores"])}
-        else:  # per-example candidates: the best one's text and index, a probability per candidate
-            row = {"source": src, "label": p["label"], "index": p["index"],
-                   "scores": [round(v, 6) for v in p["scores"]]}
+        row = {"source": src, **prediction_record(p)}
         if "idx" in ex:
             row = {"idx": ex["idx"], **row}
         lines.append(json.dumps(row))
@@ -416,13 +416,6 @@ def cmd_predict(o: Resolved) -> int:
     else:
         sys.stdout.write(text)
     return 0
-
-
-def _top(scores: dict[str, float], k: int = 20) -> dict[str, float]:
-    if len(scores) <= k:
-        return {label: round(v, 6) for label, v in scores.items()}
-    best = sorted(scores.items(), key=lambda kv: -kv[1])[:k]
-    return {label: round(v, 6) for label, v in best}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

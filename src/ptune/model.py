@@ -37,7 +37,20 @@ from .lm import LMRunner, LMWrapper, detect_kind, head_input, load_base
 from .template import CompiledTemplate, Pseudo, Template
 from .verbalizer import CompiledVerbalizer, Verbalizer
 
-__all__ = ["PTunedModel", "Item", "Batch", "View", "Output", "LMWrapper", "detect_kind", "load_base", "head_input"]
+__all__ = ["PTunedModel", "Item", "Batch", "View", "Output", "LMWrapper", "detect_kind", "load_base", "head_input",
+           "prediction_record"]
+
+
+def prediction_record(prediction: dict[str, Any], top: int = 20) -> dict[str, Any]:
+    """A prediction of :meth:`PTunedModel.predict` as ``ptune predict`` and ``ptune serve``
+    write it: the label and the ``top`` best labels' probabilities rounded to 6 decimals;
+    with per-example candidates, the best one's text and index and every candidate's
+    probability."""
+    scores = prediction["scores"]
+    if not isinstance(scores, dict):
+        return {"label": prediction["label"], "index": prediction["index"], "scores": [round(v, 6) for v in scores]}
+    best = sorted(scores.items(), key=lambda kv: -kv[1])[:top] if len(scores) > top else scores.items()
+    return {"label": prediction["label"], "scores": {label: round(v, 6) for label, v in best}}
 
 
 class PTunedModel(LMWrapper):

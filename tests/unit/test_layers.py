@@ -6,10 +6,10 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "ptune"
-ORDER = ["errors", "progress", "files", "kernels", "lm", "encoder", "verbalizer", "syntax", "template", "batch", "config", "selection", "inference",
-         "cache", "scoring", "collate", "generate", "model", "data", "metrics", "finetune", "card", "checkpoint", "multi", "trainer",
+ORDER = ["errors", "progress", "batcher", "files", "kernels", "lm", "encoder", "verbalizer", "syntax", "template", "batch", "config", "selection", "inference",
+         "cache", "scoring", "collate", "generate", "model", "data", "metrics", "finetune", "card", "checkpoint", "multi", "registry", "trainer",
          "tiny", "tasks.results", "tasks.lama", "tasks.superglue_data", "tasks.superglue", "world.spec", "world.facts",
-         "world.pretrain", "world.build", "world", "demo", "bench", "options", "cli_prompts", "cli"]
+         "world.pretrain", "world.build", "world", "demo", "bench", "options", "cli_prompts", "serve", "cli"]
 
 
 def _imports(path: Path) -> set[str]:

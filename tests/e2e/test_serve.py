@@ -1,0 +1,262 @@
+"""ptune serve: the real server (uvicorn on a loopback port) spoken to over HTTP with httpx.
+Answers equal ``ptune predict``'s and the library's; bad requests get one-line 4xx answers;
+overload answers 503; checkpoints added to the folder are served without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import pair
+from ptune import EncoderConfig, PromptConfig, PTunedModel, save_checkpoint
+from ptune.cli import main
+from ptune.serve import ServeConfig, Service, running
+
+SENT = {"pos": "great", "neg": "terrible"}
+PROMPTS = {  # eight prompts of one base: templates, encoders, answer kinds and fields differ
+    "p-lstm": PromptConfig(template="[P*3] {text} [P*2] [MASK]", verbalizer=SENT),
+    "p-left": PromptConfig(template="{text} Answer: [P*2] [MASK]", verbalizer=SENT, padding_side="left",
+                           encoder=EncoderConfig(type="mlp")),
+    "p-words": PromptConfig(template="[P*2] {text} [MASK]", verbalizer={"pos": ["great", "wonderful"], "neg": "awful"},
+                            encoder=EncoderConfig(type="none")),
+    "manual": PromptConfig(template="{text} is it good ? [MASK]", verbalizer={"pos": "yes", "neg": "no"}),
+    "multi": PromptConfig(template="Question : {text} [P] [MASK] .", length_norm="mean",
+                          verbalizer={"pos": "wonderful dialogue", "neg": "awful plot"}),
+    "pair": PromptConfig(template="{premise} [P] {hypothesis} [MASK]",
+                         verbalizer={"entailment": "yes", "not_entailment": "no"}),
+    "choices": PromptConfig(template="{text} [P*2] Answer: [MASK] .", candidates_field="choices"),
+    "three": PromptConfig(template="[P*4] {text} [MASK]", verbalizer={"a": "the", "b": "cat", "c": "dog"}),
+}
+TEXTS = ["the movie was great .", "boring plot and awful dialogue , bad film .", "the cat sat on the mat",
+         "a wonderful story with brilliant acting and good music .", "Paris is the capital of France"]
+
+
+def _input(name: str, i: int) -> dict:
+    text = TEXTS[i % len(TEXTS)]
+    if name == "pair":
+        return {"premise": text, "hypothesis": TEXTS[(i + 2) % len(TEXTS)]}
+    if name == "choices":
+        return {"text": text, "choices": ["great", "the film was terrible", "music"][: 1 + i % 3]}
+    return {"text": text}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A saved tiny GPT-2 base, a folder with the eight prompts' checkpoints, and a prompt of
+    another base."""
+    root = tmp_path_factory.mktemp("serve")
+    lm, tok = pair("gpt2", hidden=64, init_range=0.2, dropout=0.0)
+    lm.save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    for seed, (name, cfg) in enumerate(PROMPTS.items()):
+        save_checkpoint(PTunedModel(lm, tok, cfg, base_model=str(root / "base"), seed=seed), root / "prompts" / name)
+    other, _ = pair("gpt2", seed=5, hidden=64, init_range=0.2, dropout=0.0)
+    save_checkpoint(PTunedModel(other, tok, PROMPTS["p-lstm"], seed=0), root / "other-base")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(world):
+    service = Service.start(str(world / "base"), str(world / "prompts"),
+                            ServeConfig(max_batch=32, batch_window_ms=20, rescan_s=0))
+    with running(service) as url:
+        yield service, url
+    service.close()
+
+
+def _predict_cli(checkpoint: Path, inputs: list[dict], tmp: Path, capsys) -> list[dict]:
+    data = tmp / f"{checkpoint.name}.jsonl"
+    data.write_text("".join(json.dumps(x) + "\n" for x in inputs))
+    assert main(["predict", "--checkpoint", str(checkpoint), "--data", str(data)]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_200_concurrent_requests_over_8_prompts_equal_ptune_predict(server, world, tmp_path, capsys):
+    service, url = server
+    names = list(PROMPTS)
+    requests = [(names[i % 8], [_input(names[i % 8], i)] + ([_input(names[i % 8], i + 1)] if i % 5 == 0 else []))
+                for i in range(200)]
+
+    async def send_all():
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=200)) as client:
+            return await asyncio.gather(*(client.post("/v1/predict", json={"prompt": n, "inputs": xs})
+                                          for n, xs in requests))
+
+    before = dict(service.stats)
+    answers = asyncio.run(send_all())
+    assert [a.status_code for a in answers] == [200] * 200, answers[0].text
+    want = {n: iter(_predict_cli(world / "prompts" / n, [x for m, xs in requests if m == n for x in xs],
+                                 tmp_path, capsys)) for n in names}
+    for (name, xs), answer in zip(requests, answers):
+        body = answer.json()
+        assert body["prompt"] == name and len(body["predictions"]) == len(xs)
+        for got in body["predictions"]:
+            ref = next(want[name])
+            assert got["label"] == ref["label"] and got.get("index") == ref.get("index")
+            a = got["scores"].values() if isinstance(got["scores"], dict) else got["scores"]
+            b = ref["scores"].values() if isinstance(ref["scores"], dict) else ref["scores"]
+            assert max(abs(x - y) for x, y in zip(a, b)) <= 2e-6  # both rounded to 6 decimals
+    assert all(next(it, None) is None for it in want.values())  # none lost, none extra
+    batches = service.stats["batches"] - before["batches"]
+    assert batches < 100 and service.stats["max_prompts"] >= 4  # shared passes across prompts
+
+
+@pytest.mark.parametrize("body,status,message", [
+    (b'{"prompt": "manual", "inputs": [', 400, "malformed JSON"),
+    (b'\xff\xfe', 400, "malformed JSON"),
+    (b"[" * 100000 + b"]" * 100000, 400, "malformed JSON"),
+    (b'[1, 2]', 400, "the body must be a JSON object"),
+    (b'{"inputs": [{"text": "x"}]}', 400, "missing field 'prompt'"),
+    (b'{"prompt": "manual"}', 400, "missing field 'inputs'"),
+    (b'{"prompt": "manual", "inputs": [], "x": 1}', 400, "unknown field 'x'"),
+    (b'{"prompt": 3, "inputs": [{"text": "x"}]}', 400, "field 'prompt'"),
+    (b'{"prompt": "manual", "inputs": "x"}', 400, "field 'inputs'"),
+    (b'{"prompt": "manual", "inputs": [3]}', 400, "inputs[0]: expected an object"),
+    (b'{"prompt": "nope", "inputs": [{"text": "x"}]}', 404, "unknown prompt 'nope'"),
+    (b'{"prompt": "manual", "inputs": [{"txt": "x"}]}', 422, "inputs[0]"),
+    (b'{"prompt": "choices", "inputs": [{"text": "x", "choices": []}]}', 422, "choices"),
+    (json.dumps({"prompt": "manual", "inputs": [{"text": "x"}] * 65}).encode(), 413, "65 inputs exceed"),
+    (json.dumps({"prompt": "manual", "inputs": [{"text": "x" * 4001}]}).encode(), 413, "inputs[0]: 4005 characters exceed"),
+    (b'{"prompt": "manual", "inputs": [{"text": "' + b"x" * 3_000_000 + b'"}]}', 413, "request body"),
+])
+def test_bad_predict_requests_get_one_line_4xx(server, body, status, message):
+    _, url = server
+    r = httpx.post(url + "/v1/predict", content=body, timeout=30)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert message in error and "\n" not in error
+    assert httpx.get(url + "/health", timeout=10).json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("extra,status,message", [
+    ({"max_new_tokens": 1000}, 413, "max_new_tokens 1000 exceeds"),
+    ({"temperature": 0.5}, 400, "temperature: applies to sampling only"),
+    ({"max_new_tokens": "many"}, 400, "max_new_tokens"),
+    ({"stop": [1]}, 400, "stop"),
+])
+def test_bad_generate_requests(server, extra, status, message):
+    _, url = server
+    r = httpx.post(url + "/v1/generate", json={"prompt": "p-lstm", "inputs": [{"text": "x"}], **extra}, timeout=30)
+    assert r.status_code == status and message in r.json()["error"]
+
+
+def test_generate_equals_the_library(server, world):
+    service, url = server
+    inputs = [{"text": t} for t in TEXTS[:3]]
+
+    async def send():
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            return await asyncio.gather(*(client.post("/v1/generate", json={
+                "prompt": "p-lstm", "inputs": [x], "max_new_tokens": 4, "stop": ["."]}) for x in inputs))
+
+    answers = asyncio.run(send())
+    model = service.bank["p-lstm"]
+    want = model.generate_text(inputs, max_new_tokens=4, stop=(".",))
+    assert [a.json()["outputs"][0]["text"] for a in answers] == [w["text"] for w in want]
+    assert [a.json()["outputs"][0]["finish_reason"] for a in answers] == [w["finish_reason"] for w in want]
+
+
+def test_prompts_and_health(server):
+    _, url = server
+    listed = httpx.get(url + "/v1/prompts", timeout=10).json()
+    assert [p["name"] for p in listed["prompts"]] == sorted(PROMPTS) and listed["kind"] == "causal"
+    pair_prompt = next(p for p in listed["prompts"] if p["name"] == "pair")
+    assert pair_prompt["fields"] == ["premise", "hypothesis"] and pair_prompt["labels"] == ["entailment",
+                                                                                             "not_entailment"]
+    health = httpx.get(url + "/health", timeout=10).json()
+    assert health["status"] == "ok" and health["prompts"] == 8
+
+
+def test_overload_answers_503_with_retry_after(world):
+    service = Service.start(str(world / "base"), str(world / "prompts"),
+                            ServeConfig(max_batch=1, max_queue=2, rescan_s=0))
+    gate, entered = threading.Event(), threading.Event()
+    run = service.batcher.run
+    service.batcher.run = lambda jobs: (entered.set(), gate.wait(30), run(jobs))  # the worker holds the first request
+    body = {"prompt": "manual", "inputs": [{"text": "fine"}]}
+
+    async def flood(url):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            first = asyncio.ensure_future(client.post("/v1/predict", json=body))
+            while not entered.is_set():
+                await asyncio.sleep(0.01)
+            rest = [asyncio.ensure_future(client.post("/v1/predict", json=body)) for _ in range(6)]
+            while sum(f.done() for f in rest) < 4:  # two wait in the queue, four are turned away
+                await asyncio.sleep(0.01)
+            gate.set()
+            return await asyncio.gather(first, *rest)
+
+    try:
+        with running(service) as url:
+            answers = asyncio.run(flood(url))
+    finally:
+        gate.set()
+        service.close()
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200] * 3 + [503] * 4
+    busy = next(a for a in answers if a.status_code == 503)
+    assert busy.headers["retry-after"] == "1" and "overloaded" in busy.json()["error"]
+
+
+def test_checkpoints_added_to_the_folder_are_served_without_restart(world, tmp_path):
+    folder = tmp_path / "prompts"
+    shutil.copytree(world / "prompts" / "manual", folder / "manual")
+    service = Service.start(str(world / "base"), str(folder), ServeConfig(rescan_s=0))
+    try:
+        with running(service) as url:
+            body = {"prompt": "three", "inputs": [{"text": "the cat"}]}
+            assert httpx.post(url + "/v1/predict", json=body, timeout=30).status_code == 404
+            shutil.copytree(world / "prompts" / "three", folder / "three")
+            service.registry._last = float("-inf")  # no wait for the refresh interval
+            r = httpx.post(url + "/v1/predict", json=body, timeout=30)
+            assert r.status_code == 200 and r.json()["predictions"][0]["label"] in ("a", "b", "c")
+            shutil.copytree(world / "other-base", folder / "stranger")
+            listed = httpx.get(url + "/v1/prompts", timeout=10).json()
+            assert [p["name"] for p in listed["prompts"]] == ["manual", "three"]
+            assert "another base model" in listed["refused"][0]["reason"]
+            r = httpx.post(url + "/v1/predict", json={"prompt": "stranger", "inputs": [{"text": "x"}]}, timeout=30)
+            assert r.status_code == 404 and "another base model" in r.json()["error"]
+            shutil.rmtree(folder / "manual")
+            listed = httpx.get(url + "/v1/prompts", timeout=10).json()
+            assert [p["name"] for p in listed["prompts"]] == ["three"]
+    finally:
+        service.close()
+
+
+def test_the_serve_command(world, capsys, monkeypatch):
+    """``ptune serve`` (in-process, on a thread): it says where it listens, answers, and stops."""
+    import uvicorn
+
+    servers = []
+    init = uvicorn.Server.__init__
+    monkeypatch.setattr(uvicorn.Server, "__init__", lambda self, config: (servers.append(self), init(self, config))[1])
+    codes = []
+    args = ["serve", "--base", str(world / "base"), "--prompts", f"sent={world / 'prompts' / 'manual'}", "--port", "0"]
+    thread = threading.Thread(target=lambda: codes.append(main(args)))
+    thread.start()
+    try:
+        err = ""
+        for _ in range(3000):
+            err += capsys.readouterr().err
+            if "\n" in err or not thread.is_alive():
+                break
+            time.sleep(0.01)
+        line = err.splitlines()[0]
+        assert line.startswith("ptune serve: 1 prompt(s) (sent)"), line
+        url = line.rsplit(" at ", 1)[1].strip()
+        r = httpx.post(url + "/v1/predict", json={"prompt": "sent", "inputs": [{"text": "fine"}]}, timeout=30)
+        assert r.status_code == 200 and r.json()["predictions"][0]["label"] in ("pos", "neg")
+    finally:
+        for server in servers:
+            server.should_exit = True
+        thread.join(30)
+    assert codes == [0]
+    assert main(["serve", "--base", str(world / "base"), "--prompts", str(world / "nowhere")]) == 2
+    assert "--prompts: " in capsys.readouterr().err

@@ -1,0 +1,63 @@
+"""The dynamic batcher: batches up to max_rows, a bounded queue, a worker that outlives errors."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from ptune.batcher import Batcher, Overloaded
+
+
+def _held(max_rows=4, max_queue=64, window_s=0.05):
+    """A batcher whose first batch waits at a gate, so that later jobs queue up."""
+    gate, batches = threading.Event(), []
+
+    def run(jobs):
+        gate.wait(10)
+        batches.append([j.payload for j in jobs])
+        for j in jobs:
+            if j.payload == "bad":
+                raise ValueError("bad payload")
+            if j.payload != "silent":
+                j.future.set_result(j.payload)
+
+    return Batcher(run, max_rows=max_rows, max_queue=max_queue, window_s=window_s), gate, batches
+
+
+def test_jobs_are_batched_up_to_max_rows_in_order():
+    b, gate, batches = _held(max_rows=4)
+    futures = [b.submit(i, rows=1) for i in range(10)] + [b.submit("big", rows=9), b.submit(10, rows=3)]
+    gate.set()
+    assert [f.result(timeout=10) for f in futures] == list(range(10)) + ["big", 10]
+    b.close()
+    assert [x for batch in batches for x in batch] == list(range(10)) + ["big", 10]
+    assert ["big"] in batches  # larger than max_rows: alone
+    sizes = {tuple(batch): sum(3 if x == 10 else 1 for x in batch) for batch in batches if batch != ["big"]}
+    assert max(sizes.values()) <= 4 and len(batches) < 12
+
+
+def test_a_full_queue_refuses_at_once():
+    b, gate, _ = _held(max_rows=1, max_queue=2)
+    first = b.submit("a")
+    while b.waiting:  # the worker took "a" and waits at the gate
+        pass
+    queued = [b.submit("b"), b.submit("c")]
+    with pytest.raises(Overloaded, match="2 requests are waiting"):
+        b.submit("d")
+    gate.set()
+    assert [f.result(timeout=10) for f in [first, *queued]] == ["a", "b", "c"]
+    b.close()
+
+
+def test_errors_fail_only_their_batch_and_the_worker_goes_on():
+    b, gate, _ = _held(max_rows=1)
+    gate.set()
+    with pytest.raises(ValueError, match="bad payload"):
+        b.submit("bad").result(timeout=10)
+    with pytest.raises(RuntimeError, match="without an answer"):
+        b.submit("silent").result(timeout=10)
+    assert b.submit("fine").result(timeout=10) == "fine"
+    b.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        b.submit("late")
