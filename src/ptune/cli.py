@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 from . import __version__
 from .cli_prompts import add_commands as add_prompt_commands
+from .cli_prompts import verbalizer_option
 from .config import PromptConfig, TrainConfig
 from .errors import ConfigError, PtuneError
 from .files import write_text_atomic
@@ -46,12 +47,6 @@ EXAMPLES_TRAIN = """examples:
 """
 ENCODER_FLAG = {"encoder.type": ("--encoder",)}
 STEPS_OR_EPOCHS = ("train.steps", "train.epochs")
-
-
-def _verbalizer(text: str) -> dict[str, list[str]]:
-    from .verbalizer import Verbalizer
-
-    return Verbalizer.from_json(text).to_dict()
 
 
 TEXTS: dict[str, tuple[str, str, str | None]] = {  # command: (help, description, epilog)
@@ -108,7 +103,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
     opts.adopt()
     opts.fields(PromptConfig, "prompt", required=("template",), flags=ENCODER_FLAG,
-                parse={"verbalizer": _verbalizer}, notes={"verbalizer": "Inline JSON or a JSON file."})
+                parse={"verbalizer": verbalizer_option}, notes={"verbalizer": "Inline JSON or a JSON file."})
     opts.fields(TrainConfig, "train")
     opts.exclusive.append(STEPS_OR_EPOCHS)
 

@@ -13,13 +13,21 @@ import json
 import sys
 from typing import Any, Callable
 
-from .config import GenerateConfig, TrainConfig
+from .config import GenerateConfig, PromptConfig, TrainConfig
 from .errors import ConfigError
 from .files import write_text_atomic
 from .options import CommandOptions, Resolved
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "verbalizer_option"]
 
+EXAMPLES_EXPORT = """examples:
+  ptune export --checkpoint runs/sst --format peft --output exports/sst-peft
+  ptune export --checkpoint runs/sst --format embeddings --output exports/sst-embeddings
+"""
+EXAMPLES_IMPORT = """example:
+  ptune import --peft adapters/imdb --model gpt2 --template '{text}[MASK]' \\
+      --verbalizer '{"pos": " good", "neg": " bad"}' --output runs/imdb-from-peft
+"""
 EXAMPLES_GENERATE = """examples:
   ptune generate --checkpoint runs/x --text 'the plot was' --max-new-tokens 20
   ptune generate --checkpoint runs/x --data inputs.jsonl --do-sample --temperature 0.8 --top-p 0.9 \\
@@ -50,6 +58,42 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     opts.fields(GenerateConfig, "generate", title="GenerateConfig options")
     opts.fields(TrainConfig, "train", only=("eval_batch_size",), flags={"eval_batch_size": ("--batch-size",)},
                 defaults={"eval_batch_size": 16})
+    _add_export_and_import(sub)
+
+
+def _add_export_and_import(sub: argparse._SubParsersAction) -> None:
+    from .export import FORMATS
+
+    p, opts = _parser(sub, "export", cmd_export, "write a prompt as a PEFT adapter or as embeddings for a serving "
+                      "engine", "peft: a PEFT PROMPT_TUNING adapter folder (causal LMs; pseudo tokens before the "
+                      "input). embeddings: the pseudo-token embeddings (safetensors) with the template and verbalizer "
+                      "as JSON, any layout. Both write a model card (README.md).", EXAMPLES_EXPORT)
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder (or run folder: its best/)")
+    p.add_argument("--format", required=True, choices=FORMATS, help="peft or embeddings")
+    p.add_argument("--output", required=True, help="folder to write (replaced if it exists)")
+    p.add_argument("--model", help="base model to load the prompt onto (default: the recorded one)")
+    opts.adopt()
+    p, opts = _parser(sub, "import", cmd_import, "make a ptune checkpoint of a PEFT prompt-tuning or P-tuning "
+                      "adapter", "A PEFT PROMPT_TUNING or P_TUNING adapter of a causal LM becomes a checkpoint whose "
+                      "pseudo tokens (encoder none) precede --template; it evaluates, predicts and trains on.",
+                      EXAMPLES_IMPORT)
+    p.add_argument("--peft", required=True, help="the PEFT adapter folder")
+    p.add_argument("--output", required=True, help="checkpoint folder to write")
+    p.add_argument("--model", help="base model (default: the adapter's base_model_name_or_path)")
+    opts.adopt()
+    opts.fields(PromptConfig, "prompt", skip=("encoder", "kind", "padding_side"), required=("template",),
+                parse={"verbalizer": verbalizer_option, "template": str}, notes={
+                    "template": "The input after the adapter's pseudo tokens, without pseudo tokens, e.g. "
+                                "'{text}[MASK]'; a leading space is kept (the first word is then spelled after a "
+                                "space, as after a word).",
+                    "verbalizer": "Inline JSON or a JSON file."}, title="PromptConfig options of the imported prompt")
+
+
+def verbalizer_option(text: str) -> dict[str, list[str]]:
+    """A ``--verbalizer`` value: inline JSON or a JSON file."""
+    from .verbalizer import Verbalizer
+
+    return Verbalizer.from_json(text).to_dict()
 
 
 def _inputs(o: Resolved, model: Any) -> tuple[list[dict[str, Any]], list[str]]:
@@ -87,4 +131,26 @@ def cmd_generate(o: Resolved) -> int:
         write_text_atomic(o["output"], text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_export(o: Resolved) -> int:
+    from .export import export_checkpoint
+
+    notes = export_checkpoint(o["checkpoint"], o["format"], o["output"], o.get("model"))
+    print(json.dumps({"output": o["output"], "format": o["format"], "notes": notes}))
+    return 0
+
+
+def cmd_import(o: Resolved) -> int:
+    from .card import RunFacts
+    from .checkpoint import save_checkpoint
+    from .export import import_peft
+
+    section = o.section("prompt")
+    with o.blame():
+        PromptConfig(**section)  # bad values fail before any model is loaded
+    model, notes = import_peft(o["peft"], base=o.get("model"), **section)
+    save_checkpoint(model, o["output"], facts=RunFacts(notes=tuple(notes)))
+    print(json.dumps({"output": o["output"], "template": model.config.template, "notes": notes}))
     return 0

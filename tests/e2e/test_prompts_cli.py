@@ -58,3 +58,43 @@ def test_generate_errors(ckpts, capsys, args, message):
     assert main(["generate", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ptune: error: ") and message in err and "\n" not in err
+
+
+def test_export_and_import(ckpts, tmp_path, capsys):
+    pytest.importorskip("peft")
+    assert main(["export", "--checkpoint", str(ckpts / "front"), "--format", "peft",
+                 "--output", str(tmp_path / "peft")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["format"] == "peft" and "' {text} ?'" in out["notes"][0]
+    assert {p.name for p in (tmp_path / "peft").iterdir()} == {"adapter_config.json", "adapter_model.safetensors",
+                                                               "README.md"}
+    assert main(["export", "--checkpoint", str(ckpts / "gen"), "--format", "embeddings",
+                 "--output", str(tmp_path / "emb")]) == 0
+    capsys.readouterr()
+    assert {p.name for p in (tmp_path / "emb").iterdir()} == {"pseudo_embeddings.safetensors", "template.json",
+                                                              "verbalizer.json", "README.md"}
+    assert main(["import", "--peft", str(tmp_path / "peft"), "--template", " {text} ? [MASK]",
+                 "--verbalizer", json.dumps(VERB), "--output", str(tmp_path / "back")]) == 0
+    assert json.loads(capsys.readouterr().out)["template"] == "[P*3] {text} ? [MASK]"
+    assert (tmp_path / "back" / "README.md").read_text().count("Imported from the PEFT PROMPT_TUNING adapter") == 1
+    examples = [{"text": "the movie was great ."}, {"text": "cat"}]
+    back, front = (load_checkpoint(tmp_path / c).predict(examples) for c in ("back", ckpts / "front"))
+    assert [b["label"] for b in back] == [f["label"] for f in front]
+    assert all(b["scores"] == pytest.approx(f["scores"], abs=1e-6) for b, f in zip(back, front))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["export", "--checkpoint", "gen", "--format", "peft", "--output", "x"],
+     "column 14: pseudo tokens P3 after {text}: a PEFT prompt-learning adapter puts all its pseudo tokens before"),
+    (["export", "--checkpoint", "mlm", "--format", "peft", "--output", "x"],
+     "format: PEFT has no prompt-learning task type for masked LMs"),
+    (["export", "--checkpoint", "gen", "--format", "onnx", "--output", "x"], "invalid choice: 'onnx'"),
+    (["import", "--peft", "gen", "--template", "{text}[MASK]", "--verbalizer", json.dumps(VERB), "--output", "x"],
+     "not a PEFT adapter (no adapter_config.json)"),
+])
+def test_export_import_errors(ckpts, tmp_path, capsys, args, message):
+    args = [str(ckpts / a) if a in ("gen", "mlm") else str(tmp_path / a) if a == "x" else a for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ptune: error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "x").exists()
