@@ -5,6 +5,8 @@
 #
 #   bash examples/sentiment/run.sh                 # one to two minutes on a 2-core CPU
 #   STEPS=200 LR=1e-2 ENCODER=mlp SEED=1 bash examples/sentiment/run.sh   # other settings
+#   FORMAT=parquet bash examples/sentiment/run.sh  # the same data as parquet files (or FORMAT=datasets:
+#                                                  # folders written by Dataset.save_to_disk)
 #
 # Writes .cache/demo/tiny-{gpt2,bert} (built once, rebuilt when the data or the builder
 # changes) and runs/demo-{gpt2,bert}. The summary prints what does not depend on the
@@ -26,6 +28,26 @@ LR=${LR:-3e-3}
 ENCODER=${ENCODER:-lstm}
 SEED=${SEED:-42}
 FAMILIES=(gpt2 bert)
+FORMAT=${FORMAT:-jsonl}
+
+# the data as --train/--dev/--data take it: the jsonl files, or them converted (same rows, same order)
+case "$FORMAT" in
+    jsonl) TRAIN=$DATA/train.jsonl DEV=$DATA/dev.jsonl NEW=$DATA/new.jsonl ;;
+    parquet|datasets)
+        conv=$CACHE/sentiment-$FORMAT
+        "$PY" - "$DATA" "$conv" "$FORMAT" <<'EOF'
+import sys
+import datasets
+datasets.disable_progress_bars()
+src, out, fmt = sys.argv[1:]
+for split in ("train", "dev", "new"):
+    ds = datasets.Dataset.from_json(f"{src}/{split}.jsonl", cache_dir=f"{out}/.hf-cache")
+    ds.to_parquet(f"{out}/{split}.parquet") if fmt == "parquet" else ds.save_to_disk(f"{out}/{split}")
+EOF
+        ext=$([ "$FORMAT" = parquet ] && echo .parquet || true)
+        TRAIN=$conv/train$ext DEV=$conv/dev$ext NEW=$conv/new$ext ;;
+    *) echo "FORMAT must be jsonl, parquet or datasets" >&2; exit 2 ;;
+esac
 
 now() { "$PY" -c 'import time; print(f"{time.time():.3f}")'; }
 
@@ -54,7 +76,7 @@ for family in "${FAMILIES[@]}"; do
 
     echo "-- ptune train ($STEPS steps, $ENCODER encoder, lr $LR, LM frozen)"
     t0=$(now)
-    summary=$("$PTUNE" train --model "$model" --train "$DATA/train.jsonl" --dev "$DATA/dev.jsonl" \
+    summary=$("$PTUNE" train --model "$model" --train "$TRAIN" --dev "$DEV" \
         --template "$template" --verbalizer "$VERBALIZER" --encoder "$ENCODER" \
         --steps "$STEPS" --lr "$LR" --batch-size 16 --eval-every 50 --seed "$SEED" \
         --output "$run")
@@ -62,10 +84,10 @@ for family in "${FAMILIES[@]}"; do
     echo "$summary" | tee "$run/train_summary.json"
 
     echo "-- ptune eval"
-    "$PTUNE" eval --checkpoint "$run" --data "$DATA/dev.jsonl" --output "$run/dev_eval.json"
+    "$PTUNE" eval --checkpoint "$run" --data "$DEV" --output "$run/dev_eval.json"
 
     echo "-- ptune predict"
-    "$PTUNE" predict --checkpoint "$run" --data "$DATA/new.jsonl" --output "$run/predictions.jsonl"
+    "$PTUNE" predict --checkpoint "$run" --data "$NEW" --output "$run/predictions.jsonl"
     cat "$run/predictions.jsonl"
     t2=$(now)
     printf '{"train_s": %s, "eval_predict_s": %s, "template": %s}\n' \

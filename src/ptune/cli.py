@@ -94,11 +94,19 @@ def _command(sub: argparse._SubParsersAction, name: str, func: Callable) -> tupl
     return p, CommandOptions(p)
 
 
+DATA_SOURCES = (".jsonl, .csv/.tsv, .parquet or .arrow file, a folder written by Dataset.save_to_disk, or a "
+                "hub dataset name[:config]")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p, opts = _command(sub, "train", cmd_train)
     p.add_argument("--model", required=True, help="hub name or local folder of a causal or masked LM")
-    p.add_argument("--train", required=True, help="training data: .jsonl or .csv with named fields")
-    p.add_argument("--dev", help="dev data for model selection and early stopping")
+    p.add_argument("--train", required=True, help=f"training data with named fields: {DATA_SOURCES}")
+    p.add_argument("--dev", help="dev data for model selection and early stopping (the same kinds)")
+    p.add_argument("--train-split", default="train",
+                   help="split of --train where it has several (hub dataset, saved DatasetDict; default train)")
+    p.add_argument("--dev-split", default="validation",
+                   help="split of --dev where it has several (default validation)")
     p.add_argument("--output", required=True, help="run folder (best/, last/, metrics.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
     opts.adopt()
@@ -111,7 +119,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _add_eval(sub: argparse._SubParsersAction, name: str, func: Callable) -> None:
     p, opts = _command(sub, name, func)
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (or run folder: its best/)")
-    p.add_argument("--data", required=True, help=".jsonl or .csv file")
+    p.add_argument("--data", required=True, help=DATA_SOURCES)
+    p.add_argument("--split", help="split of --data where it has several (hub dataset, saved DatasetDict)")
     p.add_argument("--output", help="file to write (default: standard output only)")
     p.add_argument("--model", help="base model to load the prompt onto (default: the recorded one)")
     opts.adopt()
@@ -226,8 +235,8 @@ def cmd_train(o: Resolved) -> int:
     Template.parse(prompt_cfg.template)  # template errors before loading any model
     if o["resume"]:
         _check_resume(Path(o["output"]), prompt_cfg)
-    train_data = read_examples(o["train"])
-    dev_data = read_examples(o["dev"]) if o.get("dev") else None
+    train_data = read_examples(o["train"], split=o["train_split"])
+    dev_data = read_examples(o["dev"], split=o["dev_split"]) if o.get("dev") else None
     set_seed(train_cfg.seed)
     lm, tokenizer, kind = load_base(o["model"], prompt_cfg.kind)
     model = PTunedModel(lm, tokenizer, PromptConfig(**{**prompt_cfg.to_dict(), "kind": kind}), base_model=o["model"],
@@ -356,7 +365,7 @@ def _load(o: Resolved):
     from .checkpoint import load_checkpoint
     from .data import read_examples
 
-    records = read_examples(o["data"])
+    records = read_examples(o["data"], split=o.get("split"))
     model = load_checkpoint(o["checkpoint"], o.get("model"))
     return model, records
 
@@ -394,23 +403,37 @@ def cmd_eval(o: Resolved) -> int:
 
 
 def cmd_predict(o: Resolved) -> int:
-    from .model import prediction_record
+    """Predictions streamed: the input is read, predicted and written a chunk at a time."""
+    import itertools
 
-    model, records = _load(o)
-    items = model.prepare(records.examples, records.sources)
-    preds = model.predict(items, batch_size=_eval_batch_size(o))
-    lines = []
-    for src, ex, p in zip(records.sources, records.examples, preds):
-        row = {"source": src, **prediction_record(p)}
-        if "idx" in ex:
-            row = {"idx": ex["idx"], **row}
-        lines.append(json.dumps(row))
-    text = "\n".join(lines) + "\n"
-    if o.get("output"):
-        write_text_atomic(o["output"], text)
-    else:
-        sys.stdout.write(text)
+    from .checkpoint import load_checkpoint
+    from .data import count_rows, iter_examples
+    from .errors import DataError
+    from .files import write_jsonl_atomic
+    from .inference import iter_predictions
+    from .model import prediction_record
+    from .progress import Progress
+
+    pairs = iter_examples(o["data"], split=o.get("split"))
+    first = next(pairs, None)  # a bad source fails before the model loads
+    if first is None:
+        raise DataError(str(o["data"]), "no examples")
+    model = load_checkpoint(o["checkpoint"], o.get("model"))
+    preds = iter_predictions(model, itertools.chain([first], pairs), _eval_batch_size(o))
+    with Progress(count_rows(o["data"]), "predict", "row") as bar:
+        rows = (_prediction_row(ex, src, p, bar, prediction_record) for ex, src, p in preds)
+        if o.get("output"):
+            write_jsonl_atomic(o["output"], rows)
+        else:
+            for row in rows:
+                sys.stdout.write(json.dumps(row) + "\n")
     return 0
+
+
+def _prediction_row(ex: dict[str, Any], src: str, p: dict[str, Any], bar: Any, record: Callable) -> dict[str, Any]:
+    bar.update()
+    row = {"source": src, **record(p)}
+    return {"idx": ex["idx"], **row} if "idx" in ex else row
 
 
 def main(argv: Sequence[str] | None = None) -> int:

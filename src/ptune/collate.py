@@ -22,6 +22,7 @@ import torch
 
 from .batch import Batch, Item, View, pad_view
 from .config import PromptConfig, SpeedConfig
+from .data import as_examples
 from .errors import DataError
 from .lm import LMKind
 from .template import CompiledTemplate, Encoded, Template, check_fields
@@ -57,7 +58,7 @@ class Collator:
         Raises:
             DataError: naming the source and field of the first bad example.
         """
-        sources = list(sources) if sources is not None else [f"example {i + 1}" for i in range(len(examples))]
+        examples, sources = as_examples(examples, sources)
         labels = []
         lf = self.config.label_field
         for ex, src in zip(examples, sources):

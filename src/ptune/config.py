@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal, Mapping, TypeVar, get_args
 
 from .encoder import EncoderConfig
 from .errors import ConfigError
+from .tracking import check_trackers
 from .verbalizer import Verbalizer
 
 __all__ = ["PromptConfig", "TrainConfig", "SpeedConfig", "GenerateConfig"]
@@ -207,6 +208,11 @@ class TrainConfig(_Mapped):
     ``max-autotune``, ``max-autotune-no-cudagraphs`` or ``default`` (= true)."""
     eval_batch_size: int = 32
     """Batch size for evaluation."""
+    report_to: tuple[str, ...] = ()
+    """Experiment trackers to log to through Accelerate: tensorboard, wandb, mlflow, comet_ml,
+    aim, clearml, dvclive, swanlab, trackio, or all (every installed one). The run's config,
+    the loss, the learning rates and the dev metrics are logged; TensorBoard writes into the
+    run folder's logs/."""
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -240,6 +246,10 @@ class TrainConfig(_Mapped):
             _check_choice("compile", self.compile, COMPILE_MODES)
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ConfigError("max_grad_norm", f"must be positive, got {self.max_grad_norm}")
+        if isinstance(self.report_to, str):
+            object.__setattr__(self, "report_to", tuple(t.strip() for t in self.report_to.split(",") if t.strip()))
+        object.__setattr__(self, "report_to", tuple(self.report_to))
+        check_trackers(self.report_to)
 
     def updated(self, changes: Mapping[str, Any]) -> "TrainConfig":
         """A copy with ``changes`` (field -> value); ``steps`` replaces ``epochs`` and the

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-__all__ = ["write_bytes_atomic", "write_text_atomic", "write_json_atomic", "write_jsonl_atomic", "atomic_dir",
+__all__ = ["atomic_file", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "write_jsonl_atomic", "atomic_dir",
            "save_figure"]
 
 
@@ -35,15 +35,17 @@ def _ordinary_mode(path: str | Path, directory: bool) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file, fsync and a rename."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[io.BufferedWriter]:
+    """Yield a binary file to write; on success it is fsynced and renamed to ``path``, on an
+    error deleted (``path`` is left as it was). For output written piece by piece."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
         _ordinary_mode(tmp, directory=False)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh  # type: ignore[misc]
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -51,7 +53,13 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file, fsync and a rename."""
+    with atomic_file(path) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -66,8 +74,11 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Any]) -> Path:
-    """Write one JSON line per row."""
-    return write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    """Write one JSON line per row (rows are written as they come: a generator is not held in memory)."""
+    with atomic_file(path) as fh:
+        for r in rows:
+            fh.write((json.dumps(r) + "\n").encode("utf-8"))
+    return Path(path)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +29,9 @@ from torch import nn
 
 from .batch import Item, Output
 from .config import SpeedConfig, _check_choice, _Mapped
+from .data import as_examples, is_stream, iter_examples
 from .errors import ConfigError, DataError
-from .inference import iter_outputs
+from .inference import iter_outputs, iter_predictions
 from .lm import detect_kind, load_base, max_positions, pad_token_id
 from .template import check_fields
 from .verbalizer import find_label
@@ -265,9 +266,7 @@ class ClassifierModel(nn.Module):
         Raises:
             DataError: naming the source and field of the first bad example.
         """
-        sources = list(sources) if sources is not None else [f"example {i + 1}" for i in range(len(examples))]
-        if len(sources) != len(examples):
-            raise ValueError(f"{len(sources)} sources for {len(examples)} examples")
+        examples, sources = as_examples(examples, sources)
         segments: list[list[str]] = []  # one per row
         owner: list[int] = []
         items: list[Item] = []
@@ -334,14 +333,18 @@ class ClassifierModel(nn.Module):
         return Output(scores, loss)
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, examples: Sequence[dict[str, Any]] | Sequence[Item], batch_size: int = 32) -> list[dict[str, Any]]:
-        """Predict labels (or candidates).
+    def predict(self, examples: Any, batch_size: int = 32) -> list[dict[str, Any]] | Iterator[dict[str, Any]]:
+        """Predict labels (or candidates) of a list of dicts, a ``datasets.Dataset`` or prepared
+        items; an ``IterableDataset`` or generator is read as it comes and gives an iterator
+        (see :meth:`ptune.model.PTunedModel.predict`).
 
         Returns:
             Classification: ``{"label": best label, "scores": {label: probability}}``.
             Multiple choice: ``{"label": best candidate, "index": its index,
             "scores": [probability of each candidate]}``.
         """
+        if is_stream(examples):
+            return (p for _, _, p in iter_predictions(self, iter_examples(examples), batch_size))
         items = examples if examples and isinstance(examples[0], Item) else self.prepare(examples)  # type: ignore[arg-type]
         out: list[dict[str, Any]] = []
         for start, batch, output in iter_outputs(self, items, batch_size):

@@ -12,11 +12,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
-__all__ = ["iter_outputs", "model_device"]
+__all__ = ["iter_outputs", "iter_predictions", "model_device"]
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -52,3 +52,26 @@ def iter_outputs(
                 yield start, batch, out
     finally:
         model.train(was)
+
+
+def iter_predictions(model: Any, pairs: Iterable[tuple[dict[str, Any], str]], batch_size: int = 32, *,
+                     chunk_size: int = 1024) -> Iterator[tuple[dict[str, Any], str, dict[str, Any]]]:
+    """``(example, source, prediction)`` for each ``(example, source)`` pair, read as they come
+    (e.g. from :func:`ptune.data.iter_examples` over a file, a ``datasets`` dataset, an
+    ``IterableDataset``): ``chunk_size`` examples are prepared and predicted at a time, so
+    memory stays bounded however large the input."""
+    chunk: list[tuple[dict[str, Any], str]] = []
+    for pair in pairs:
+        chunk.append(pair)
+        if len(chunk) == chunk_size:
+            yield from _predict_chunk(model, chunk, batch_size)
+            chunk = []
+    if chunk:
+        yield from _predict_chunk(model, chunk, batch_size)
+
+
+def _predict_chunk(model: Any, chunk: list[tuple[dict[str, Any], str]],
+                   batch_size: int) -> Iterator[tuple[dict[str, Any], str, dict[str, Any]]]:
+    examples, sources = [ex for ex, _ in chunk], [src for _, src in chunk]
+    predictions = model.predict(model.prepare(examples, sources), batch_size)
+    yield from zip(examples, sources, predictions)

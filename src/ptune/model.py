@@ -30,9 +30,10 @@ from .batch import Batch, Item, Output, View
 from .collate import Collator
 from .config import GenerateConfig, PromptConfig, SpeedConfig
 from .encoder import EncoderConfig, PromptEncoder
+from .data import is_stream, iter_examples
 from .errors import ConfigError
 from .generate import generate, generate_text
-from .inference import iter_outputs
+from .inference import iter_outputs, iter_predictions
 from .lm import LMRunner, LMWrapper, detect_kind, head_input, load_base
 from .template import CompiledTemplate, Pseudo, Template
 from .verbalizer import CompiledVerbalizer, Verbalizer
@@ -225,14 +226,20 @@ class PTunedModel(LMWrapper):
 
     # ------------------------------------------------------------------ use
     @torch.no_grad()
-    def predict(self, examples: Sequence[dict[str, Any]] | Sequence[Item], batch_size: int = 32) -> list[dict[str, Any]]:
-        """Predict labels.
+    def predict(self, examples: Any, batch_size: int = 32) -> list[dict[str, Any]] | Iterator[dict[str, Any]]:
+        """Predict labels of a list of dicts, a ``datasets.Dataset`` or prepared items.
+
+        An ``IterableDataset`` (or any iterable without a length, e.g. a generator) is read
+        as it comes: the result is then an iterator, and memory stays bounded however large
+        the input (:func:`ptune.inference.iter_predictions`).
 
         Returns:
             One dict per example: ``label`` (the best label) and ``scores`` (label ->
             probability, softmax over the labels' scores). With per-example candidates:
             ``label`` (the best candidate's text), ``index`` and ``scores`` (a list).
         """
+        if is_stream(examples):
+            return (p for _, _, p in iter_predictions(self, iter_examples(examples), batch_size))
         items = examples if examples and isinstance(examples[0], Item) else self.prepare(examples)  # type: ignore[arg-type]
         out = []
         for start, _, output in iter_outputs(self, items, batch_size):

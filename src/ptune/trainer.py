@@ -45,6 +45,7 @@ from .errors import CheckpointError, ConfigError
 from .files import write_json_atomic
 from .inference import iter_outputs
 from .selection import judge, remember
+from .tracking import Tracking, accelerator_kwargs
 
 __all__ = ["train", "evaluate", "TrainResult", "accuracy", "make_scheduler"]
 
@@ -162,23 +163,27 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _accelerator(config: TrainConfig):
+def _accelerator(config: TrainConfig, out: Path | None):
     from accelerate import Accelerator
 
     gpu = torch.cuda.is_available()
     # cpu=True on a machine without a GPU: torchrun / accelerate launch then join the
     # processes in one gloo group (without it each process trains alone)
-    acc = Accelerator(mixed_precision=config.mixed_precision if gpu else "no", cpu=not gpu)
+    acc = Accelerator(mixed_precision=config.mixed_precision if gpu else "no", cpu=not gpu,
+                      **accelerator_kwargs(config.report_to, out))
     # resume state holds the optimizer, scheduler and RNG; the weights are in the checkpoint
     acc.register_save_state_pre_hook(lambda models, weights, folder: weights.clear())
     acc.register_load_state_pre_hook(lambda models, folder: models.clear())
     return acc
 
 
-def _items(model: Any, items: Sequence[Any] | None) -> list[Item]:
-    if items and not isinstance(items[0], Item):
-        return model.prepare(items, require_labels=True)
-    return list(items or [])
+def _items(model: Any, items: Any) -> list[Item]:
+    """Prepared items from items, a list of dicts or a ``datasets.Dataset``."""
+    if items is None:
+        return []
+    if isinstance(items, Sequence) and (not items or isinstance(items[0], Item)):
+        return list(items)
+    return model.prepare(items, require_labels=True)
 
 
 def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None, resume: bool) -> _Run:
@@ -190,7 +195,7 @@ def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None,
     bad = next((it for it in items if it.label < 0), None)
     if bad is not None:
         raise ConfigError("train", f"{bad.source}: training examples need a label")
-    accelerator = _accelerator(config)
+    accelerator = _accelerator(config, out)
     world = accelerator.num_processes
     if config.batch_size % (world * config.grad_accum):
         raise ConfigError("batch_size", f"{config.batch_size} is not divisible by {world} processes x "
@@ -341,7 +346,8 @@ def train(
     Args:
         model: a :class:`~ptune.model.PTunedModel` or :class:`~ptune.finetune.ClassifierModel`
             (its LM frozen unless ``config.finetune_lm``).
-        train_items: labelled examples (dicts or items from ``model.prepare``).
+        train_items: labelled examples (a list of dicts, a ``datasets.Dataset``, or items from
+            ``model.prepare``).
         dev_items: labelled examples for model selection and early stopping.
         config: the training configuration.
         output_dir: run folder (``best/``, ``last/``, ``metrics.jsonl``); None: keep in memory.
@@ -371,6 +377,7 @@ def train(
     if out is not None and main:
         write_json_atomic(out / "train_config.json", config.to_dict())
     log = _Log(out / "metrics.jsonl" if out is not None and main else None)
+    tracking = Tracking(acc, config.report_to, {"train": config.to_dict(), "model": _config_of(model)})
     bar = _bar(run.total, state["step"], (progress if progress is not None else sys.stderr.isatty()) and main)
     eval_every = config.eval_every or run.steps_per_epoch
     stopped_early, last_metrics = False, None
@@ -381,6 +388,7 @@ def train(
         step = state["step"]
         log.write({"step": step, "epoch": (step - 1) // run.steps_per_epoch, "loss": loss,
                    "lr": run.scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 4)})
+        tracking.step(step, loss, {g["name"]: lr for g, lr in zip(run.optimizer.param_groups, run.scheduler.get_last_lr())})
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", **({config.metric: f"{state['best']:.4f}"} if state["best"] is not None else {}))
         at_eval = step % eval_every == 0 or step == run.total
@@ -388,6 +396,7 @@ def train(
         if at_eval and dev:
             last_metrics = _dev_metrics(run, dev, metric_fn, eval_fn)
             log.write({"step": step, "eval": "dev", **last_metrics, "improved": _record_eval(run, last_metrics)})
+            tracking.evaluation(step, last_metrics)
             stopped_early = config.patience is not None and state["bad_evals"] >= config.patience
         if out is not None and (at_eval or stopping or stopped_early):
             _save_last(run)
@@ -395,6 +404,7 @@ def train(
             break
     bar.close()
     log.close()
+    tracking.end()
     if out is not None and main and not dev:
         save_checkpoint(model, out / "best", facts=RunFacts(training=config.to_dict()))
     if run.best_weights is not None and state["best_step"] != state["step"]:
@@ -404,6 +414,13 @@ def train(
     best_metrics = next((h for h in state["history"] if h["step"] == state["best_step"]), None)
     return TrainResult(state["step"], state["best_step"], best_metrics, last_metrics, stopped_early, out,
                        state["history"], acc.num_processes)
+
+
+def _config_of(model: Any) -> dict[str, Any]:
+    """The model's configuration for the trackers (prompt or classifier settings, base model)."""
+    config = getattr(model, "config", None)
+    values = config.to_dict() if hasattr(config, "to_dict") else {}
+    return {**values, "base_model": getattr(model, "base_model", None)}
 
 
 class _Log:
