@@ -16,10 +16,12 @@ Example:
 __version__ = "0.1.0"
 
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from .config import PromptConfig, SpeedConfig, TrainConfig  # noqa: E402
+from .config import GenerateConfig, PromptConfig, SpeedConfig, TrainConfig  # noqa: E402
 from .encoder import EncoderConfig, PromptEncoder  # noqa: E402
 from .errors import CheckpointError, ConfigError, DataError, PtuneError, TemplateError  # noqa: E402
+from .export import export_checkpoint, import_peft  # noqa: E402
 from .finetune import ClassifierConfig, ClassifierModel  # noqa: E402
+from .generate import input_embeds  # noqa: E402
 from .lm import detect_kind, load_base  # noqa: E402
 from .model import PTunedModel  # noqa: E402
 from .multi import PromptBank  # noqa: E402
@@ -35,6 +37,10 @@ __all__ = [
     "ClassifierConfig",
     "TrainConfig",
     "SpeedConfig",
+    "GenerateConfig",
+    "input_embeds",
+    "export_checkpoint",
+    "import_peft",
     "load_base",
     "detect_kind",
     "EncoderConfig",
