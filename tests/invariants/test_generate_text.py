@@ -52,16 +52,24 @@ def test_greedy_equals_full_forward_decoding(family):
     assert alone[0]["ids"] == got[1]["ids"]
 
 
-def test_input_embeds_give_the_label_scores():
-    """The embedding sequence a serving engine receives: the LM's next-token logits after it
-    give ptune's label probabilities."""
-    model = _model("gpt2")
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+def test_input_embeds_give_the_label_scores(family):
+    """The embedding sequence a serving engine receives: the LM's logits after it (causal) or
+    at its mask token (masked) give ptune's label probabilities."""
+    lm, tok = pair(family, init_range=0.2, dropout=0.0)
+    template = "[P*2] {text} [P] Answer:[MASK] ." if family == "bert" else TEMPLATE
+    model = PTunedModel(lm, tok, PromptConfig(template=template, verbalizer={"pos": "yes", "neg": "no"}),
+                        seed=0).eval()
     examples = [{"text": t} for t in TEXTS]
-    scores = model.predict(examples)
-    words = [model.answers.candidates[i][0] for i in range(2)]  # single-token words
-    for ex, pred, emb in zip(examples, scores, input_embeds(model, examples)):
-        logits = model.lm(inputs_embeds=emb.unsqueeze(0)).logits[0, -1]
-        probs = logits[words].softmax(-1)
+    assert all(len(c) == 1 for c in model.answers.candidates)  # single-token words
+    words = [c[0] for c in model.answers.candidates]
+    items = model.prepare(examples)
+    for item, pred, emb in zip(items, model.predict(items), input_embeds(model, items)):
+        slot = model.collator.compiled.encode(item.fields, answer_len=1).answer_positions[0]
+        assert slot == emb.shape[0] - 1 or family == "bert"  # a causal LM's sequence ends at the answer
+        with torch.no_grad():
+            logits = model.lm(inputs_embeds=emb.unsqueeze(0)).logits[0, slot]
+        probs = logits.log_softmax(-1)[words].softmax(-1)
         assert torch.allclose(probs, torch.tensor([pred["scores"]["pos"], pred["scores"]["neg"]]), atol=1e-6)
 
 
