@@ -50,7 +50,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                       "A causal LM continues each input at the template's answer slot, the pseudo tokens spliced in "
                       "wherever the template puts them; greedy or sampled, with stop strings.", EXAMPLES_GENERATE)
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (or run folder: its best/)")
-    p.add_argument("--data", help="inputs: .jsonl or .csv with the template's fields")
+    p.add_argument("--data", help="inputs with the template's fields: a file, a saved datasets folder or a hub "
+                                  "dataset (see docs/data.md)")
+    p.add_argument("--split", help="split of --data where it has several (hub dataset, saved DatasetDict)")
     p.add_argument("--text", help="one input: the value of the template's only field")
     p.add_argument("--output", help="JSON lines file to write (default: standard output)")
     p.add_argument("--model", help="base model to load the prompt onto (default: the recorded one)")
@@ -103,7 +105,7 @@ def _inputs(o: Resolved, model: Any) -> tuple[list[dict[str, Any]], list[str]]:
     if (o.get("data") is None) == (o.get("text") is None):
         raise ConfigError("--data", "give --data FILE or --text TEXT (one of them)")
     if o.get("data") is not None:
-        records = read_examples(o["data"])
+        records = read_examples(o["data"], split=o.get("split"))
         return records.examples, records.sources
     fields = model.template.fields
     if len(fields) != 1:
@@ -121,7 +123,7 @@ def cmd_generate(o: Resolved) -> int:
     model = load_checkpoint(o["checkpoint"], o.get("model"))
     examples, sources = _inputs(o, model)
     items = model.prepare(examples, sources)
-    rows = model.generate_text(items, config, batch_size=batch_size)
+    rows = model.generate_text(items, config, batch_size=batch_size, progress=True)
     lines = []
     for src, ex, row in zip(sources, examples, rows):
         line = {"source": src, "text": row["text"], "finish_reason": row["finish_reason"]}
@@ -132,7 +134,6 @@ def cmd_generate(o: Resolved) -> int:
     else:
         sys.stdout.write(text)
     return 0
-
 
 def cmd_export(o: Resolved) -> int:
     from .export import export_checkpoint

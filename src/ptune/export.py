@@ -49,6 +49,16 @@ EMBEDDINGS_NAME = "pseudo_embeddings.safetensors"
 
 
 # ----------------------------------------------------------------------------- PEFT layout
+def _peft() -> Any:
+    """The ``peft`` package (imported when needed: only exports and imports use it)."""
+    try:
+        import peft
+        import peft.utils
+    except ImportError:
+        raise ConfigError("format", "PEFT adapters need the peft package: pip install peft") from None
+    return peft
+
+
 def _where(e: Any) -> str:
     return f"{{{e.name}}}" if isinstance(e, Field) else "[SEP]" if isinstance(e, Sep) else repr(e.text.strip())
 
@@ -96,8 +106,7 @@ def export_peft(model: PTunedModel, out: str | os.PathLike, facts: RunFacts | No
         TemplateError: a pseudo token stands after part of the input (naming each such one).
         ConfigError: a masked LM, or a tuned LM (an adapter holds the prompt only).
     """
-    from peft import PromptTuningConfig
-
+    PromptTuningConfig = _peft().PromptTuningConfig
     _check_peft_layout(model)
     _check_frozen(model)
     prefix = model.compiled.prefix
@@ -258,13 +267,13 @@ def _embeddings_usage(model: PTunedModel) -> str:
 # ----------------------------------------------------------------------------- import
 def _read_adapter(folder: Path) -> tuple[Any, torch.Tensor]:
     """PEFT's config and prompt embeddings of an adapter folder, checked to map onto ptune."""
-    from peft import PeftConfig
-    from peft.utils import load_peft_weights
-
+    peft = _peft()
     if not (folder / "adapter_config.json").is_file():
-        raise CheckpointError(f"{folder}: not a PEFT adapter (no adapter_config.json)")
+        inside = sorted(p.parent.name for p in folder.glob("*/adapter_config.json"))
+        hint = f"; it holds the adapters {', '.join(inside)}: import one of them" if inside else ""
+        raise CheckpointError(f"{folder}: not a PEFT adapter (no adapter_config.json){hint}")
     try:
-        config = PeftConfig.from_pretrained(str(folder))
+        config = peft.PeftConfig.from_pretrained(str(folder))
     except (ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"{folder / 'adapter_config.json'}: not a readable PEFT config ({e})") from None
     kind = str(getattr(config.peft_type, "value", config.peft_type))
@@ -278,7 +287,7 @@ def _read_adapter(folder: Path) -> tuple[Any, torch.Tensor]:
     if task != "CAUSAL_LM":
         raise CheckpointError(f"{folder}: task type {task}; only CAUSAL_LM adapters score through the LM's head, "
                               "as a ptune verbalizer does")
-    weights = load_peft_weights(str(folder), device="cpu")
+    weights = peft.utils.load_peft_weights(str(folder), device="cpu")
     rows = weights.get(PEFT_TENSOR)
     want = (config.num_virtual_tokens, config.token_dim)
     if rows is None or tuple(rows.shape) != want or len(weights) != 1:
@@ -311,8 +320,10 @@ def import_peft(adapter: str | os.PathLike, *, base: str | None = None, template
     base = base or config.base_model_name_or_path
     if not base:
         raise ConfigError("model", f"{folder}: the adapter names no base model; give one")
-    if "encoder" in prompt:
-        raise ConfigError("encoder", "an imported prompt is its embeddings (encoder none)")
+    for key, why in (("encoder", "an imported prompt is its embeddings (encoder none)"),
+                     ("kind", "a CAUSAL_LM adapter runs on a causal LM")):
+        if key in prompt:
+            raise ConfigError(key, f"set by the import: {why}")
     if Template.parse(template).n_pseudo:
         raise ConfigError("template", f"{template!r} holds pseudo tokens; the adapter's {rows.shape[0]} pseudo "
                                       "tokens are put before it, give the rest of the input")

@@ -33,6 +33,7 @@ from .cache import add_switch_hint, usable
 from .config import GenerateConfig
 from .errors import ConfigError, DataError
 from .inference import model_device
+from .progress import Progress
 from .template import Encoded
 
 __all__ = ["generate", "generate_text", "input_embeds"]
@@ -197,7 +198,7 @@ def input_embeds(model: Any, examples: Sequence[Any]) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def generate_text(model: Any, examples: Sequence[Any], config: GenerateConfig | None = None,
-                  batch_size: int = 16) -> list[dict[str, Any]]:
+                  batch_size: int = 16, *, progress: bool = False) -> list[dict[str, Any]]:
     """Open-ended text written by a causal LM at the template's answer slot.
 
     The template's text after the slot is not part of the input (a causal LM continues
@@ -211,6 +212,8 @@ def generate_text(model: Any, examples: Sequence[Any], config: GenerateConfig | 
         examples: dicts with the template's fields, or prepared items.
         config: length, greedy or sampling, stop strings (default: greedy, 32 tokens).
         batch_size: examples per ``generate`` call.
+        progress: report progress (:mod:`ptune.progress`: a bar on a terminal, a line every
+            30 s otherwise).
 
     Returns:
         One dict per example: ``text`` (decoded, cut before the first stop string),
@@ -241,6 +244,7 @@ def generate_text(model: Any, examples: Sequence[Any], config: GenerateConfig | 
     model.eval()
     device = model_device(model)
     out: list[dict[str, Any]] = []
+    bar = Progress(len(encs), "generate", "input", enabled=progress)
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=config.do_sample):
             if config.seed is not None:
@@ -251,7 +255,9 @@ def generate_text(model: Any, examples: Sequence[Any], config: GenerateConfig | 
                 rows = model.lm.generate(inputs_embeds=emb, attention_mask=view.attention_mask[:, :start],
                                          generation_config=gen, tokenizer=model.tokenizer)
                 out += [_finished(model.tokenizer, row, gen, config.stop) for row in rows[:, -gen.max_new_tokens:].tolist()]
+                bar.update(len(rows))
     finally:
+        bar.close()
         model.train(was)
     return out
 

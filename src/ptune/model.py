@@ -271,7 +271,7 @@ class PTunedModel(LMWrapper):
         return generate(self, items, lengths, batch_size, ban_special=ban_special)
 
     def generate_text(self, examples: Sequence[dict[str, Any]] | Sequence[Item], config: GenerateConfig | None = None,
-                      batch_size: int = 16, **options: Any) -> list[dict[str, Any]]:
+                      batch_size: int = 16, *, progress: bool = False, **options: Any) -> list[dict[str, Any]]:
         """Open-ended text from a causal LM at the answer slot (:func:`ptune.generate.generate_text`).
 
         Args:
@@ -279,6 +279,7 @@ class PTunedModel(LMWrapper):
             config: a :class:`~ptune.config.GenerateConfig`; or give its fields as ``options``
                 (``max_new_tokens=20, do_sample=True, temperature=0.7, top_p=0.9, seed=0,
                 stop=(".",)``).
+            progress: report progress (a bar on a terminal, a line every 30 s otherwise).
 
         Returns:
             One dict per example: ``text``, ``ids`` and ``finish_reason`` (stop, eos, length).
@@ -289,7 +290,7 @@ class PTunedModel(LMWrapper):
         """
         if config is not None and options:
             raise ConfigError("generate", "give a GenerateConfig or its fields, not both")
-        return generate_text(self, examples, config or GenerateConfig(**options), batch_size)
+        return generate_text(self, examples, config or GenerateConfig(**options), batch_size, progress=progress)
 
     @torch.no_grad()
     def nearest_tokens(self, k: int = 5) -> list[list[tuple[str, float]]]:

@@ -116,6 +116,11 @@ def test_export_refusals(tmp_path):
     masked = PTunedModel(lm, tok, PromptConfig(template="[P*2] {text} [MASK]", verbalizer=VERB))
     with pytest.raises(ConfigError, match="no prompt-learning task type for masked LMs"):
         export_peft(masked, tmp_path / "x")
+    model = PTunedModel.from_base(path, template="[P*2] {text}[MASK]", verbalizer=VERB, seed=0)
+    model.set_lm_trainable(True)
+    for export in (export_peft, export_embeddings):
+        with pytest.raises(ConfigError, match="the LM was tuned with the prompt; an export holds the prompt only"):
+            export(model, tmp_path / "x")
 
 
 def test_embeddings_export_any_layout(tmp_path):
@@ -161,8 +166,23 @@ def test_import_refuses_other_adapters(tmp_path):
     lora.save_pretrained(str(tmp_path / "lora"))
     with pytest.raises(CheckpointError, match="a LORA adapter; only PROMPT_TUNING and P_TUNING"):
         import_peft(tmp_path / "lora", base="unused", template="{text}[MASK]", verbalizer=VERB)
-    with pytest.raises(CheckpointError, match="not a PEFT adapter"):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"empty: not a PEFT adapter \(no adapter_config.json\)$"):
+        import_peft(tmp_path / "empty", base="unused", template="{text}[MASK]", verbalizer=VERB)
+    with pytest.raises(CheckpointError, match="not a PEFT adapter .* it holds the adapters lora: import one of them"):
         import_peft(tmp_path, base="unused", template="{text}[MASK]", verbalizer=VERB)
     adapter = _peft_adapter(tmp_path, "PROMPT_TUNING")
     with pytest.raises(ConfigError, match="holds pseudo tokens"):
         import_peft(adapter, base="unused", template="[P] {text}[MASK]", verbalizer=VERB)
+
+
+def test_import_says_where_peft_and_ptune_differ(tmp_path):
+    """A PEFT adapter on a tokenizer that adds BOS: PEFT reads BOS after the pseudo tokens,
+    ptune before them; the import says so instead of claiming PEFT's numbers."""
+    path, _ = _base(tmp_path, "llama")
+    made = peft.get_peft_model(pair("llama")[0], peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2))
+    made.save_pretrained(str(tmp_path / "adapter"))
+    model, notes = import_peft(tmp_path / "adapter", base=path, template="{text}[MASK]", verbalizer=VERB)
+    assert model.compiled.n_pseudo == 2
+    assert any("PEFT puts the virtual tokens before the tokenizer's leading" in n and "scores differ" in n
+               for n in notes)
