@@ -152,12 +152,14 @@ def _add_superglue(sub: argparse._SubParsersAction) -> None:
     opts = _harness(sub, "superglue", cmd_superglue, "folder with <Task>/{train,dev32,val}.jsonl")
     opts.fields(SuperGlueConfig, skip=("prompt", "train"), required=("tasks",), flags={"tasks": ("--task",)},
                 title="superglue options")
-    opts.fields(PromptConfig, "prompt", only=("encoder", "max_length", "length_norm", "multi_token", "truncation"),
+    opts.fields(PromptConfig, "prompt", only=("encoder", "max_length", "length_norm", "multi_token", "truncation",
+                                              "token_types"),
                 flags=ENCODER_FLAG, default_text={"max_length": "the paper's per task"},
                 title="PromptConfig options of every task's prompt")
     opts.fields(TrainConfig, "train", skip=SUPERGLUE_TRAIN_FIXED, defaults=SUPERGLUE_TRAIN.to_dict(),
                 flags={"steps": ("--max-steps",)},
-                default_text={"steps": "the paper's per task", "lr": "the paper's per task; 1e-3 with a frozen LM"},
+                default_text={"steps": "the paper's per task", "lr": "the paper's per task; 1e-3 with a frozen LM",
+                              "warmup_steps": "0; with --recipe paper 150 for RTE"},
                 title="TrainConfig options of every run")
     opts.negated_flag("--frozen", "train.finetune_lm", "keep the LM frozen (same as --no-finetune-lm): only the "
                       "prompt, or the classification head, is trained")

@@ -62,6 +62,8 @@ from ..metrics import f1_macro, multirc_metrics, record_metrics
 from ..lm import load_base
 from ..model import PTunedModel
 from ..trainer import train
+from . import recipe
+from .recipe import RecipeOptions
 from .results import RESULTS_FILE, mean_std_cell, resume_results, summarize_seeds
 from .results import markdown_table as table
 from .superglue_data import LABELS, TASKS, canonical_task, load_splits, train_examples
@@ -174,8 +176,9 @@ def strip_pseudo(template: str) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SuperGlueConfig:
-    """One ``ptune superglue`` run (every field is recorded in ``results.json``)."""
+class SuperGlueConfig(RecipeOptions):
+    """One ``ptune superglue`` run (every field is recorded in ``results.json``); the recipe
+    options: :mod:`ptune.tasks.recipe`."""
 
     tasks: tuple[str, ...] = TASKS
     """Task names (any case), or ``all``."""
@@ -203,6 +206,7 @@ class SuperGlueConfig:
     and ``lr`` (the paper's; 1e-3 with a frozen LM)."""
 
     def __post_init__(self) -> None:
+        self.check_recipe()
         if self.method not in METHODS:
             raise ConfigError("method", f"{self.method!r}; accepted: {', '.join(METHODS)}")
         if self.setting not in SETTINGS:
@@ -251,7 +255,7 @@ def _with_answer_index(spec: TaskSpec, examples: list[dict[str, Any]]) -> list[d
 
 # ----------------------------------------------------------------------------- models
 def _template(spec: TaskSpec, config: SuperGlueConfig, kind: str) -> str:
-    name = config.pattern or spec.default[kind]
+    name = config.pattern or recipe.paper_template(spec.name, config) or spec.default[kind]
     template = spec.patterns.get(name, name if ("[MASK]" in name or "[Y]" in name) else None)
     if template is None:
         raise ConfigError("pattern", f"{name!r} is neither a pattern of {spec.name} "
@@ -270,12 +274,14 @@ def build_model(spec: TaskSpec, config: SuperGlueConfig, lm: Any, tokenizer: Any
                                max_length=max_length, kind=kind)
         return ClassifierModel(lm, tokenizer, cfg, base_model=base_model, seed=seed)
     prompt = PromptConfig(**{
-        **config.prompt, "template": _template(spec, config, kind), "verbalizer": spec.verbalizer or {},
+        **recipe.prompt_defaults(spec.name, config, config.prompt, max_length=spec.max_length, tokenizer=tokenizer,
+                                 hidden_size=lm.get_input_embeddings().embedding_dim),
+        "template": _template(spec, config, kind), "verbalizer": spec.verbalizer or {},
         "candidates_field": None if spec.mode == "classify" else "choices",
         "label_field": "target" if spec.mode == "generate" else "label",
-        "normalize": "vocab" if spec.mode == "generate" else "labels", "max_length": max_length, "kind": kind,
+        "normalize": "vocab" if spec.mode == "generate" else "labels", "kind": kind,
     })
-    return PTunedModel(lm, tokenizer, prompt, base_model=base_model, seed=seed)
+    return recipe.build(spec.name, config, lm, tokenizer, prompt, base_model=base_model, seed=seed)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -354,7 +360,7 @@ def _metrics(spec: TaskSpec, pred: list[Any], examples: Sequence[dict[str, Any]]
 # ----------------------------------------------------------------------------- one run
 def _train_config(spec: TaskSpec, config: SuperGlueConfig, seed: int, n_train: int) -> TrainConfig:
     task = {"steps": spec.steps, "lr": 1e-3 if config.frozen else spec.lr}
-    tc = SUPERGLUE_TRAIN.updated({**task, **config.train, "seed": seed})
+    tc = SUPERGLUE_TRAIN.updated({**task, **recipe.train_defaults(spec.name, config), **config.train, "seed": seed})
     assert tc.steps is not None
     return dataclasses.replace(tc, batch_size=min(tc.batch_size, n_train),
                                eval_every=min(tc.eval_every or tc.steps, tc.steps))
@@ -374,6 +380,8 @@ def run_one(spec: TaskSpec, config: SuperGlueConfig, splits: dict[str, Records],
             examples, sources = examples[: config.limit_eval], sources[: config.limit_eval]
         split = Split(examples, sources)
         split.items = model.prepare(examples, sources, require_labels=True)
+        if name == "train":
+            split.items = recipe.training_items(spec.name, config, model, split.items)
         prepared[name] = split
     dev = prepared["dev"]
     tcfg = _train_config(spec, config, seed, len(prepared["train"].items))
