@@ -13,7 +13,6 @@ prints.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -24,8 +23,10 @@ from . import __version__
 from .cli_prompts import add_commands as add_prompt_commands
 from .cli_prompts import verbalizer_option
 from .config import PromptConfig, TrainConfig
-from .errors import ConfigError, PtuneError
-from .files import write_text_atomic
+from .errors import ConfigError
+from .files import dumps_json, write_output
+from .guard import guarded, input_error_line
+from .lock import locks_folder
 from .options import CommandOptions, Parser, Resolved
 from .serve import add_command as add_serve_command
 from .progress import set_quiet
@@ -91,6 +92,8 @@ def _command(sub: argparse._SubParsersAction, name: str, func: Callable) -> tupl
     p = sub.add_parser(name.split()[-1], help=helptext, description=description or helptext, epilog=epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=func)
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let model folders run their own modelling code (off: such a model is refused)")
     return p, CommandOptions(p)
 
 
@@ -121,7 +124,7 @@ def _add_eval(sub: argparse._SubParsersAction, name: str, func: Callable) -> Non
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (or run folder: its best/)")
     p.add_argument("--data", required=True, help=DATA_SOURCES)
     p.add_argument("--split", help="split of --data where it has several (hub dataset, saved DatasetDict)")
-    p.add_argument("--output", help="file to write (default: standard output only)")
+    p.add_argument("--output", help="file to write (default or -: standard output)")
     p.add_argument("--model", help="base model to load the prompt onto (default: the recorded one)")
     opts.adopt()
     opts.fields(TrainConfig, "train", only=("eval_batch_size",), flags={"eval_batch_size": ("--batch-size",)})
@@ -222,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------- commands
+def _model_ref(name: str) -> str:
+    """A local model folder as an absolute path (checkpoints then load from anywhere); a
+    hub name as given."""
+    return str(Path(name).resolve()) if Path(name).exists() else name
+
+
+@locks_folder(lambda o: o["output"])
 def cmd_train(o: Resolved) -> int:
     from accelerate.utils import set_seed
 
@@ -241,8 +251,8 @@ def cmd_train(o: Resolved) -> int:
     dev_data = read_examples(o["dev"], split=o["dev_split"]) if o.get("dev") else None
     set_seed(train_cfg.seed)
     lm, tokenizer, kind = load_base(o["model"], prompt_cfg.kind)
-    model = PTunedModel(lm, tokenizer, PromptConfig(**{**prompt_cfg.to_dict(), "kind": kind}), base_model=o["model"],
-                        seed=train_cfg.seed)
+    model = PTunedModel(lm, tokenizer, PromptConfig(**{**prompt_cfg.to_dict(), "kind": kind}),
+                        base_model=_model_ref(o["model"]), seed=train_cfg.seed)
     train_items = model.prepare(train_data.examples, train_data.sources, require_labels=True)
     dev_items = model.prepare(dev_data.examples, dev_data.sources, require_labels=True) if dev_data else None
     result = train(model, train_items, dev_items, train_cfg, o["output"], resume=o["resume"])
@@ -254,7 +264,7 @@ def cmd_train(o: Resolved) -> int:
         "best": result.best_metrics,
     }
     if int(os.environ.get("RANK", "0")) == 0:  # once, also under torchrun / accelerate launch
-        print(json.dumps(summary))
+        print(dumps_json(summary))
     return 0
 
 
@@ -280,7 +290,7 @@ def cmd_probe(o: Resolved) -> int:
         raise DataError(str(Path(o["data_dir"]) / "relations.jsonl"), "no such file (is --data-dir a LAMA folder?)")
     lm, tokenizer, _ = load_base(o["model"])
     results = probe(lm, tokenizer, o["data_dir"], o["output"], config, model_name=o["model"],
-                    progress=sys.stderr.isatty())
+                    base_model=_model_ref(o["model"]), progress=sys.stderr.isatty())
     sys.stdout.write(markdown_table(results, config.methods))
     return 0
 
@@ -291,7 +301,7 @@ def cmd_superglue(o: Resolved) -> int:
     config = _superglue_config(o)
     if not Path(o["data_dir"]).is_dir():
         raise ConfigError("--data-dir", f"{o['data_dir']}: no such folder")
-    results = run_superglue(o["model"], o["data_dir"], o["output"], config, progress=sys.stderr.isatty())
+    results = run_superglue(_model_ref(o["model"]), o["data_dir"], o["output"], config, progress=sys.stderr.isatty())
     sys.stdout.write(markdown_table(results))
     return 0
 
@@ -336,7 +346,7 @@ def cmd_world_build(o: Resolved) -> int:
         raise ConfigError("--check", f"the shipped world is --preset tiny --seed {SHIPPED_SEED}; "
                                      f"got --preset {o['preset']} --seed {seed}")
     meta = build_world(out, dataclasses.replace(preset, seed=seed), progress=sys.stderr.isatty())
-    print(json.dumps({"output": o["output"], **{k: meta[k] for k in ("timings", "memorized") if k in meta}}))
+    print(dumps_json({"output": o["output"], **{k: meta[k] for k in ("timings", "memorized") if k in meta}}))
     if not o["check"]:
         return 0
     diffs = compare_with_shipped(out)
@@ -352,10 +362,13 @@ def cmd_world_build(o: Resolved) -> int:
 def _check_resume(out: Path, wanted: Any) -> None:
     """A resumed run must be asked for with the prompt it was started with."""
     from .checkpoint import read_meta
-    from .errors import ConfigError
+    from .runfolder import holds_run, recover_run
 
-    if not (out / "last").is_dir():
+    recover_run(out)  # under the folder's lock (cmd_train holds it)
+    if not holds_run(out):
         raise ConfigError("--resume", f"{out} holds no run to resume (no last/)")
+    if not (out / "last").is_dir():
+        return  # killed before its first checkpoint: it starts again
     saved = read_meta(out / "last")["prompt"]
     now = wanted.to_dict()
     diff = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now if k != "kind" and now[k] != saved.get(k)]
@@ -397,10 +410,10 @@ def cmd_eval(o: Resolved) -> int:
     items = model.prepare(records.examples, records.sources, require_labels=True)
     metrics = evaluate(model, items, batch_size=_eval_batch_size(o))
     metrics = {"data": str(o["data"]), "checkpoint": str(o["checkpoint"]), **metrics}
-    line = json.dumps(metrics)
-    print(line)
-    if o.get("output"):
-        write_text_atomic(o["output"], line + "\n")
+    line = dumps_json(metrics) + "\n"
+    write_output(None, line)
+    if o.get("output") not in (None, "-"):
+        write_output(o["output"], line)
     return 0
 
 
@@ -424,11 +437,11 @@ def cmd_predict(o: Resolved) -> int:
     preds = iter_predictions(model, itertools.chain([first], pairs), _eval_batch_size(o))
     with Progress(count_rows(o["data"]), "predict", "row") as bar:
         rows = (_prediction_row(ex, src, p, bar, prediction_record) for ex, src, p in preds)
-        if o.get("output"):
+        if o.get("output") not in (None, "-"):
             write_jsonl_atomic(o["output"], rows)
         else:
             for row in rows:
-                sys.stdout.write(json.dumps(row) + "\n")
+                sys.stdout.write(dumps_json(row) + "\n")
     return 0
 
 
@@ -443,8 +456,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except PtuneError as e:
-        print(f"ptune: error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - usage errors are one line; anything else stays visible
+        line = input_error_line(e)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
         return 2
     if args.quiet:
         set_quiet(True)
@@ -460,11 +476,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             hf_logging.disable_progress_bar()
         except ImportError:  # pragma: no cover
             pass
-    try:
-        return int(args.func(args._options.resolve(args)))
-    except PtuneError as e:
-        print(f"ptune: error: {e}", file=sys.stderr)
-        return 2
+    return guarded(lambda: _run(args), verbose=args.verbose)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .lm import remote_code
+
+    options = args._options.resolve(args)
+    with remote_code(bool(options.get("trust_remote_code"))):
+        return int(args.func(options))
 
 
 if __name__ == "__main__":  # pragma: no cover

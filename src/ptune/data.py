@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from .errors import DataError
+from .files import loads_json
 
 __all__ = ["Records", "read_examples", "iter_examples", "as_examples", "is_stream", "count_rows", "keep_valid",
            "ACCEPTED"]
@@ -255,18 +255,22 @@ def _first_line(e: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------- text files
-def _json_object(line: str, src: str) -> dict[str, Any]:
+def _json_object(raw: bytes | str, src: str) -> dict[str, Any]:
     try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise DataError(src, f"invalid JSON at column {e.colno}: {e.msg}") from None
+        line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as e:
+        raise DataError(src, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
+    try:
+        obj = loads_json(line, src)
+    except DataError as e:  # one line: the column is enough
+        raise DataError(src, e.reason.replace("at line 1 column", "at column")) from None
     if not isinstance(obj, dict):
         raise DataError(src, f"expected a JSON object, got {type(obj).__name__}")
     return obj
 
 
 def _jsonl_rows(path: Path, skip_invalid: bool, skipped: list[str]) -> Pairs:
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         lines = ((line, f"{path}:{n}") for n, line in enumerate(fh, 1) if line.strip())
         yield from keep_valid(lines, _json_object, skip_invalid, skipped)
 
@@ -274,14 +278,26 @@ def _jsonl_rows(path: Path, skip_invalid: bool, skipped: list[str]) -> Pairs:
 def _csv_rows(path: Path, delimiter: str) -> Pairs:
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
-        if not reader.fieldnames:
-            raise DataError(f"{path}:1", "no header row with field names")
-        for row in reader:
-            src = f"{path}:{reader.line_num}"
-            if None in row:
-                raise DataError(src, f"{len(reader.fieldnames) + len(row[None])} values for "
-                                f"{len(reader.fieldnames)} columns")
-            missing = [k for k, v in row.items() if v is None]
-            if missing:
-                raise DataError(src, f"fewer values than columns (no {', '.join(missing)})")
-            yield dict(row), src
+        try:
+            yield from _csv_checked(path, reader)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}:{reader.line_num + 1}", f"not UTF-8 text (byte 0x{e.object[e.start]:02x})") from None
+        except csv.Error as e:
+            raise DataError(f"{path}:{reader.line_num + 1}", f"not valid CSV: {e}") from None
+
+
+def _csv_checked(path: Path, reader: csv.DictReader) -> Pairs:
+    if not reader.fieldnames:
+        raise DataError(f"{path}:1", "no header row with field names")
+    if len(set(reader.fieldnames)) != len(reader.fieldnames):
+        twice = next(f for i, f in enumerate(reader.fieldnames) if f in reader.fieldnames[:i])
+        raise DataError(f"{path}:1", f"the column {twice!r} is named twice")
+    for row in reader:
+        src = f"{path}:{reader.line_num}"
+        if None in row:
+            raise DataError(src, f"{len(reader.fieldnames) + len(row[None])} values for "
+                            f"{len(reader.fieldnames)} columns")
+        missing = [k for k, v in row.items() if v is None]
+        if missing:
+            raise DataError(src, f"fewer values than columns (no {', '.join(missing)})")
+        yield dict(row), src

@@ -7,7 +7,8 @@ subclasses the matching builtin so callers can catch ``ValueError`` etc.
 
 from __future__ import annotations
 
-__all__ = ["PtuneError", "TemplateError", "DataError", "ConfigError", "CheckpointError"]
+__all__ = ["PtuneError", "TemplateError", "DataError", "ConfigError", "CheckpointError", "OutputError",
+           "TrainingError"]
 
 
 class PtuneError(Exception):
@@ -58,3 +59,12 @@ class ConfigError(PtuneError, ValueError):
 
 class CheckpointError(PtuneError, ValueError):
     """A checkpoint folder that is missing, damaged, or does not fit the base model."""
+
+
+class OutputError(PtuneError, ValueError):
+    """A destination ptune will not write: a folder where a file goes, a block device, a
+    read-only file, or a run folder that another process is using."""
+
+
+class TrainingError(PtuneError, ArithmeticError):
+    """Training that cannot go on: a non-finite loss or non-finite weights (names the step)."""

@@ -49,6 +49,7 @@ import difflib
 import functools
 import inspect
 import json
+import math
 import re
 import textwrap
 import types
@@ -56,7 +57,9 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping, Sequence, Union
 
+from .config_file import read_config_file
 from .errors import ConfigError
+from .files import loads_json
 
 __all__ = ["field_docs", "Parser", "CommandOptions", "Resolved", "read_config_file", "CONFIG_HELP"]
 
@@ -147,14 +150,20 @@ def _metavar(kind: _Kind) -> str:
     return f"{one},..." if kind.many else one
 
 
+def _finite(value: Any) -> float:
+    if not math.isfinite(number := float(value)):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
+
+
 def _one_from_text(kind: _Kind, text: str) -> Any:
     low = text.lower()
     if kind.base is bool and (low in _TRUE or low in _FALSE):
         return low in _TRUE
     try:
-        value: Any = {int: int, float: float}.get(kind.base, str)(text)
+        value: Any = {int: int, float: _finite}.get(kind.base, str)(text)
         if kind.base is dict:
-            value = json.loads(text)
+            value = loads_json(text, "--option")
             if not isinstance(value, dict):
                 raise ValueError
     except ValueError:
@@ -191,7 +200,7 @@ def _from_file(kind: _Kind, value: Any) -> Any:
           float: isinstance(value, (int, float)) and not isinstance(value, bool)}[kind.base]
     if not ok:
         raise ValueError(f"expected {_TYPE_NAMES[kind.base]}, got {type(value).__name__} {value!r:.60}")
-    value = float(value) if kind.base is float else dict(value) if kind.base is dict else value
+    value = _finite(value) if kind.base is float else dict(value) if kind.base is dict else value
     if kind.choices and not isinstance(value, bool) and value not in kind.choices:
         raise ValueError(f"{value!r}; accepted: {', '.join(map(str, kind.choices))}")
     return value
@@ -227,49 +236,6 @@ def _plain_check(action: argparse.Action) -> Callable[[Any], Any]:
         return value
 
     return check
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The mapping in a JSON, YAML or TOML file (chosen by the file's extension).
-
-    Raises:
-        ConfigError: naming the file: missing, unknown extension, a syntax error (with
-            its line), or not a mapping.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(str(path), "no such config file")
-    suffix, text = p.suffix.lower(), p.read_text(encoding="utf-8")
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(str(path), f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    elif suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(str(path), f"invalid YAML{where}: {getattr(e, 'problem', None) or e}") from None
-    elif suffix == ".toml":
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(str(path), f"invalid TOML: {e}") from None
-    else:
-        raise ConfigError(str(path), f"unknown config format {suffix!r}; accepted: .json, .yaml, .yml, .toml")
-    if data is None:  # an empty YAML file
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(str(path), f"expected a mapping of option names to values, got {type(data).__name__}")
-    return data
 
 
 # ----------------------------------------------------------------------------- one command

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from .errors import ConfigError, DataError
+from .files import loads_json, read_text
 
 __all__ = ["Verbalizer", "CompiledVerbalizer", "label_logsumexp"]
 
@@ -46,7 +47,11 @@ class Verbalizer:
             raise ConfigError("verbalizer", "needs a non-empty mapping of label to word(s)")
         words: dict[str, tuple[str, ...]] = {}
         for label, value in mapping.items():
-            ws = (value,) if isinstance(value, str) else tuple(value)
+            if isinstance(label, bool) or not isinstance(label, (str, int)) or not str(label).strip():
+                raise ConfigError(f"verbalizer[{label!r}]", "a label must be a non-empty string")
+            if str(label) in words:
+                raise ConfigError(f"verbalizer[{label!r}]", "the label is given twice")
+            ws = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, (list, tuple)) else ()
             if not ws or not all(isinstance(w, str) and w.strip() for w in ws):
                 raise ConfigError(
                     f"verbalizer[{label!r}]", f"needs one or more non-empty words, got {value!r}"
@@ -78,13 +83,11 @@ class Verbalizer:
             path = Path(spec)
             if not path.is_file():
                 raise ConfigError("verbalizer", f"{spec!r} is neither inline JSON nor a file")
-            text, source = path.read_text(encoding="utf-8"), str(path)
+            text, source = read_text(path), str(path)
         try:
-            mapping = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(
-                "verbalizer", f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
-            ) from None
+            mapping = loads_json(text, source)
+        except DataError as e:
+            raise ConfigError("verbalizer", str(e)) from None
         if not isinstance(mapping, dict):
             raise ConfigError("verbalizer", f"{source}: expected a JSON object label -> word(s)")
         return cls(mapping)

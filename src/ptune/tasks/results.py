@@ -13,12 +13,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..errors import ConfigError, DataError
+from ..files import read_json
 
 __all__ = ["RESULTS_FILE", "resume_results", "summarize_seeds", "mean_std_cell", "markdown_table"]
 
@@ -45,10 +45,7 @@ def resume_results(output_dir: str | Path, settings: dict[str, Any], body: str, 
     results: dict[str, Any] = {"settings": settings, body: {}}
     if not path.is_file():
         return results
-    try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(str(path), f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    previous = read_json(path)
     if not isinstance(previous, dict) or not isinstance(previous.get(body, {}), dict):
         raise DataError(str(path), f"expected an object with {body!r} results")
 
