@@ -17,9 +17,15 @@ A checkpoint is a folder::
                           training config (:mod:`ptune.card`)
 
 Every folder is written under a temporary name and renamed into place
-(:func:`ptune.files.atomic_dir`), so a crash never leaves half a checkpoint. Loading
-checks that the base model is the one the checkpoint was trained on (hidden size,
-vocabulary, tokenizer and a sample of its input embeddings) and refuses otherwise,
+(:func:`ptune.files.atomic_dir`), so a crash never leaves half a checkpoint. Nothing
+non-finite is saved. ``ptune_config.json`` records the SHA-256 of every weights file
+(``sha256``) and of the prompt's config: template, verbalizer, labels (``config_sha256``).
+
+Loading checks, before any forward pass: the config's keys and value types; the content
+hashes (a checkpoint edited or damaged after saving is refused; one saved without hashes,
+by an earlier ptune, loads with a warning); the tensors' names, shapes, dtypes and
+finiteness against the config; and that the base model is the one the checkpoint was
+trained on (hidden size, vocabulary, tokenizer and a sample of its input embeddings),
 saying what differs.
 
 Example:
@@ -31,21 +37,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .card import Card, RunFacts, write_card
 from .config import PromptConfig
-from .errors import CheckpointError
-from .files import atomic_dir, write_json_atomic
+from .errors import CheckpointError, ConfigError, DataError, TrainingError
+from .files import atomic_dir, read_json, write_json_atomic
 from .finetune import ClassifierConfig, ClassifierModel
-from .lm import load_base
+from .lm import hub_kwargs, load_base
 from .model import PTunedModel
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "load_training_state", "read_meta", "resolve",
@@ -58,6 +67,9 @@ OPTIMIZER_NAME = "optimizer.pt"
 STATE_NAME = "trainer_state.json"
 _SAMPLE_ROWS = 8
 _SAMPLE_DIMS = 16
+_CONFIG_KEYS = ("prompt", "classifier", "labels", "n_pseudo", "head", "lm_included")  # what config_sha256 covers
+_READ_ERRORS = (OSError, SafetensorError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError)
+logger = logging.getLogger(__name__)
 
 Model = PTunedModel | ClassifierModel
 
@@ -117,6 +129,28 @@ def _classifier_parts(model: ClassifierModel) -> tuple[str, dict[str, torch.Tens
     return HEAD_NAME, tensors, meta
 
 
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def config_digest(meta: Mapping[str, Any]) -> str:
+    """SHA-256 of what a checkpoint's config says the prompt is (template, verbalizer,
+    labels, encoder, ...): ``config_sha256`` in ``ptune_config.json``."""
+    covered = {k: meta[k] for k in _CONFIG_KEYS if k in meta}
+    return hashlib.sha256(json.dumps(covered, sort_keys=True).encode()).hexdigest()
+
+
+def _check_finite(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise TrainingError(f"{path}: {', '.join(sorted(bad))} hold NaN or infinite values; not saved "
+                            "(training diverged: a lower learning rate or gradient clipping helps)")
+
+
 def save_checkpoint(
     model: Model,
     path: str | os.PathLike,
@@ -125,6 +159,8 @@ def save_checkpoint(
     trainer_state: dict[str, Any] | None = None,
     extra: Mapping[str, Path] | None = None,
     facts: RunFacts | None = None,
+    step: int | None = None,
+    commit: bool = True,
 ) -> Path:
     """Save a P-tuned model's prompt or a classifier's head (and, if the LM was tuned, the
     LM) atomically to folder ``path``.
@@ -138,17 +174,31 @@ def save_checkpoint(
             in place (e.g. the trainer's resume state).
         facts: what the model card reports besides the config (metrics, training config,
             notes); by default the best evaluation and config found in ``trainer_state``.
+        step: the training step of these weights (recorded as ``step``).
+        commit: put the folder in place now; False leaves it finished as ``.NAME.new``
+            for :func:`ptune.files.commit_dir` (the trainer commits ``best/`` after ``last/``).
+
+    Raises:
+        TrainingError: a weight is NaN or infinite (nothing is written).
     """
     parts = _prompt_parts(model) if isinstance(model, PTunedModel) else _classifier_parts(model)
     weights_name, tensors, meta = parts
+    _check_finite(tensors, Path(path))
     with_lm = bool(model.lm_trainable or getattr(model, "own_lm", False))
+    if with_lm:
+        _check_finite(dict((model.seq if isinstance(model, ClassifierModel) else model.lm).named_parameters()),
+                      Path(path) / "lm")
     meta = {"ptune_version": __version__, **meta, "base_model": model.base_model,
-            "base": base_fingerprint(model.lm, model.tokenizer), "lm_included": with_lm}
-    with atomic_dir(path) as tmp:
+            "base": base_fingerprint(model.lm, model.tokenizer), "lm_included": with_lm,
+            **({"step": step} if step is not None else {})}
+    with atomic_dir(path, commit=commit) as tmp:
         save_file(tensors, str(tmp / weights_name), metadata={"format": "pt", "ptune_version": __version__})
         if with_lm:
             (model.seq if isinstance(model, ClassifierModel) else model.lm).save_pretrained(tmp / "lm")
             model.tokenizer.save_pretrained(tmp / "lm")
+        files = [tmp / weights_name] + sorted(f for f in (tmp / "lm").rglob("*") if f.is_file())
+        meta["sha256"] = {f.relative_to(tmp).as_posix(): _sha256(f) for f in files}
+        meta["config_sha256"] = config_digest(meta)
         write_json_atomic(tmp / CONFIG_NAME, meta)
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / OPTIMIZER_NAME)
@@ -192,16 +242,67 @@ def resolve(path: str | os.PathLike) -> Path:
     raise CheckpointError(f"{path}: not a ptune checkpoint (no {CONFIG_NAME}) nor a run folder with best/")
 
 
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "base": (dict,), "prompt": (dict,), "classifier": (dict,), "labels": (list,), "head": (list,),
+    "n_pseudo": (int,), "lm_included": (bool,), "base_model": (str,), "sha256": (dict,), "config_sha256": (str,),
+    "step": (int,), "ptune_version": (str,)}
+
+
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint's ``ptune_config.json``; a run folder resolves to its ``best/``."""
+    """The checkpoint's ``ptune_config.json``, its structure checked; a run folder resolves
+    to its ``best/``.
+
+    Raises:
+        CheckpointError: naming the file and the key that is missing or of the wrong type.
+    """
     file = resolve(path) / CONFIG_NAME
     try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file}: damaged JSON at line {e.lineno}: {e.msg}") from None
+        meta = read_json(file)
+    except DataError as e:
+        raise CheckpointError(f"damaged checkpoint config: {e}") from None
     if not isinstance(meta, dict) or "base" not in meta or not ("prompt" in meta) ^ ("classifier" in meta):
         raise CheckpointError(f"{file}: not a ptune checkpoint config")
+    for key, kinds in _META_TYPES.items():
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, kinds) or (kinds == (int,) and isinstance(value, bool))):
+            raise CheckpointError(f"{file}: {key}: expected {kinds[0].__name__}, got {type(value).__name__}")
+    for key in ("labels", "head"):
+        if not all(isinstance(x, str) for x in meta.get(key) or []):
+            raise CheckpointError(f"{file}: {key}: expected a list of strings")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in (meta.get("sha256") or {}).items()):
+        raise CheckpointError(f"{file}: sha256: expected file -> hex digest")
     return meta
+
+
+def _verify(path: Path, meta: dict[str, Any]) -> None:
+    """The content hashes recorded at save against the config and the files now."""
+    file = path / CONFIG_NAME
+    if "config_sha256" not in meta:
+        logger.warning("%s: saved without content hashes (by ptune %s); its files are not verified", path,
+                       meta.get("ptune_version", "before 0.1"))
+        return
+    if meta["config_sha256"] != config_digest(meta):
+        raise CheckpointError(f"{file}: the template, verbalizer or prompt settings were changed after the "
+                              "checkpoint was saved (config_sha256 differs); a prompt only works with the config "
+                              "it was trained with")
+    for rel, digest in (meta.get("sha256") or {}).items():
+        target = path / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise CheckpointError(f"{file}: sha256: {rel!r} is not a file inside the checkpoint")
+        if not target.is_file():
+            raise CheckpointError(f"{target}: missing (the checkpoint was saved with it)")
+        if _sha256(target) != digest:
+            raise CheckpointError(f"{target}: its content differs from the SHA-256 recorded when it was saved "
+                                  "(edited or damaged)")
+
+
+def _config(path: Path, meta: dict[str, Any]) -> PromptConfig | ClassifierConfig:
+    try:
+        if "classifier" in meta:
+            return ClassifierConfig.from_dict(meta["classifier"])
+        return PromptConfig.from_dict(meta["prompt"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path / CONFIG_NAME}: {e}") from None
 
 
 def _base(path: Path, meta: dict[str, Any], base: Any, kind: str | None) -> tuple[Any, Any, str]:
@@ -226,7 +327,15 @@ def _own_lm(path: Path, meta: dict[str, Any], base: Any, kind: str | None, class
         return lm, tokenizer
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    return AutoModelForSequenceClassification.from_pretrained(path / "lm"), AutoTokenizer.from_pretrained(path / "lm")
+    try:
+        return (AutoModelForSequenceClassification.from_pretrained(path / "lm", **hub_kwargs()),
+                AutoTokenizer.from_pretrained(path / "lm", **hub_kwargs()))
+    except (*_READ_ERRORS, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path / 'lm'}: cannot load the tuned LM: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def load_checkpoint(
@@ -252,7 +361,8 @@ def load_checkpoint(
     path = resolve(path)
     meta = read_meta(path)
     classifier = "classifier" in meta
-    config = ClassifierConfig.from_dict(meta["classifier"]) if classifier else PromptConfig.from_dict(meta["prompt"])
+    config = _config(path, meta)
+    _verify(path, meta)
     if not classifier and list(config.verbalizer) != meta.get("labels", list(config.verbalizer)):
         raise CheckpointError(f"{path / CONFIG_NAME}: the verbalizer's labels are not in the recorded order {meta['labels']}")
     if meta.get("lm_included"):
@@ -266,7 +376,7 @@ def load_checkpoint(
     else:
         model = PTunedModel(lm, tokenizer, config, base_model=base_name)
     model.own_lm = bool(meta.get("lm_included"))
-    _load_tensors(model, path)
+    _load_tensors(model, path, meta)
     if device is not None:
         model.to(device)
     model.eval()
@@ -286,49 +396,97 @@ def load_weights(model: Model, path: str | os.PathLike) -> None:
     meta = read_meta(path)
     key = "classifier" if isinstance(model, ClassifierModel) else "prompt"
     saved = meta.get(key)
-    if saved is None or type(model.config).from_dict(saved) != type(model.config).from_dict(
+    if saved is None or _config(path, meta) != type(model.config).from_dict(
             {**model.config.to_dict(), "kind": model.kind}):
         raise CheckpointError(f"{path}: saved for another {key} config ({saved or 'none'})")
+    _verify(path, meta)
     if meta.get("lm_included") and (path / "lm").is_dir():
         target = model.seq if isinstance(model, ClassifierModel) else model.lm
-        target.load_state_dict(type(target).from_pretrained(path / "lm").state_dict())
+        try:
+            state = type(target).from_pretrained(path / "lm", **hub_kwargs()).state_dict()
+        except (*_READ_ERRORS, KeyError, TypeError) as e:
+            raise CheckpointError(f"{path / 'lm'}: cannot load the tuned LM: {_first_line(e)}") from None
+        target.load_state_dict(state)
     else:
         _check_fingerprint(meta["base"], model.lm, model.tokenizer, path, model.base_model)
-    _load_tensors(model, path)
+    _load_tensors(model, path, meta)
 
 
-def _load_tensors(model: Model, path: Path) -> None:
-    """The prompt encoder's or the head's tensors, checked against the model's."""
+def _load_tensors(model: Model, path: Path, meta: dict[str, Any]) -> None:
+    """The prompt encoder's or the head's tensors, checked against the model's: names,
+    shapes, dtypes, finiteness, and the pseudo embeddings' shape."""
     if isinstance(model, ClassifierModel):
         module, prefix, name = model.seq, "", HEAD_NAME
         expected = {n: v for n, v in module.state_dict().items() if n in set(model.head_names)}
     else:
+        if meta.get("n_pseudo", model.compiled.n_pseudo) != model.compiled.n_pseudo:
+            raise CheckpointError(f"{path / CONFIG_NAME}: n_pseudo {meta['n_pseudo']} but the template has "
+                                  f"{model.compiled.n_pseudo} pseudo tokens")
         if model.encoder is None:
             return
         module, prefix, name = model.encoder, "encoder.", PROMPT_NAME
-        expected = module.state_dict()
-    if not (path / name).is_file():
+        expected = {**module.state_dict(), "pseudo_embeddings": torch.empty(model.compiled.n_pseudo, model.hidden_size)}
+    file = path / name
+    if not file.is_file():
         raise CheckpointError(f"{path}: {name} is missing")
-    tensors = load_file(str(path / name))
-    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:
+        tensors = load_file(str(file))
+    except _READ_ERRORS as e:
+        raise CheckpointError(f"{file}: not a readable safetensors file ({_first_line(e)})") from None
+    state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in tensors.items()}
+    optional = {"pseudo_embeddings"} if prefix else set()
     wrong = sorted(k for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape)
-    if set(state) != set(expected) or wrong:
-        raise CheckpointError(f"{path / name}: does not fit the model (missing {sorted(set(expected) - set(state))}, "
-                              f"unexpected {sorted(set(state) - set(expected))}, wrong shape {wrong})")
+    missing, unexpected = set(expected) - set(state) - optional, set(state) - set(expected)
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{file}: does not fit the model (missing {sorted(missing)}, unexpected "
+                              f"{sorted(unexpected)}, wrong shape {wrong})")
+    for k, v in state.items():
+        if v.is_floating_point() != expected[k].is_floating_point():
+            raise CheckpointError(f"{file}: {k} is {v.dtype}, expected {expected[k].dtype}")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{file}: {k} holds NaN or infinite values")
+    pseudo = state.pop("pseudo_embeddings", None)
     module.load_state_dict(state, strict=False)
-    if "pseudo_embeddings" in tensors:  # serve the materialized embeddings exactly
+    if pseudo is not None:  # serve the materialized embeddings exactly
         model.encoder.eval()
-        model.encoder.set_cache(tensors["pseudo_embeddings"].to(model.encoder.embedding.weight.dtype))
+        model.encoder.set_cache(pseudo.to(model.encoder.embedding.weight.dtype))
+
+
+_STATE_TYPES: dict[str, tuple[type, ...]] = {"step": (int,), "best": (int, float, type(None)),
+                                             "best_loss": (int, float, type(None)), "best_step": (int, type(None)),
+                                             "bad_evals": (int,), "history": (list,)}
 
 
 def load_training_state(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(trainer_state, optimizer_state or None) of a training checkpoint."""
+    """(trainer_state, optimizer_state or None) of a training checkpoint.
+
+    Raises:
+        CheckpointError: naming the file: missing, damaged, or a value of the wrong type.
+    """
     path = Path(path)
     state_file = path / STATE_NAME
     if not state_file.is_file():
         raise CheckpointError(f"{path}: no {STATE_NAME}; is this a training checkpoint (a run's last/)?")
-    state = json.loads(state_file.read_text(encoding="utf-8"))
+    try:
+        state = read_json(state_file)
+    except DataError as e:
+        raise CheckpointError(f"damaged trainer state: {e}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{state_file}: expected an object, got {type(state).__name__}")
+    for key, kinds in _STATE_TYPES.items():
+        value = state.get(key)
+        if key not in state and key != "step":
+            continue
+        if isinstance(value, bool) or not isinstance(value, kinds) or (
+                isinstance(value, int) and value < 0 and key != "best"):
+            raise CheckpointError(f"{state_file}: {key}: expected {' or '.join(k.__name__ for k in kinds)}"
+                                  f"{' >= 0' if int in kinds and key != 'best' else ''}, got {value!r:.40}")
+    if not all(isinstance(h, dict) and isinstance(h.get("step"), int) for h in state.get("history", [])):
+        raise CheckpointError(f"{state_file}: history: expected records with a step")
     opt = None
     if (path / OPTIMIZER_NAME).is_file():
-        opt = torch.load(path / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
+        try:
+            opt = torch.load(path / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
+        except _READ_ERRORS as e:
+            raise CheckpointError(f"{path / OPTIMIZER_NAME}: damaged ({_first_line(e)})") from None
     return state, opt

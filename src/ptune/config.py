@@ -6,7 +6,12 @@ loading from a dict rejects unknown keys, naming the nearest valid one.
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
 import difflib
+import math
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal, Mapping, TypeVar, get_args
 
@@ -38,6 +43,41 @@ def _from_dict(cls: type, d: dict[str, Any], where: str) -> dict[str, Any]:
     return dict(d)
 
 
+def _conforms(value: Any, tp: Any) -> bool:
+    """Whether a value read from JSON (a checkpoint's config) has the field's type; numbers
+    must be finite. A nested config may also be given as a mapping or its type's name."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp in (int, float):
+        number = isinstance(value, (int, float) if tp is float else int) and not isinstance(value, bool)
+        return number and math.isfinite(value)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (dict, collections.abc.Mapping):
+        return isinstance(value, Mapping)
+    if origin in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, (list, tuple))
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, (tp, Mapping, str))
+    return True
+
+
+def check_types(cls: type, d: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`ConfigError` (``where.field``) for a value of the wrong type in ``d``."""
+    hints = typing.get_type_hints(cls)
+    for name, value in d.items():
+        if name in hints and not _conforms(value, hints[name]):
+            raise ConfigError(f"{where}.{name}", f"got {type(value).__name__} {value!r:.60}, which is not a "
+                              f"{str(hints[name]).replace('typing.', '')}")
+
+
 C = TypeVar("C", bound="_Mapped")
 
 
@@ -51,6 +91,14 @@ class _Mapped:
 
     @classmethod
     def from_dict(cls: type[C], d: dict[str, Any]) -> C:
+        """The config of a mapping (e.g. read from a checkpoint), its keys and value types checked.
+
+        Raises:
+            ConfigError: ``key.field`` of an unknown key or a value of the wrong type.
+        """
+        if not isinstance(d, Mapping):
+            raise ConfigError(cls.key, f"expected a mapping of fields, got {type(d).__name__}")
+        check_types(cls, d, cls.key)
         return cls(**_from_dict(cls, d, cls.key))
 
 
@@ -232,6 +280,9 @@ class TrainConfig(_Mapped):
         for name in ("lr", "lm_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
+        for name in ("lr", "lm_lr", "weight_decay", "lm_weight_decay", "gamma", "max_grad_norm"):
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
+                raise ConfigError(name, f"must be a finite number, got {getattr(self, name)}")
         if self.warmup_steps < 0:
             raise ConfigError("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         if not 0 < self.gamma <= 1:

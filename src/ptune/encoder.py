@@ -53,7 +53,8 @@ class EncoderConfig:
             raise ConfigError(
                 "encoder.type", f"{self.type!r}; accepted: {', '.join(ENCODER_TYPES)}"
             )
-        if not 0.0 <= self.lstm_dropout < 1.0:
+        if isinstance(self.lstm_dropout, bool) or not isinstance(self.lstm_dropout, (int, float)) or not (
+                0.0 <= self.lstm_dropout < 1.0):
             raise ConfigError("encoder.lstm_dropout", f"{self.lstm_dropout} is not in [0, 1)")
         if self.lstm_dropout and self.type != "lstm":
             raise ConfigError(
@@ -75,6 +76,8 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EncoderConfig":
+        if not isinstance(d, dict):
+            raise ConfigError("encoder", f"expected a mapping or an encoder name, got {type(d).__name__}")
         unknown = set(d) - {"type", "lstm_dropout", "lstm_hidden"}
         if unknown:
             raise ConfigError("encoder", f"unknown keys {sorted(unknown)}; accepted: type, lstm_dropout, lstm_hidden")
