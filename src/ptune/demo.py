@@ -29,6 +29,7 @@ import torch
 
 from .files import save_figure, write_json_atomic, write_text_atomic
 from .lm import load_base
+from .lock import locks_folder
 from .tasks.lama import ProbeConfig, probe
 
 __all__ = ["run_demo", "default_world_dir", "demo_world", "DEMO_METHODS", "WORLD_SOURCES"]
@@ -90,6 +91,7 @@ def demo_world(world_dir: str | Path | None = None, seed: int = 0) -> tuple[Path
     return world, "given" if world_dir is not None else "cached"
 
 
+@locks_folder("output")
 def run_demo(output: str | Path = "runs/demo", *, world_dir: str | Path | None = None, seed: int = 0,
              progress: bool = False, on_world: Callable[[Path, str], None] | None = None) -> dict[str, Any]:
     """Probe the world (:func:`demo_world`; built first if needed); write ``summary.json`` and

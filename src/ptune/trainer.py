@@ -25,8 +25,9 @@ A run folder holds::
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
+import math
+import os
 import shutil
 import sys
 import time
@@ -41,9 +42,11 @@ from .batch import Item
 from .card import RunFacts
 from .checkpoint import load_training_state, load_weights, save_checkpoint
 from .config import TrainConfig
-from .errors import CheckpointError, ConfigError
-from .files import write_json_atomic
+from .errors import CheckpointError, ConfigError, TrainingError
+from .files import commit_dir, crash_point, dumps_json, write_json_atomic
 from .inference import iter_outputs
+from .lock import locks_folder
+from .runfolder import METRICS_NAME, STAGING_NAME, holds_run, recover_run
 from .selection import judge, remember
 from .tracking import Tracking, accelerator_kwargs
 
@@ -92,6 +95,7 @@ class _Run:
     steps_per_epoch: int
     state: dict[str, Any]
     best_weights: dict[str, torch.Tensor] | None = None
+    best_staged: bool = False  # best/ written as .best.new, committed after last/
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -188,9 +192,11 @@ def _items(model: Any, items: Any) -> list[Item]:
 
 def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None, resume: bool) -> _Run:
     """Check the run, then build the accelerator, optimizer and schedule; resume if asked."""
-    if resume and (out is None or not (out / "last").is_dir()):
+    if out is not None and int(os.environ.get("RANK", "0")) == 0:
+        recover_run(out)  # whatever a crash left: back to the last checkpoint
+    if resume and (out is None or not holds_run(out)):
         raise CheckpointError(f"{out}: nothing to resume (no last/ checkpoint)")
-    if out is not None and not resume and (out / "last").exists():
+    if out is not None and not resume and holds_run(out):
         raise ConfigError("output_dir", f"{out} already holds a run; resume it or choose another folder")
     bad = next((it for it in items if it.label < 0), None)
     if bad is not None:
@@ -223,8 +229,8 @@ def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None,
     state: dict[str, Any] = {"step": 0, "best": None, "best_loss": None, "best_step": None, "bad_evals": 0,
                              "history": []}
     run = _Run(model, wrapped, accelerator, optimizer, scheduler, config, items, out, total, steps_per_epoch, state)
-    if resume:
-        _resume(run)
+    if resume and (out / "last").is_dir():  # type: ignore[operator]
+        _resume(run)  # (a run killed before its first checkpoint starts again from step 0)
     return run
 
 
@@ -239,9 +245,13 @@ def _resume(run: _Run) -> None:
         load_weights(run.model, run.out / "best")
         run.best_weights = _snapshot(run.model)
     load_weights(run.model, last)
-    run.accelerator.load_state(str(last / RESUME_DIR))  # optimizer, scheduler, every process's RNG
+    try:
+        run.accelerator.load_state(str(last / RESUME_DIR))  # optimizer, scheduler, every process's RNG
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{last / RESUME_DIR}: damaged resume state ({first})") from None
     state.pop("config", None)
-    run.state = state
+    run.state = {**run.state, **state}
     logger.info("resuming from %s at step %d", last, state["step"])
 
 
@@ -270,6 +280,14 @@ def _step(run: _Run) -> float:
     run.optimizer.zero_grad(set_to_none=True)
     run.state["step"] += 1
     return float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))
+
+
+def _check_weights(run: _Run, step: int) -> None:
+    """Stop before evaluating or saving weights that are no longer finite."""
+    bad = [n for n, p in run.model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
+    if bad:
+        raise TrainingError(f"step {step}: {len(bad)} trained weights ({bad[0]}, ...) became NaN or infinite; "
+                            "training stopped (a lower learning rate or gradient clipping helps)")
 
 
 def _snapshot(model: Any) -> dict[str, torch.Tensor]:
@@ -304,9 +322,10 @@ def _record_eval(run: _Run, metrics: dict[str, float]) -> bool:
         remember(state, metrics, cfg.metric, cfg.select_all)
         state["best_step"] = state["step"]
         run.best_weights = _snapshot(run.model)
-        if run.out is not None and run.accelerator.is_main_process:
-            save_checkpoint(run.model, run.out / "best", facts=RunFacts(
+        if run.out is not None and run.accelerator.is_main_process:  # committed after last/ (see _save_last)
+            save_checkpoint(run.model, run.out / "best", step=state["step"], commit=False, facts=RunFacts(
                 metrics={"step": state["step"], **metrics}, training=run.config.to_dict()))
+            run.best_staged = True
     return verdict.best
 
 
@@ -315,7 +334,7 @@ def _save_last(run: _Run) -> None:
     writes its RNG state), put in place in one rename."""
     assert run.out is not None
     acc = run.accelerator
-    staging = run.out / f".last.{RESUME_DIR}"
+    staging = run.out / STAGING_NAME
     if acc.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
     acc.wait_for_everyone()
@@ -324,10 +343,15 @@ def _save_last(run: _Run) -> None:
     if acc.is_main_process:
         save_checkpoint(run.model, run.out / "last", trainer_state={**run.state, "config": run.config.to_dict()},
                         extra={RESUME_DIR: staging})
+        crash_point("last-saved")
+        if run.best_staged:
+            commit_dir(run.out / "best")
+            run.best_staged = False
     acc.wait_for_everyone()
 
 
 # ----------------------------------------------------------------------------- fit
+@locks_folder("output_dir")
 def train(
     model: Any,
     train_items: Sequence[Item] | Sequence[dict[str, Any]],
@@ -376,7 +400,7 @@ def train(
     main = acc.is_main_process
     if out is not None and main:
         write_json_atomic(out / "train_config.json", config.to_dict())
-    log = _Log(out / "metrics.jsonl" if out is not None and main else None)
+    log = _Log(out / METRICS_NAME if out is not None and main else None)
     tracking = Tracking(acc, config.report_to, {"train": config.to_dict(), "model": _config_of(model)})
     bar = _bar(run.total, state["step"], (progress if progress is not None else sys.stderr.isatty()) and main)
     eval_every = config.eval_every or run.steps_per_epoch
@@ -386,6 +410,9 @@ def train(
         t0 = time.perf_counter()
         loss = _step(run)
         step = state["step"]
+        if not math.isfinite(loss):
+            raise TrainingError(f"step {step}: the training loss is {loss}; training stopped (a lower learning rate "
+                                f"or gradient clipping helps){'; ' + str(out) + ' keeps its last finite checkpoint' if out else ''}")
         log.write({"step": step, "epoch": (step - 1) // run.steps_per_epoch, "loss": loss,
                    "lr": run.scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 4)})
         tracking.step(step, loss, {g["name"]: lr for g, lr in zip(run.optimizer.param_groups, run.scheduler.get_last_lr())})
@@ -393,6 +420,8 @@ def train(
         bar.set_postfix(loss=f"{loss:.4f}", **({config.metric: f"{state['best']:.4f}"} if state["best"] is not None else {}))
         at_eval = step % eval_every == 0 or step == run.total
         stopping = stop_at_step is not None and step >= stop_at_step
+        if at_eval or stopping:
+            _check_weights(run, step)
         if at_eval and dev:
             last_metrics = _dev_metrics(run, dev, metric_fn, eval_fn)
             log.write({"step": step, "eval": "dev", **last_metrics, "improved": _record_eval(run, last_metrics)})
@@ -429,8 +458,9 @@ class _Log:
 
     def write(self, record: dict[str, Any]) -> None:
         if self.fh is not None:
-            self.fh.write(json.dumps(record) + "\n")
+            self.fh.write(dumps_json(record) + "\n")
             self.fh.flush()
+            crash_point("metrics-logged")
 
     def close(self) -> None:
         if self.fh is not None:

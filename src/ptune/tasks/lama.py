@@ -40,6 +40,7 @@ from ..data import Records, read_examples
 from ..errors import ConfigError, DataError, PtuneError
 from ..files import save_figure, write_json_atomic, write_text_atomic
 from ..inference import iter_outputs
+from ..lock import locks_folder
 from ..metrics import gold_ranks, macro_micro, rank_metrics
 from ..lm import KINDS, detect_kind
 from ..model import PTunedModel
@@ -302,6 +303,7 @@ def _kept_facts(data_dir: str | Path, relation: str, vocab: set[str]) -> tuple[d
     return facts, counts
 
 
+@locks_folder("output_dir")
 def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path, config: ProbeConfig | None = None,
           *, model_name: str = "model", base_model: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Probe a frozen LM on LAMA relations; resumable (finished relation/method pairs are kept).

@@ -40,7 +40,6 @@ examples) and reports ``val.jsonl``. Every (task, seed) run is kept in
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -55,11 +54,12 @@ from ..checkpoint import save_checkpoint
 from ..config import PromptConfig, TrainConfig
 from ..data import Records
 from ..errors import ConfigError
-from ..files import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from ..files import read_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from ..finetune import ClassifierConfig, ClassifierModel
 from ..inference import iter_outputs
+from ..lock import locks_folder
 from ..metrics import f1_macro, multirc_metrics, record_metrics
-from ..lm import load_base
+from ..lm import load_base, max_positions
 from ..model import PTunedModel
 from ..trainer import train
 from . import recipe
@@ -266,7 +266,7 @@ def _template(spec: TaskSpec, config: SuperGlueConfig, kind: str) -> str:
 def build_model(spec: TaskSpec, config: SuperGlueConfig, lm: Any, tokenizer: Any, kind: str, seed: int,
                 base_model: str) -> PTunedModel | ClassifierModel:
     """The model of one run: a P-tuned model for ptuning/manual, a classifier for finetune."""
-    max_length = config.prompt.get("max_length") or spec.max_length
+    max_length = config.prompt.get("max_length") or min(spec.max_length, max_positions(lm, tokenizer))
     if config.method == "finetune":
         labels = None if spec.mode == "choice" else LABELS[spec.name]
         cfg = ClassifierConfig(inputs=list(spec.finetune_inputs), labels=labels,
@@ -413,6 +413,7 @@ def run_one(spec: TaskSpec, config: SuperGlueConfig, splits: dict[str, Records],
 
 
 # ----------------------------------------------------------------------------- the harness
+@locks_folder("output_dir")
 def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, config: SuperGlueConfig | None = None,
                   *, progress: bool = False, loader: Callable[[], tuple[Any, Any, str]] | None = None
                   ) -> dict[str, Any]:
@@ -453,7 +454,7 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
             run_dir = out / "runs" / task / f"seed{seed}"
             done = run_dir / "result.json"
             if done.is_file():
-                entry["runs"][str(seed)] = json.loads(done.read_text(encoding="utf-8"))
+                entry["runs"][str(seed)] = read_json(done)
             else:
                 record = run_one(spec, config, splits, model, seed, run_dir, loader=loader, progress=progress)
                 write_json_atomic(done, record)
