@@ -185,7 +185,10 @@ class ClassifierModel(nn.Module):
             self.seq, self.head_names = _sequence_classifier(lm, tokenizer, config, seed)
         else:
             self.seq, self.head_names = lm, list(head)
-        self.max_length = config.max_length or max_positions(self.seq, tokenizer)
+        limit = max_positions(self.seq, tokenizer)
+        if config.max_length is not None and config.max_length > limit:
+            raise ConfigError("max_length", f"{config.max_length} is more than the {limit} positions the model takes")
+        self.max_length = config.max_length or limit
         self.speed = SpeedConfig()
         self.own_lm = False  # True when the LM came from a checkpoint's lm/ (it is saved again)
         self.lm_dropout = False

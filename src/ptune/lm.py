@@ -32,7 +32,7 @@ from .errors import ConfigError
 from .kernels import AnswerOnlyLastLayer, FusedActivations, activation_checkpointing
 
 __all__ = ["LMKind", "MASKED", "CAUSAL", "KINDS", "kind_of", "detect_kind", "load_base", "head_input",
-           "pad_token_id", "max_positions", "LMRunner", "LMWrapper"]
+           "pad_token_id", "max_positions", "LMRunner", "LMWrapper", "remote_code", "hub_kwargs"]
 
 
 # ----------------------------------------------------------------------------- kinds
@@ -141,8 +141,31 @@ def detect_kind(model_or_config: Any) -> str:
     raise ConfigError("kind", f"cannot tell whether {shown} is a masked or a causal LM; pass kind='masked' or 'causal'")
 
 
+_REMOTE_CODE = [False]
+
+
+@contextlib.contextmanager
+def remote_code(allowed: bool) -> Iterator[None]:
+    """While active, model folders may run their own modelling code (transformers'
+    ``trust_remote_code``). Off by default: such a model is refused, never run, and
+    nothing asks on standard input."""
+    before = _REMOTE_CODE[0]
+    _REMOTE_CODE[0] = bool(allowed)
+    try:
+        yield
+    finally:
+        _REMOTE_CODE[0] = before
+
+
+def hub_kwargs() -> dict[str, Any]:
+    """Keyword arguments of every ``from_pretrained`` call: remote code only when allowed
+    (:func:`remote_code`)."""
+    return {"trust_remote_code": _REMOTE_CODE[0]}
+
+
 def load_base(name_or_path: str, kind: str | None = None, **kwargs: Any) -> tuple[nn.Module, Any, str]:
-    """Load an LM and its tokenizer by hub name or local folder.
+    """Load an LM and its tokenizer by hub name or local folder (never running the
+    folder's own code unless :func:`remote_code` allows it).
 
     Returns:
         ``(model, tokenizer, kind)``.
@@ -151,15 +174,18 @@ def load_base(name_or_path: str, kind: str | None = None, **kwargs: Any) -> tupl
         ConfigError: the model or tokenizer cannot be loaded (first line of the reason).
     """
     import transformers
+    from safetensors import SafetensorError
 
+    kwargs = {**hub_kwargs(), **kwargs}
+    remote = {"trust_remote_code": kwargs["trust_remote_code"]}
     try:
-        config = transformers.AutoConfig.from_pretrained(name_or_path)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e:
+        config = transformers.AutoConfig.from_pretrained(name_or_path, **remote)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path, **remote)
+        kind = kind_of(kind or detect_kind(config)).name
+        lm = getattr(transformers, KINDS[kind].auto_class).from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:  # a damaged folder
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError("model", f"cannot load {name_or_path!r}: {first}") from None
-    kind = kind_of(kind or detect_kind(config)).name
-    lm = getattr(transformers, KINDS[kind].auto_class).from_pretrained(name_or_path, **kwargs)
     return lm, tokenizer, kind
 
 

@@ -72,6 +72,9 @@ class PTunedModel(LMWrapper):
                  seed: int | None = None, speed: SpeedConfig | None = None):
         super().__init__(lm, tokenizer, config, base_model)
         self._runner = LMRunner(lm, tokenizer, self.kind)
+        if config.max_length is not None and config.max_length > self._runner.max_positions:
+            raise ConfigError("max_length", f"{config.max_length} is more than the {self._runner.max_positions} "
+                                            "positions the model takes")
         self.template = Template.parse(config.template, x_field=config.x_field)
         self.compiled: CompiledTemplate = self.template.compile(
             tokenizer, self._runner.kind, max_length=config.max_length or self._runner.max_positions,

@@ -16,12 +16,18 @@ from typing import Sequence
 
 from .errors import TemplateError
 
-__all__ = ["Text", "Field", "Pseudo", "Answer", "Sep", "Element", "parse_elements", "MAX_PSEUDO_PER_MARKER"]
+__all__ = ["Text", "Field", "Pseudo", "Answer", "Sep", "Element", "parse_elements", "MAX_PSEUDO_PER_MARKER",
+           "MAX_PSEUDO", "MAX_TEMPLATE_CHARS"]
 
-_FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
-_PSEUDO_RE = re.compile(r"P(?:\*(\d+))?(?::(.*))?$", re.S)
+_FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_PSEUDO_RE = re.compile(r"P(?:\*([0-9]+))?(?::(.*))?\Z", re.S)  # ASCII digits only
 _ESCAPES = {"[": "[", "]": "]", "{": "{", "}": "}", "\\": "\\"}
 MAX_PSEUDO_PER_MARKER = 512
+"""The most pseudo tokens one marker ``[P*n]`` asks for."""
+MAX_PSEUDO = 1024
+"""The most pseudo tokens in one template."""
+MAX_TEMPLATE_CHARS = 4096
+"""The longest template text."""
 
 # ----------------------------------------------------------------------------- elements
 @dataclass(frozen=True)
@@ -78,7 +84,10 @@ def parse_elements(text: str, x_field: str = "subject") -> tuple[Element, ...]:
             a bad field name, a missing or second answer slot.
     """
     if not isinstance(text, str):
-        raise TemplateError(repr(text), None, "a template must be a string")
+        raise TemplateError(repr(text)[:80], None, "a template must be a string")
+    if len(text) > MAX_TEMPLATE_CHARS:
+        raise TemplateError(text[:60] + "...", None, f"{len(text)} characters; a template has at most "
+                            f"{MAX_TEMPLATE_CHARS}")
     elements: list[Element] = []
     buf: list[str] = []
     buf_col = 0
@@ -116,6 +125,11 @@ def parse_elements(text: str, x_field: str = "subject") -> tuple[Element, ...]:
         buf.append(ch)
         i += 1
     flush()
+    total = 0
+    for e in elements:
+        total += e.count if isinstance(e, Pseudo) else 0
+        if total > MAX_PSEUDO:
+            raise TemplateError(text, e.column, f"more than {MAX_PSEUDO} pseudo tokens in the template")
     elements = _attach_spaces(elements)
     answers = [e for e in elements if isinstance(e, Answer)]
     if not answers:
@@ -168,7 +182,10 @@ def _parse_marker(text: str, col: int, opener: str, inner: str, x_field: str) ->
         return Sep(col)
     m = _PSEUDO_RE.match(inner)
     if m:
-        count = int(m.group(1)) if m.group(1) is not None else 1
+        digits = m.group(1)
+        if digits is not None and len(digits.lstrip("0")) > len(str(MAX_PSEUDO_PER_MARKER)):
+            raise TemplateError(text, col, f"[P*{digits[:8]}...]: the count must be 1 to {MAX_PSEUDO_PER_MARKER}")
+        count = int(digits) if digits is not None else 1
         if not 1 <= count <= MAX_PSEUDO_PER_MARKER:
             raise TemplateError(
                 text, col, f"[P*{count}]: the count must be 1 to {MAX_PSEUDO_PER_MARKER}"

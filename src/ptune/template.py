@@ -226,6 +226,10 @@ class CompiledTemplate:
         answer_at = next(k for k, e in enumerate(elements) if isinstance(e, Answer))
         if not kind.answer_in_input and answer_at + 1 < len(elements):
             dropped = elements[answer_at + 1 :]
+            late = next((e for e in dropped if isinstance(e, Field)), None)
+            if late is not None:
+                raise TemplateError(text, late.column, f"{{{late.name}}} comes after the answer slot, which a causal "
+                                    "LM never sees (it reads the answer as the continuation); move it before [MASK]")
             if any(isinstance(e, Pseudo) for e in dropped):
                 logger.warning(
                     "template %r: a causal LM reads the answer as the continuation, so the "
@@ -414,5 +418,8 @@ def check_fields(template: Template, example: dict[str, Any], source: str) -> No
                 f"the example has {', '.join(sorted(map(str, example))) or 'no fields'})",
                 field=name,
             )
-        if example[name] is None:
+        value = example[name]
+        if value is None:
             raise DataError(source, "is null; a text is needed", field=name)
+        if not isinstance(value, str):
+            raise DataError(source, f"expected text, got {type(value).__name__} {value!r:.40}", field=name)

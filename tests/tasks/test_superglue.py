@@ -132,7 +132,7 @@ def _rendered(model, ex, answer_len=1):
 
 def _model(task, tok, family="bert", method="ptuning", max_length=4096):
     cfg = sg.SuperGlueConfig(tasks=(task,), method=method, prompt={"max_length": max_length})
-    lm = tiny_model(family, tok, seed=0, positions=512)
+    lm = tiny_model(family, tok, seed=0, positions=4096)
     return sg.build_model(sg.SPECS[task], cfg, lm, tok, KIND[family], 0, "tiny")
 
 

@@ -158,6 +158,8 @@ def test_missing_tokens_are_template_errors():
     with pytest.raises(TemplateError, match="no separator"):
         Template.parse("{a} [SEP] [MASK]").compile(tokenizer_for("gpt2"), "causal")
     with pytest.raises(TemplateError, match="at least one token before"):
+        Template.parse("[MASK] .").compile(tokenizer_for("gpt2"), "causal")
+    with pytest.raises(TemplateError, match=r"column 8: \{a\} comes after the answer slot"):
         Template.parse("[MASK] {a}").compile(tokenizer_for("gpt2"), "causal")
 
 
