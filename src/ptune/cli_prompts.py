@@ -9,13 +9,11 @@ print their results and turn ptune's errors into one line and exit code 2.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any, Callable
 
 from .config import GenerateConfig, PromptConfig, TrainConfig
 from .errors import ConfigError
-from .files import write_text_atomic
+from .files import dumps_json, write_output
 from .options import CommandOptions, Resolved
 
 __all__ = ["add_commands", "verbalizer_option"]
@@ -127,19 +125,15 @@ def cmd_generate(o: Resolved) -> int:
     lines = []
     for src, ex, row in zip(sources, examples, rows):
         line = {"source": src, "text": row["text"], "finish_reason": row["finish_reason"]}
-        lines.append(json.dumps({"idx": ex["idx"], **line} if "idx" in ex else line))
-    text = "\n".join(lines) + "\n"
-    if o.get("output"):
-        write_text_atomic(o["output"], text)
-    else:
-        sys.stdout.write(text)
+        lines.append(dumps_json({"idx": ex["idx"], **line} if "idx" in ex else line))
+    write_output(o.get("output"), "\n".join(lines) + "\n")
     return 0
 
 def cmd_export(o: Resolved) -> int:
     from .export import export_checkpoint
 
     notes = export_checkpoint(o["checkpoint"], o["format"], o["output"], o.get("model"))
-    print(json.dumps({"output": o["output"], "format": o["format"], "notes": notes}))
+    print(dumps_json({"output": o["output"], "format": o["format"], "notes": notes}))
     return 0
 
 
@@ -153,5 +147,5 @@ def cmd_import(o: Resolved) -> int:
         PromptConfig(**section)  # bad values fail before any model is loaded
     model, notes = import_peft(o["peft"], base=o.get("model"), **section)
     save_checkpoint(model, o["output"], facts=RunFacts(notes=tuple(notes)))
-    print(json.dumps({"output": o["output"], "template": model.config.template, "notes": notes}))
+    print(dumps_json({"output": o["output"], "template": model.config.template, "notes": notes}))
     return 0

@@ -261,7 +261,7 @@ def _json_object(raw: bytes | str, src: str) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise DataError(src, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
     try:
-        obj = loads_json(line, src)
+        obj = loads_json(line.rstrip(), src)
     except DataError as e:  # one line: the column is enough
         raise DataError(src, e.reason.replace("at line 1 column", "at column")) from None
     if not isinstance(obj, dict):

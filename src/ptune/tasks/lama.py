@@ -25,7 +25,6 @@ and the micro average over facts.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from ..checkpoint import save_checkpoint
 from ..config import PromptConfig, TrainConfig
 from ..data import Records, read_examples
 from ..errors import ConfigError, DataError, PtuneError
-from ..files import save_figure, write_json_atomic, write_text_atomic
+from ..files import read_json, read_text, save_figure, write_json_atomic, write_text_atomic
 from ..inference import iter_outputs
 from ..lock import locks_folder
 from ..metrics import gold_ranks, macro_micro, rank_metrics
@@ -159,11 +158,13 @@ def vocabulary(strategy: str, tokenizer: Any, data_dir: str | Path | None = None
         path = root / "common_vocab_cased.txt" if root else None
         if path is None or not path.is_file():
             raise ConfigError("vocab", f"common: no common_vocab_cased.txt in {data_dir}")
-        return single_token_words(path.read_text(encoding="utf-8").split("\n"), tokenizer, space_before)
+        return single_token_words(read_text(path).split("\n"), tokenizer, space_before)
     path = root / "29k-vocab.json" if root else None
     if path is None or not path.is_file():
         raise ConfigError("vocab", f"29k: no 29k-vocab.json in {data_dir}")
-    table = json.loads(path.read_text(encoding="utf-8"))
+    table = read_json(path)
+    if not isinstance(table, dict):
+        raise DataError(str(path), "expected an object: model name -> list of words")
     if key is None:  # the paper's mapping: GPT models -> gpt2-xl, RoBERTa -> roberta-large
         mt = model_type or ""
         key = "gpt2-xl" if mt.startswith("gpt") else "roberta-large" if "roberta" in mt else "bert-base-cased"

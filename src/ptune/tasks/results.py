@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..errors import ConfigError, DataError
-from ..files import read_json
+from ..files import dumps_json, loads_json, read_json
 
 __all__ = ["RESULTS_FILE", "resume_results", "summarize_seeds", "mean_std_cell", "markdown_table"]
 
@@ -52,7 +52,7 @@ def resume_results(output_dir: str | Path, settings: dict[str, Any], body: str, 
     def fixed(s: Any) -> dict[str, Any]:
         return {k: v for k, v in (s or {}).items() if k not in may_grow}
 
-    if fixed(previous.get("settings")) != fixed(settings):
+    if fixed(previous.get("settings")) != fixed(loads_json(dumps_json(settings), "settings")):  # as JSON has it
         raise ConfigError("output", f"{output_dir} holds a run with other settings; choose another folder")
     results[body] = previous.get(body, {})
     return results
