@@ -322,20 +322,8 @@ class CompiledTemplate:
         Raises:
             DataError: the example is too long even with its shortenable fields emptied.
         """
-        if answer_len < 1:
-            raise ConfigError("answer_len", f"must be at least 1, got {answer_len}")
         answer_tokens = self.kind.answer_tokens(answer_len, answer_ids, self.mask_id)
-        fixed = len(self.prefix) + len(self.suffix) + len(answer_tokens) + self.n_pseudo
-        fixed += sum(len(v) for v in self._anchor_ids.values())
-        fixed += sum(1 for e in self.elements if isinstance(e, Sep))
-        lengths = {}
-        for e in self.elements:
-            if isinstance(e, Field):
-                if e.shorten:
-                    lengths[e.name] = len(field_ids[e.name])
-                else:
-                    fixed += len(field_ids[e.name])
-        keep = self._truncate(lengths, self.max_length - fixed, source, fixed)
+        keep = self.kept_lengths(field_ids, answer_len=answer_len, answer_ids=answer_ids, source=source)
 
         ids = list(self.prefix)
         pseudo = [-1] * len(ids)
@@ -367,6 +355,24 @@ class CompiledTemplate:
                 put(answer_tokens)
         put(self.suffix)
         return Encoded(ids, pseudo, segs, answer_positions)
+
+    def kept_lengths(self, field_ids: dict[str, list[int]], *, answer_len: int = 1,
+                     answer_ids: Sequence[int] | None = None, source: str = "example") -> dict[str, int]:
+        """How many tokens of each shortenable field :meth:`encode` keeps (same arguments)."""
+        if answer_len < 1:
+            raise ConfigError("answer_len", f"must be at least 1, got {answer_len}")
+        answer_tokens = self.kind.answer_tokens(answer_len, answer_ids, self.mask_id)
+        fixed = len(self.prefix) + len(self.suffix) + len(answer_tokens) + self.n_pseudo
+        fixed += sum(len(v) for v in self._anchor_ids.values())
+        fixed += sum(1 for e in self.elements if isinstance(e, Sep))
+        lengths = {}
+        for e in self.elements:
+            if isinstance(e, Field):
+                if e.shorten:
+                    lengths[e.name] = len(field_ids[e.name])
+                else:
+                    fixed += len(field_ids[e.name])
+        return self._truncate(lengths, self.max_length - fixed, source, fixed)
 
     def _truncate(
         self, lengths: dict[str, int], budget: int, source: str, fixed: int

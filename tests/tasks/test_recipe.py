@@ -296,3 +296,13 @@ def test_paper_recipe_end_to_end(tok, tmp_path):
     preds = [json.loads(x) for x in (tmp_path / "out" / "predictions" / "WSC.jsonl").read_text().splitlines()]
     assert len(preds) == 4 and {p["label"] for p in preds} <= {"True", "False"}
     shutil.rmtree(tmp_path / "out")
+
+
+def test_paper_examples_lowercase_copa_choices_and_cut_all_final_punctuation():
+    copa = {"premise": "My friend left.", "choice1": "I waved goodbye.", "choice2": "He cried!",
+            "choice1_stem": "I waved goodbye", "choice2_stem": "he cried", "choices": ["I waved goodbye", "he cried"]}
+    (got,) = recipe.paper_examples("COPA", PAPER, [copa])
+    assert got["choices"] == ["i waved goodbye", "he cried"] and got["premise_stem"] == "My friend left"
+    assert recipe.paper_examples("COPA", PTUNE, [copa]) == [copa]
+    rte = {"hypothesis": 'He said "no."', "hypothesis_stem": 'He said "no."'}
+    assert recipe.paper_examples("RTE", PAPER, [rte])[0]["hypothesis_stem"] == 'He said "no'

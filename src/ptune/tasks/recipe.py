@@ -9,7 +9,9 @@ its own, and each option given explicitly wins over the recipe (``--recipe paper
 option                      ``ptune`` (default)               ``paper``
 ==========================  ================================  ==================================
 ``patterns``                ptune's ``p1``                    WiC ``*word *?``; CB's hypothesis
-                                                              and MultiRC's question never cut
+                                                              and MultiRC's question never cut;
+                                                              COPA "I" lowercased; any final
+                                                              punctuation cut
 ``copa_loss``               ``ce`` over the two choices       ``hinge`` (token-mean CEs)
 ``copa_masks``              ``per_choice``                    ``longest`` choice's count
 ``wsc_masks``               ``exact``                         ``padded``: 0-3 extra in training,
@@ -32,6 +34,7 @@ ptune's defaults differ.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence, get_args
 
@@ -43,7 +46,7 @@ from ..template import special_token_frame
 from .superglue_losses import RecipeModel, with_pad_masks
 
 __all__ = ["RecipeOptions", "RECIPES", "PAPER_PATTERNS", "chosen", "prompt_defaults", "train_defaults",
-           "paper_template", "build", "training_items"]
+           "paper_template", "paper_examples", "build", "training_items"]
 
 Recipe = Literal["ptune", "paper"]
 RECIPES: tuple[str, ...] = get_args(Recipe)
@@ -80,7 +83,8 @@ class RecipeOptions:
     training option, given explicitly wins over the recipe."""
     patterns: Literal["ptune", "paper"] | None = None
     """``paper``: WiC's word marked ``*word *?``, CB's hypothesis and MultiRC's question never
-    cut (default: the recipe's)."""
+    cut, COPA's choices lowercased even when they start with "I", all final punctuation
+    taken off COPA's and RTE's texts (default: the recipe's)."""
     copa_loss: Literal["ce", "hinge"] | None = None
     """COPA's training loss: ``ce`` over the two choices' log-probabilities, or ``hinge``:
     max(0, 1 + CE(right) - CE(wrong)) with token-mean CEs over the batch (default: the recipe's)."""
@@ -118,6 +122,27 @@ def chosen(options: RecipeOptions, name: str) -> str:
 def paper_template(task: str, options: RecipeOptions) -> str | None:
     """The paper's pattern text for ``task`` when ``patterns`` is ``paper`` and it differs."""
     return PAPER_PATTERNS.get(task) if chosen(options, "patterns") == "paper" else None
+
+
+def paper_examples(task: str, options: RecipeOptions, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``examples`` with the paper's text of the fields its patterns change: COPA's choices
+    with the first letter lowercased (also "I") and, as RTE's hypothesis and COPA's premise,
+    without any final punctuation mark (ptune keeps "I" and cuts only ``.?!,;:``)."""
+    if chosen(options, "patterns") != "paper" or task not in ("COPA", "RTE"):
+        return examples
+    out = []
+    for ex in examples:
+        ex = dict(ex)
+        if task == "RTE":
+            ex["hypothesis_stem"] = ex["hypothesis"].rstrip(string.punctuation)
+        else:
+            ex["premise_stem"] = ex["premise"].rstrip(string.punctuation)
+            for n in ("1", "2"):
+                c = ex["choice" + n]
+                ex[f"choice{n}_stem"] = (c[:1].lower() + c[1:]).rstrip(string.punctuation)
+            ex["choices"] = [ex["choice1_stem"], ex["choice2_stem"]]
+        out.append(ex)
+    return out
 
 
 def prompt_defaults(task: str, options: RecipeOptions, given: Mapping[str, Any], *, max_length: int,

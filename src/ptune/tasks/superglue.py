@@ -375,7 +375,8 @@ def run_one(spec: TaskSpec, config: SuperGlueConfig, splits: dict[str, Records],
     prepared: dict[str, Split] = {}
     for name, rec in splits.items():
         recs = train_examples(spec.name, rec, config.method != "finetune") if name == "train" else rec
-        examples, sources = _with_answer_index(spec, list(recs.examples)), list(recs.sources)
+        examples = recipe.paper_examples(spec.name, config, _with_answer_index(spec, list(recs.examples)))
+        sources = list(recs.sources)
         if name == "val" and config.limit_eval is not None:
             examples, sources = examples[: config.limit_eval], sources[: config.limit_eval]
         split = Split(examples, sources)
