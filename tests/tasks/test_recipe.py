@@ -286,6 +286,7 @@ def test_paper_recipe_end_to_end(tok, tmp_path):
                              train={"steps": 2, "eval_every": 1, "batch_size": 4})
     res = sg.run_superglue("tiny", data, tmp_path / "out", cfg, loader=load)
     assert res["settings"]["recipe"] == "paper"
+    assert "the paper's recipe" in (tmp_path / "out" / "results.md").read_text().splitlines()[0]
     for task, entry in res["tasks"].items():
         run = entry["runs"]["1"]
         assert run["trained"] and run["steps"] == 2 and 0 <= entry["val"]["score"]["mean"] <= 1

@@ -63,7 +63,6 @@ from ..lm import load_base, max_positions
 from ..model import PTunedModel
 from ..trainer import train
 from . import recipe
-from .recipe import RecipeOptions
 from .results import RESULTS_FILE, mean_std_cell, resume_results, summarize_seeds
 from .results import markdown_table as table
 from .superglue_data import LABELS, TASKS, canonical_task, load_splits, train_examples
@@ -176,7 +175,7 @@ def strip_pseudo(template: str) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SuperGlueConfig(RecipeOptions):
+class SuperGlueConfig(recipe.RecipeOptions):
     """One ``ptune superglue`` run (every field is recorded in ``results.json``); the recipe
     options: :mod:`ptune.tasks.recipe`."""
 
@@ -492,6 +491,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         keys = {"CB": ["accuracy", "f1"], "MultiRC": ["em", "f1a"]}.get(task, e.get("metrics", ["accuracy"]))
         dev = e.get("dev32", e.get("dev"))
         rows.append([task, "/".join(keys), mean_std_cell(e.get("val"), keys), mean_std_cell(dev, keys), e.get("seeds", 0)])
-    return (f"# SuperGLUE: {s['model']}, {s['method']}, {s['setting']}{', frozen LM' if frozen else ''}, "
+    recipe_note = ", the paper's recipe" if s.get("recipe") == "paper" else ""
+    return (f"# SuperGLUE: {s['model']}, {s['method']}, {s['setting']}{', frozen LM' if frozen else ''}{recipe_note}, "
             f"seeds {', '.join(map(str, s['seeds']))}\n\n"
             + table(["task", "metrics", "val", "dev32 (full setting without it: held-out dev)", "seeds"], rows))
