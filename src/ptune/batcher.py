@@ -2,9 +2,11 @@
 
 Callers :meth:`Batcher.submit` jobs from any thread and get a
 :class:`concurrent.futures.Future`. The worker takes the first waiting job, then keeps
-collecting jobs for at most ``window_s`` seconds or until the batch holds ``max_rows``
-rows, and hands the batch to ``run``, which settles every job's future. A job larger than
-``max_rows`` runs in a batch of its own. The queue holds at most ``max_queue`` jobs; beyond
+collecting jobs while they keep coming (each within ``window_s`` of the one before), for at
+most ``max_wait_s`` after the first, and until the batch holds ``max_rows`` rows; then it
+hands the batch to ``run``, which settles every job's future. Clients that all send their
+next request when a batch answers thus land in one batch, while a lone request waits only
+``window_s``. A job larger than ``max_rows`` runs in a batch of its own. The queue holds at most ``max_queue`` jobs; beyond
 that :meth:`submit` raises :class:`Overloaded` at once instead of growing memory.
 
 The worker is the only thread that runs ``run``, so whatever it uses (a model, a
@@ -50,16 +52,21 @@ class Batcher:
         run: called on the worker thread with a list of :class:`Job`; settles each job's
             future (jobs it leaves unsettled fail with a RuntimeError).
         max_rows: most rows in one batch (``1``: every job alone).
-        window_s: how long to wait for more jobs after the first one.
+        window_s: how long to wait for the next job before running the batch.
+        max_wait_s: how long after the first job the batch runs at the latest
+            (default: ``10 * window_s``).
         max_queue: most jobs waiting.
         idle_s, on_idle: called on the worker thread after ``idle_s`` seconds without jobs.
     """
 
     def __init__(self, run: Callable[[list[Job]], None], *, max_rows: int = 32, window_s: float = 0.005,
-                 max_queue: int = 256, idle_s: float | None = None, on_idle: Callable[[], None] | None = None) -> None:
-        if max_rows < 1 or max_queue < 1 or window_s < 0:
-            raise ValueError(f"max_rows {max_rows} and max_queue {max_queue} must be >= 1, window_s {window_s} >= 0")
-        self.run, self.max_rows, self.window_s = run, max_rows, window_s
+                 max_wait_s: float | None = None, max_queue: int = 256, idle_s: float | None = None,
+                 on_idle: Callable[[], None] | None = None) -> None:
+        max_wait_s = 10 * window_s if max_wait_s is None else max_wait_s
+        if max_rows < 1 or max_queue < 1 or window_s < 0 or max_wait_s < window_s:
+            raise ValueError(f"max_rows {max_rows} and max_queue {max_queue} must be >= 1, "
+                             f"0 <= window_s {window_s} <= max_wait_s {max_wait_s}")
+        self.run, self.max_rows, self.window_s, self.max_wait_s = run, max_rows, window_s, max_wait_s
         self.idle_s, self.on_idle = idle_s, on_idle
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._carry: Job | None = None
@@ -122,9 +129,10 @@ class Batcher:
     def _collect(self, first: Job) -> tuple[list[Job], bool]:
         """The batch that starts with ``first``, and whether the close sentinel was seen."""
         batch, rows = [first], first.rows
-        deadline = time.monotonic() + self.window_s
+        now = time.monotonic()
+        latest, deadline = now + self.max_wait_s, now + self.window_s
         while rows < self.max_rows:
-            left = deadline - time.monotonic()
+            left = min(deadline, latest) - time.monotonic()
             try:
                 job = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
             except queue.Empty:
@@ -136,6 +144,7 @@ class Batcher:
                 break
             batch.append(job)
             rows += job.rows
+            deadline = time.monotonic() + self.window_s
         return batch, False
 
     @staticmethod

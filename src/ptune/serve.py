@@ -61,7 +61,10 @@ class ServeConfig:
     """Most input rows in one forward pass of the LM, over all requests and prompts (1: one
     request per pass)."""
     batch_window_ms: float = 5.0
-    """After the first waiting request, how long to wait for more before running the batch."""
+    """How long to wait for the next request before running the batch; each arrival waits
+    again, up to ``batch_max_wait_ms`` after the first request."""
+    batch_max_wait_ms: float = 50.0
+    """How long after its first request a batch runs at the latest (if not full before)."""
     max_queue: int = 256
     """Most requests waiting; beyond it requests answer 503 with Retry-After."""
     max_inputs: int = 64
@@ -90,6 +93,9 @@ class ServeConfig:
         for name in ("batch_window_ms", "rescan_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        if not self.batch_max_wait_ms >= self.batch_window_ms:
+            raise ConfigError("batch_max_wait_ms", f"must be at least batch_window_ms {self.batch_window_ms}, "
+                                                   f"got {self.batch_max_wait_ms}")
         if not self.timeout_s > 0:
             raise ConfigError("timeout_s", f"must be positive, got {self.timeout_s}")
         if self.threads is not None and self.threads < 1:
@@ -121,7 +127,7 @@ class Service:
         self.bank, self.registry, self.config = bank, registry, config
         self.stats = {"batches": 0, "rows": 0, "max_rows": 0, "max_prompts": 0}
         self.batcher = Batcher(self._run, max_rows=config.max_batch, window_s=config.batch_window_ms / 1000,
-                               max_queue=config.max_queue, idle_s=config.rescan_s or None,
+                               max_wait_s=config.batch_max_wait_ms / 1000, max_queue=config.max_queue, idle_s=config.rescan_s or None,
                                on_idle=self.registry.refresh)
 
     @classmethod
@@ -253,13 +259,13 @@ def create_app(service: Service) -> Any:
     async def internal_error(request: Request, e: Exception) -> JSONResponse:
         return JSONResponse({"error": _client_error(e).message}, status_code=500)
 
-    async def submit(payload: tuple, rows: int) -> Any:
+    async def submit(payload: tuple, rows: int) -> JSONResponse:
         try:
             future = service.batcher.submit(payload, rows)
         except Overloaded as e:
             raise ClientError(503, f"overloaded: {e}; retry later", retry_after=1) from None
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), config.timeout_s)
+            return JSONResponse(await asyncio.wait_for(asyncio.wrap_future(future), config.timeout_s))
         except asyncio.TimeoutError:
             raise ClientError(503, f"not answered within {config.timeout_s:g} s; retry later", retry_after=1) from None
 

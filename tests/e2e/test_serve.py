@@ -224,8 +224,12 @@ def test_checkpoints_added_to_the_folder_are_served_without_restart(world, tmp_p
             r = httpx.post(url + "/v1/predict", json={"prompt": "stranger", "inputs": [{"text": "x"}]}, timeout=30)
             assert r.status_code == 404 and "another base model" in r.json()["error"]
             shutil.rmtree(folder / "manual")
+            shutil.rmtree(folder / "three")  # written again: another prompt under the same name
+            shutil.copytree(world / "prompts" / "p-lstm", folder / "three")
             listed = httpx.get(url + "/v1/prompts", timeout=10).json()
-            assert [p["name"] for p in listed["prompts"]] == ["three"]
+            assert [(p["name"], p["template"]) for p in listed["prompts"]] == [("three", PROMPTS["p-lstm"].template)]
+            r = httpx.post(url + "/v1/predict", json=body, timeout=30)
+            assert r.json()["predictions"][0]["label"] in ("pos", "neg")
     finally:
         service.close()
 

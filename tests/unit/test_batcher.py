@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -61,3 +62,19 @@ def test_errors_fail_only_their_batch_and_the_worker_goes_on():
     b.close()
     with pytest.raises(RuntimeError, match="closed"):
         b.submit("late")
+
+
+def test_jobs_that_keep_coming_join_one_batch_until_max_wait():
+    sizes = []
+    b = Batcher(lambda jobs: [sizes.append(len(jobs))] + [j.future.set_result(None) for j in jobs],
+                max_rows=100, window_s=0.6, max_wait_s=10.0)
+    futures = []
+    for _ in range(4):  # 0.9 s from the first to the last, each within the window of the one before
+        futures.append(b.submit(None))
+        time.sleep(0.3)
+    for f in futures:
+        f.result(timeout=10)
+    b.close()
+    assert sizes == [4]
+    with pytest.raises(ValueError, match="max_wait_s"):
+        Batcher(lambda jobs: None, window_s=1.0, max_wait_s=0.5)
