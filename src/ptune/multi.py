@@ -79,7 +79,8 @@ class PromptBank:
     # ------------------------------------------------------------------ prompts
     def add(self, name: str, prompt: PTunedModel | str | os.PathLike) -> PTunedModel:
         """Add (or replace) the prompt ``name``: a checkpoint folder (or run folder) loaded
-        onto the bank's LM, or a :class:`~ptune.model.PTunedModel` built on ``bank.lm``.
+        onto the bank's LM, or a :class:`~ptune.model.PTunedModel` built on ``bank.lm``
+        (put in eval mode: the bank serves it).
 
         Raises:
             CheckpointError: the checkpoint was trained on another base model, holds its
