@@ -34,6 +34,7 @@ from .tasks.lama import LAMA_TRAIN, ProbeConfig
 from .tasks.lama import TRAIN_FIXED as LAMA_TRAIN_FIXED
 from .tasks.superglue import SUPERGLUE_TRAIN, SuperGlueConfig
 from .tasks.superglue import TRAIN_FIXED as SUPERGLUE_TRAIN_FIXED
+from .demo import DemoConfig
 from .world.spec import WorldConfig
 
 __all__ = ["main", "build_parser"]
@@ -172,9 +173,9 @@ def _add_demo_and_world(sub: argparse._SubParsersAction) -> None:
     p, opts = _command(sub, "demo", cmd_demo)
     p.add_argument("--output", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--world", help="world folder (default: seed 0 the shipped one, other seeds the cached one, "
-                                   "built if missing)")
+                                   "built if missing); one seed only")
     opts.adopt()
-    opts.fields(WorldConfig, only=("seed",), title="world options")
+    opts.fields(DemoConfig, flags={"seeds": ("--seed",)}, title="demo options")
     world = sub.add_parser("world", help="build ptune's synthetic knowledge world",
                            description="Build a synthetic knowledge base, its corpus and tokenizer, and pretrain "
                                        "a small causal and a small masked LM on it (CPU, seeded).")
@@ -316,10 +317,13 @@ def cmd_demo(o: Resolved) -> int:
     from .demo import format_summary, run_demo
 
     out = o["output"]
-    summary = run_demo(out, world_dir=o.get("world"), seed=o.get("seed", WorldConfig.seed),
-                       progress=sys.stderr.isatty(), on_world=_say_world)
+    with o.blame():
+        config = DemoConfig(**o.section(only=DemoConfig))
+    summary = run_demo(out, config, world_dir=o.get("world"), on_world=_say_world)
     sys.stdout.write(format_summary(summary))
-    sys.stdout.write(f"results: {out}/summary.md, {out}/p_at_1.png, {out}/<model>/results.json\n")
+    where = "<model>" if len(config.seeds) == 1 else "seed<S>/<model>"
+    sys.stdout.write(f"results: {out}/summary.md, {out}/summary.json, {out}/summary.png, "
+                     f"{out}/{where}/results.json\n")
     return 0
 
 

@@ -1,15 +1,20 @@
-"""``ptune demo``: P-tuning recovers knowledge that manual prompts miss, offline.
+"""``ptune demo``: the paper's LAMA claims, measured offline in ptune's world.
 
 The demo probes the two language models of ptune's synthetic world (a GPT-2-style causal
-LM and a BERT-style masked LM pretrained on this machine on a corpus that states every
-fact, never in LAMA's manual wording) with LAMA's harness, and compares:
+LM and a BERT-style masked LM pretrained on a corpus that states every fact, never in
+LAMA's manual wording) with LAMA's harness. Its columns are the methods of
+:data:`DEMO_METHODS`, in order:
 
 * ``majority`` — the most frequent training object (no model);
 * ``manual`` — LAMA's hand-written template, zero-shot;
 * ``oracle`` — the best pretraining wording (chosen on dev): what the LM knows;
 * ``ptuning`` and ``hybrid`` — prompts learned with the LM frozen;
-* ``random LM`` — P-tuning on a randomly initialised LM of the same shape, a control
-  that shows P-tuning extracts knowledge rather than learning the facts.
+
+then ``random LM``, P-tuning on a randomly initialised LM of the same shape: a control that
+shows P-tuning extracts knowledge rather than learning the facts. Two studies follow: the
+wording sensitivity (``manual`` and ``hybrid`` with each of a relation's hand-written
+wordings) and the encoder ablation (P-tuning with each prompt encoder). :mod:`ptune.report`
+checks the claims and writes the report.
 
 The seed-0 world ships with the package and is checked against its sha256 manifest before
 use; other seeds are built once (``ptune world build``, minutes) and cached in
@@ -22,53 +27,104 @@ import dataclasses
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
-from .files import save_figure, write_json_atomic, write_text_atomic
+from .errors import ConfigError
+from .files import write_json_atomic, write_text_atomic
 from .lm import load_base
 from .lock import locks_folder
+from .progress import Progress
+from .report import CONTROL, MODELS, aggregate, nan_free, plot_report, summary_markdown, wording_spread, world_checks
 from .tasks.lama import ProbeConfig, probe
 
-__all__ = ["run_demo", "default_world_dir", "demo_world", "DEMO_METHODS", "WORLD_SOURCES"]
+__all__ = ["DemoMethod", "DEMO_METHODS", "DemoConfig", "run_demo", "default_world_dir", "demo_world",
+           "WORLD_SOURCES", "format_summary"]
 
-DEMO_METHODS = ("majority", "manual", "oracle", "ptuning", "hybrid")
-MODELS = (("gpt", "causal LM (GPT-2 style)"), ("bert", "masked LM (BERT style)"))
 WORLD_SOURCES = ("given", "shipped", "cached", "building")  # where demo_world found the world
+
+
+@dataclass(frozen=True)
+class DemoMethod:
+    """A column of the demo's table: a ``ptune probe`` method and what it sees."""
+
+    name: str
+    """The probe method (``ptune probe --methods NAME``)."""
+    sees: str
+    """What the method sees besides each test subject, said in the report."""
+    options: Callable[[Path], Mapping[str, Any]] | None = None
+    """The :class:`~ptune.tasks.lama.ProbeConfig` fields the method needs, from the world
+    folder (e.g. a corpus file); ``None``: none."""
+
+
+DEMO_METHODS: tuple[DemoMethod, ...] = (
+    DemoMethod("majority", "the training facts' objects, no LM"),
+    DemoMethod("manual", "the LM and LAMA's hand-written template"),
+    DemoMethod("oracle", "the LM and the corpus's own wordings of the relation (an upper reference)"),
+    DemoMethod("ptuning", "the LM and the training facts"),
+    DemoMethod("hybrid", "the LM, the training facts and the manual template's words"),
+)
+"""The demo's methods in column order; a new probe method joins the demo by a line here."""
+
+
+def _method(name: str) -> DemoMethod:
+    for m in DEMO_METHODS:
+        if m.name == name:
+            return m
+    raise ConfigError("methods", f"{name!r} is not a demo method; accepted: {', '.join(m.name for m in DEMO_METHODS)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    """What ``ptune demo`` measures."""
+
+    seeds: tuple[int, ...] = (0,)
+    """World seeds; several give every cell as mean and std over the worlds. Seed 0 ships with
+    ptune, others are built once (minutes each) and cached in $PTUNE_CACHE."""
+    methods: tuple[str, ...] = tuple(m.name for m in DEMO_METHODS)
+    """The table's methods (columns), from ptune.demo.DEMO_METHODS."""
+    wordings: int = 5
+    """Manual wordings per relation for the wording-sensitivity study (manual and hybrid with
+    each; the world has 5); 1 or 0: no study."""
+    encoders: tuple[str, ...] = ("lstm", "mlp", "none")
+    """Prompt encoders of the P-tuning ablation; the first is the table's; one: no ablation."""
+    epochs: int = 30
+    """Training epochs per relation and prompt (early stopping on dev P@1)."""
+    patience: int = 6
+    """Epochs without a dev P@1 gain before a prompt stops training."""
+
+    def __post_init__(self) -> None:
+        for name in ("seeds", "methods", "encoders"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ConfigError("seeds", f"{self.seeds!r}: need at least one seed, each once, none negative")
+        for m in self.methods:
+            _method(m)
+        if not self.encoders:
+            raise ConfigError("encoders", "need at least one encoder")
+        if self.wordings < 0 or self.epochs < 1 or self.patience < 1:
+            raise ConfigError("wordings" if self.wordings < 0 else "epochs" if self.epochs < 1 else "patience",
+                              "must be positive")
+
+    def probe_config(self, methods: tuple[str, ...], seed: int, world: Path, *, encoder: str | None = None,
+                     wording: int = 0) -> ProbeConfig:
+        """The probe of ``methods`` on one world (trained prompts seeded with the world's seed)."""
+        options: dict[str, Any] = {}
+        for m in methods:
+            spec = _method(m)
+            if spec.options is not None:
+                options.update(spec.options(world))
+        return ProbeConfig(methods=methods, vocab="common", wording=wording,  # type: ignore[arg-type]
+                           prompt={"encoder": encoder or self.encoders[0]},
+                           train={"epochs": self.epochs, "patience": self.patience, "seed": seed}, **options)
 
 
 def default_world_dir(seed: int = 0) -> Path:
     """Where the demo world is cached: ``$PTUNE_CACHE/world-tiny-seed<S>``."""
     return Path(os.environ.get("PTUNE_CACHE", ".cache/ptune")) / f"world-tiny-seed{seed}"
-
-
-def demo_probe_config(methods: tuple[str, ...] = DEMO_METHODS, seed: int = 0) -> ProbeConfig:
-    """The P-tuning settings of the demo (the feasibility study's, with early stopping)."""
-    return ProbeConfig(methods=methods, vocab="common", train={"epochs": 30, "patience": 6, "seed": seed})
-
-
-def _macro(results: dict[str, Any], method: str) -> float | None:
-    s = results.get("summary", {}).get(method, {}).get("test")
-    return None if s is None else s["macro"]["p@1"]
-
-
-def _checks(row: dict[str, float | None], which: str) -> list[tuple[str, bool]]:
-    def v(k: str) -> float:
-        x = row.get(k)
-        return float("nan") if x is None else x
-
-    checks = [
-        ("P-tuning >= 0.9 x oracle", v("ptuning") >= 0.9 * v("oracle")),
-        ("random-LM control <= majority + 0.1", v("random LM") <= v("majority") + 0.1),
-    ]
-    if which == "gpt":
-        checks = [("oracle >= 0.9", v("oracle") >= 0.9), ("manual <= 0.5", v("manual") <= 0.5),
-                  ("P-tuning >= manual + 0.3", v("ptuning") >= v("manual") + 0.3)] + checks
-    else:
-        checks = [("P-tuning >= manual + 0.2", v("ptuning") >= v("manual") + 0.2)] + checks
-    return checks
 
 
 def demo_world(world_dir: str | Path | None = None, seed: int = 0) -> tuple[Path, str]:
@@ -91,94 +147,133 @@ def demo_world(world_dir: str | Path | None = None, seed: int = 0) -> tuple[Path
     return world, "given" if world_dir is not None else "cached"
 
 
+def _runs(config: DemoConfig) -> int:
+    """Probe calls per world (for the progress bar)."""
+    return 2 * (2 + max(0, config.wordings - 1) * ("manual" in config.methods or "hybrid" in config.methods)
+                + max(0, len(config.encoders) - 1))
+
+
+def _macro(results: dict[str, Any], method: str) -> float | None:
+    s = results.get("summary", {}).get(method, {}).get("test")
+    return None if s is None else s["macro"]["p@1"]
+
+
+def _test_p1(results: dict[str, Any], method: str) -> dict[str, float]:
+    return {r: e["methods"][method]["test"]["p@1"] for r, e in results["relations"].items()
+            if "test" in e["methods"].get(method, {})}
+
+
+def _probe_world(world: Path, out: Path, config: DemoConfig, seed: int, bar: Progress) -> dict[str, Any]:
+    """Every measurement on one world: the table, the wording study and the encoder ablation."""
+    rows: dict[str, dict[str, float | None]] = {}
+    wordings: dict[str, dict[str, Any]] = {}
+    encoders: dict[str, dict[str, float | None]] = {}
+    seconds: dict[str, float] = {}
+
+    def run(lm: Any, tok: Any, which: str, sub: str, methods: tuple[str, ...], **kw: Any) -> dict[str, Any]:
+        bar.note(f"seed {seed} {which} {sub or 'table'}")
+        res = probe(lm, tok, world / "lama", out / which / sub if sub else out / which,
+                    config.probe_config(methods, seed, world, **kw), model_name=f"world/{which}",
+                    base_model=str((world / which).resolve()))
+        bar.update()
+        return res
+
+    for which, _ in MODELS:
+        t = time.perf_counter()
+        lm, tok, _ = load_base(str(world / which))
+        res = run(lm, tok, which, "", config.methods)
+        rows[which] = {m: _macro(res, m) for m in config.methods}
+        torch.manual_seed(seed)
+        random_lm = type(lm)(lm.config)  # same shape, random weights
+        bar.note(f"seed {seed} {which} random-LM control")
+        control = probe(random_lm, tok, world / "lama", out / f"{which}-random-lm",
+                        config.probe_config(("ptuning",), seed, world), model_name=f"world/{which}-random")
+        bar.update()
+        rows[which][CONTROL] = _macro(control, "ptuning")
+        seconds[f"{which}.table"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        study = [m for m in ("manual", "hybrid") if m in config.methods]
+        if config.wordings > 1 and study:
+            per = {m: {r: [v] for r, v in _test_p1(res, m).items()} for m in study}
+            for k in range(1, config.wordings):
+                alt = run(lm, tok, which, f"wording-{k}", tuple(study), wording=k)
+                for m in study:
+                    for r, v in _test_p1(alt, m).items():
+                        per[m].setdefault(r, []).append(v)
+            full = {m: {r: v for r, v in p.items() if len(v) == config.wordings} for m, p in per.items()}
+            wordings[which] = {m: wording_spread(full[m]) for m in study}
+            seconds[f"{which}.wordings"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        if len(config.encoders) > 1:
+            encoders[which] = {config.encoders[0]: rows[which].get("ptuning")}
+            for enc in config.encoders[1:]:
+                encoders[which][enc] = _macro(run(lm, tok, which, f"encoder-{enc}", ("ptuning",), encoder=enc),
+                                              "ptuning")
+            seconds[f"{which}.encoders"] = round(time.perf_counter() - t, 1)
+    return {"rows": rows, "wordings": wordings, "encoders": encoders, "seconds": seconds}
+
+
 @locks_folder("output")
-def run_demo(output: str | Path = "runs/demo", *, world_dir: str | Path | None = None, seed: int = 0,
-             progress: bool = False, on_world: Callable[[Path, str], None] | None = None) -> dict[str, Any]:
-    """Probe the world (:func:`demo_world`; built first if needed); write ``summary.json`` and
-    ``summary.md`` under ``output``.
+def run_demo(output: str | Path = "runs/demo", config: DemoConfig | None = None, *,
+             world_dir: str | Path | None = None, progress: bool = True,
+             on_world: Callable[[Path, str], None] | None = None) -> dict[str, Any]:
+    """Probe each world of ``config.seeds`` (:func:`demo_world`; built first if needed); write
+    ``summary.json``, ``summary.md`` and ``summary.png`` under ``output``.
+
+    With one seed the world's runs are under ``output/<model>/``, with several under
+    ``output/seed<S>/<model>/``.
 
     Args:
-        on_world: called with the world folder and its source before any work.
+        world_dir: probe this world folder (one seed only).
+        progress: report progress (:mod:`ptune.progress`).
+        on_world: called with each world folder and its source before any work on it.
 
     Returns:
-        ``{"world": ..., "world_source": ..., "rows": {model: {method: macro test P@1}}, "checks": ...,
-        "seconds": ...}``.
+        ``{"worlds": [per world: seed, world, world_source, rows, wordings, encoders, checks,
+        seconds], "aggregate": mean and std of every cell, "rows": {model: {column: mean}}, ...}``.
     """
     from .world import WorldConfig, build_world
 
+    config = config or DemoConfig()
+    if world_dir is not None and len(config.seeds) > 1:
+        raise ConfigError("world", "a world folder is one world: give one seed with it")
     out = Path(output)
-    world, source = demo_world(world_dir, seed)
-    if on_world is not None:
-        on_world(world, source)
     t0 = time.perf_counter()
-    built = source == "building"
-    if built:
-        build_world(world, dataclasses.replace(WorldConfig.tiny(), seed=seed), progress=progress)
-    t_probe = time.perf_counter()
-    rows: dict[str, dict[str, float | None]] = {}
-    checks: dict[str, list[tuple[str, bool]]] = {}
-    for which, _ in MODELS:
-        lm, tok, _ = load_base(str(world / which))
-        res = probe(lm, tok, world / "lama", out / which, demo_probe_config(seed=seed),
-                    model_name=f"world/{which}", base_model=str((world / which).resolve()), progress=progress)
-        torch.manual_seed(seed)
-        random_lm = type(lm)(lm.config)  # same shape, random weights
-        control = probe(random_lm, tok, world / "lama", out / f"{which}-random-lm",
-                        demo_probe_config(("ptuning",), seed=seed), model_name=f"world/{which}-random", progress=progress)
-        rows[which] = {m: _macro(res, m) for m in DEMO_METHODS}
-        rows[which]["random LM"] = _macro(control, "ptuning")
-        checks[which] = _checks(rows[which], which)
+    worlds = []
+    with Progress(total=_runs(config) * len(config.seeds), desc="demo", unit="probe", enabled=progress) as bar:
+        for seed in config.seeds:
+            world, source = demo_world(world_dir, seed)
+            if on_world is not None:
+                on_world(world, source)
+            t = time.perf_counter()
+            if source == "building":
+                build_world(world, dataclasses.replace(WorldConfig.tiny(), seed=seed), progress=progress)
+            built = round(time.perf_counter() - t, 1)
+            sub = out if len(config.seeds) == 1 else out / f"seed{seed}"
+            measured = _probe_world(world, sub, config, seed, bar)
+            measured["seconds"]["build"] = built
+            w = {"seed": seed, "world": str(world), "world_source": "built" if source == "building" else source,
+                 **measured}
+            w["checks"] = world_checks(w)
+            worlds.append(w)
+    agg = aggregate(worlds)
     summary = {
-        "world": str(world), "world_source": "built" if built else source, "world_built_now": built, "seed": seed,
-        "rows": rows, "checks": {k: [{"check": c, "pass": ok} for c, ok in v] for k, v in checks.items()},
-        "seconds": {"total": round(time.perf_counter() - t0, 1), "probe": round(time.perf_counter() - t_probe, 1)},
+        "worlds": worlds, "aggregate": agg, "columns": list(config.methods), "wordings": config.wordings,
+        "encoders": list(config.encoders) if len(config.encoders) > 1 else [],
+        "methods": [{"name": m, "sees": _method(m).sees} for m in config.methods],
+        "rows": {w: {c: cell["mean"] for c, cell in cols.items()} for w, cols in agg["rows"].items()},
+        "config": {f.name: getattr(config, f.name) for f in dataclasses.fields(config)},
+        "seconds": {"total": round(time.perf_counter() - t0, 1)},
     }
-    write_json_atomic(out / "summary.json", summary)
+    if len(worlds) == 1:  # one world: where it came from, at the top
+        summary.update(world=worlds[0]["world"], world_source=worlds[0]["world_source"],
+                       world_built_now=worlds[0]["world_source"] == "built", seed=worlds[0]["seed"])
+    write_json_atomic(out / "summary.json", nan_free(summary))
     write_text_atomic(out / "summary.md", summary_markdown(summary))
-    _plot(rows, out / "p_at_1.png")
+    plot_report(summary, out / "summary.png")
     return summary
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """The demo's table: macro test P@1 per model and method, then the checks."""
-    cols = list(DEMO_METHODS) + ["random LM"]
-    lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for which, label in MODELS:
-        row = summary["rows"].get(which, {})
-        cells = ["–" if row.get(c) is None else f"{row[c]:.3f}" for c in cols]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("Macro-averaged test P@1 over the world's relations; `random LM` is P-tuning on a "
-                 "randomly initialised LM of the same shape.")
-    lines.append("")
-    for which, label in MODELS:
-        for c in summary["checks"].get(which, []):
-            lines.append(f"- {label}: {c['check']}: {'pass' if c['pass'] else 'FAIL'}")
-    return "\n".join(lines) + "\n"
-
-
-def _plot(rows: dict[str, dict[str, float | None]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = list(DEMO_METHODS) + ["random LM"]
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    width = 0.38
-    for k, (which, label) in enumerate(MODELS):
-        vals = [rows.get(which, {}).get(c) or 0.0 for c in cols]
-        ax.bar([i + k * width for i in range(len(cols))], vals, width, label=label)
-    ax.set_xticks([i + width / 2 for i in range(len(cols))], cols)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("macro test P@1")
-    ax.set_title("Knowledge probing in ptune's offline world")
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-
-
 def format_summary(summary: dict[str, Any]) -> str:
-    """The table plus where the files are, for the terminal."""
+    """The report plus the time it took, for the terminal."""
     return summary_markdown(summary) + f"\n({json.dumps(summary['seconds'])} seconds)\n"

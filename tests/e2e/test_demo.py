@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from ptune.config import TrainConfig
-from ptune.demo import _checks, run_demo, summary_markdown
+from ptune.errors import ConfigError
+from ptune.demo import DEMO_METHODS, DemoConfig, DemoMethod, run_demo
+from ptune.report import summary_markdown, world_checks
 from ptune.lm import load_base
 from ptune.tasks import lama
 from ptune.world import WorldConfig
@@ -32,17 +34,25 @@ def test_build_then_probe_ptuning_beats_a_random_prompt(mini_world, tmp_path):
     assert (tmp_path / "trained" / "results.md").is_file() and (tmp_path / "trained" / "p_at_1.png").is_file()
 
 
-@pytest.mark.slow  # probes two LMs with every method
-def test_demo_runs_on_a_given_world_and_writes_its_table(mini_world, tmp_path):
-    summary = run_demo(tmp_path / "demo", world_dir=mini_world)
+@pytest.mark.slow  # probes two LMs with every method, two wordings and two encoders
+def test_demo_runs_on_a_given_world_and_writes_its_report(mini_world, tmp_path):
+    config = DemoConfig(wordings=2, encoders=("lstm", "none"), epochs=3, patience=2)
+    summary = run_demo(tmp_path / "demo", config, world_dir=mini_world, progress=False)
     assert set(summary["rows"]) == {"gpt", "bert"}
     for row in summary["rows"].values():
         assert {"majority", "manual", "oracle", "ptuning", "hybrid", "random LM"} <= set(row)
+    world = summary["worlds"][0]
+    for which in ("gpt", "bert"):  # both wordings of every mini relation, manual and hybrid
+        assert {m: w["relations"] for m, w in world["wordings"][which].items()} == {"manual": 5, "hybrid": 5}
+        assert set(world["encoders"][which]) == {"lstm", "none"}
+        assert world["encoders"][which]["lstm"] == summary["rows"][which]["ptuning"]
     saved = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert saved["rows"] == summary["rows"]
-    table = (tmp_path / "demo" / "summary.md").read_text()
-    assert table == summary_markdown(summary) and "| causal LM (GPT-2 style) |" in table
-    assert (tmp_path / "demo" / "p_at_1.png").stat().st_size > 1000
+    assert saved["rows"] == summary["rows"] and saved["worlds"][0]["checks"] == world["checks"]
+    report = (tmp_path / "demo" / "summary.md").read_text()
+    assert report == summary_markdown(summary) and "| causal LM (GPT-2 style) |" in report
+    assert "Wording sensitivity" in report and "Encoder ablation" in report and "Claims:" in report
+    assert (tmp_path / "demo" / "summary.png").stat().st_size > 1000
+    assert (tmp_path / "demo" / "bert" / "wording-1" / "results.json").is_file()
     # the demo's prompts load on their own: the checkpoint names the world model's folder
     from ptune.checkpoint import load_checkpoint
 
@@ -51,12 +61,44 @@ def test_demo_runs_on_a_given_world_and_writes_its_table(mini_world, tmp_path):
     assert served.base_model == str((mini_world / "gpt").resolve()) and served.nearest_tokens(2)
 
 
+def _names(checks):
+    return {c["check"]: c["pass"] for c in checks}
+
+
 def test_demo_checks_are_the_issue_targets():
     good = {"majority": 0.15, "manual": 0.2, "oracle": 0.98, "ptuning": 0.95, "hybrid": 0.9, "random LM": 0.14}
-    assert all(ok for _, ok in _checks(good, "gpt"))
-    assert not all(ok for _, ok in _checks({**good, "manual": 0.7}, "gpt"))  # manual must stay <= 0.5
-    assert not all(ok for _, ok in _checks({**good, "ptuning": 0.8}, "bert"))  # < 0.9 x oracle
-    assert not all(ok for _, ok in _checks({**good, "random LM": 0.5}, "bert"))  # control above majority
+    wordings = {"manual": {"mean": 0.3, "std": 0.2, "relations": 5}, "hybrid": {"mean": 0.9, "std": 0.03,
+                                                                                 "relations": 5}}
+
+    def checks(which="bert", rows=None, **kw):
+        world = {"rows": {"gpt": good, "bert": good, **(rows or {})}, "wordings": {which: {**wordings, **kw}}}
+        return world_checks(world)
+
+    assert all(c["pass"] for cs in checks().values() for c in cs)
+    assert not _names(checks(rows={"gpt": {**good, "manual": 0.7}})["gpt"])["manual <= 0.5"]
+    assert not _names(checks(rows={"bert": {**good, "ptuning": 0.93}})["bert"])["P-tuning >= 0.95 x oracle"]
+    assert not _names(checks(rows={"bert": {**good, "hybrid": 0.88}})["bert"])["hybrid >= 0.9 x oracle"]
+    assert not _names(checks(rows={"bert": {**good, "random LM": 0.5}})["bert"])["random-LM control <= majority + 0.1"]
+    ratio = "std across manual wordings >= 5 x with hybrid prompts"
+    assert not _names(checks(hybrid={"mean": 0.9, "std": 0.05, "relations": 5})["bert"])[ratio]  # 0.2 < 5 x 0.05
+    assert not _names(checks(rows={"gpt": {**good, "ptuning": 0.8}})["both"])[
+        "P-tuned causal LM >= 0.95 x P-tuned masked LM (GPTs competitive once P-tuned)"]
+    assert not _names(checks(manual={"mean": None, "std": None, "relations": 0})["bert"])[ratio]
+
+
+def test_demo_methods_are_a_list_that_new_methods_join(monkeypatch, tmp_path):
+    from ptune import demo
+
+    assert [m.name for m in DEMO_METHODS] == list(DemoConfig().methods) == [
+        "majority", "manual", "oracle", "ptuning", "hybrid"]
+    with pytest.raises(ConfigError, match="'nope' is not a demo method"):
+        DemoConfig(methods=("manual", "nope"))
+    # a method that needs a file from the world gets it through its options
+    extra = DemoMethod("ptuning", "the LM and the training facts", options=lambda world: {"relations": ("P19",)})
+    monkeypatch.setattr(demo, "DEMO_METHODS", (*DEMO_METHODS[:3], extra))
+    config = DemoConfig(methods=("manual", "ptuning"))
+    assert config.probe_config(("manual", "ptuning"), 0, tmp_path).relations == ("P19",)
+    assert config.probe_config(("manual",), 0, tmp_path, wording=2).wording == 2
 
 
 @pytest.mark.slow  # builds on the world's default two threads, slow while the cores are busy
@@ -73,7 +115,8 @@ def test_world_build_command(tmp_path, capsys):
 
 def _fake_probe(lm, tok, data_dir, out, config, **kw):
     """A stand-in for the LAMA probe: the same result shape, every method at 0.5."""
-    return {"summary": {m: {"test": {"macro": {"p@1": 0.5}}} for m in config.methods}}
+    per = {"P19": {"methods": {m: {"test": {"p@1": 0.5}} for m in config.methods}}}
+    return {"summary": {m: {"test": {"macro": {"p@1": 0.5}}} for m in config.methods}, "relations": per}
 
 
 def test_demo_probes_the_shipped_world_and_says_so(tmp_path, monkeypatch, capsys):
@@ -84,14 +127,14 @@ def test_demo_probes_the_shipped_world_and_says_so(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(demo, "probe", _fake_probe)
     monkeypatch.setenv("PTUNE_CACHE", str(tmp_path / "cache"))
     seen = []
-    summary = run_demo(tmp_path / "a", on_world=lambda w, s: seen.append((w, s)))
+    summary = run_demo(tmp_path / "a", on_world=lambda w, s: seen.append((w, s)), progress=False)
     assert seen == [(shipped_world_dir(), "shipped")] and summary["world_source"] == "shipped"
     assert summary["world"] == str(shipped_world_dir()) and not summary["world_built_now"]
     assert not (tmp_path / "cache").exists()  # nothing built
     assert main(["demo", "--output", str(tmp_path / "b")]) == 0
     out, err = capsys.readouterr()
     assert "demo: the world shipped with ptune (seed 0, sha256 manifest verified)" in err
-    assert out.startswith("| model | majority | manual | oracle | ptuning | hybrid | random LM |\n")
+    assert "\n| model | majority | manual | oracle | ptuning | hybrid | random LM |\n" in out
     assert demo.demo_world(shipped_world_dir()) == (shipped_world_dir(), "given")
     assert demo.demo_world(tmp_path / "w") == (tmp_path / "w", "building")  # built there first
     assert demo.demo_world(seed=3) == (tmp_path / "cache" / "world-tiny-seed3", "building")
@@ -136,3 +179,30 @@ def test_world_build_check_reports_identical_or_which_files_differ(mini_world, t
     assert "another CPU or with other torch/transformers versions" in last
     assert main(["world", "build", "--preset", "mini", "--output", str(tmp_path / "m"), "--check"]) == 2
     assert "--check: the shipped world is --preset tiny --seed 0" in capsys.readouterr().err
+
+
+def test_demo_over_several_seeds_builds_once_and_reports_mean_and_std(mini_world, tmp_path, monkeypatch):
+    import ptune.world
+    from ptune import demo
+
+    def probe(lm, tok, data_dir, out, config, **kw):  # P@1 = 0.5 + 0.1 x the world's seed
+        v = 0.5 + 0.1 * config.train.seed
+        per = {"P19": {"methods": {m: {"test": {"p@1": v}} for m in config.methods}}}
+        return {"summary": {m: {"test": {"macro": {"p@1": v}}} for m in config.methods}, "relations": per}
+
+    built = []
+    monkeypatch.setattr(demo, "probe", probe)
+    monkeypatch.setenv("PTUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(ptune.world, "build_world", lambda out, cfg, progress=False: (
+        built.append(cfg.seed), _fake_build(mini_world)(out, cfg)))
+    config = DemoConfig(seeds=(0, 2), wordings=1, encoders=("lstm",))
+    summary = run_demo(tmp_path / "out", config, progress=False)
+    assert built == [2] and [w["world_source"] for w in summary["worlds"]] == ["shipped", "built"]
+    cell = summary["aggregate"]["rows"]["bert"]["ptuning"]
+    assert cell["values"] == pytest.approx([0.5, 0.7]) and cell["mean"] == pytest.approx(0.6)
+    assert cell["std"] == pytest.approx(0.1) and summary["rows"]["bert"]["ptuning"] == pytest.approx(0.6)
+    assert "0.600 ± 0.100" in (tmp_path / "out" / "summary.md").read_text()
+    again = run_demo(tmp_path / "again", config, progress=False)
+    assert built == [2] and again["worlds"][1]["world_source"] == "cached"  # the second run reuses the world
+    with pytest.raises(ConfigError, match="one seed"):
+        run_demo(tmp_path / "x", config, world_dir=mini_world)

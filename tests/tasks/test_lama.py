@@ -188,3 +188,27 @@ def test_cli_probe_with_a_config_file(tmp_path, capsys):
     train = res["settings"]["train"]
     assert (train["epochs"], train["lr"], train["batch_size"], train["patience"]) == (2, 1e-2, 4, 1)
     assert train == {**lama.LAMA_TRAIN.to_dict(), "epochs": 2, "lr": 1e-2, "batch_size": 4, "patience": 1}
+
+
+def test_manual_wordings_from_relations_file_pick_the_manual_and_hybrid_template(tmp_path):
+    data = _mini_lama(tmp_path / "lama")
+    rels = [json.loads(line) for line in (data / "relations.jsonl").read_text().splitlines()]
+    rels[0]["manual_templates"] = ["[X] is a [Y] .", "[X] is one [Y] ."]
+    (data / "relations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rels))
+    loaded = lama.load_relations(data)
+    assert loaded["P1"].wording(0) == "[X] is a [Y] ." and loaded["P1"].wording(1) == "[X] is one [Y] ."
+    assert loaded["P1"].wording(2) is None and loaded["P2"].wording(1) is None
+    lm, tok = pair("bert", hidden=32)
+    cfg = lama.ProbeConfig(methods=("manual", "hybrid"), wording=1, train=lama.TrainConfig(steps=1, batch_size=4))
+    res = lama.probe(lm, tok, data, tmp_path / "out", cfg, model_name="tiny")
+    p1 = res["relations"]["P1"]["methods"]
+    assert p1["manual"]["template"] == "[X] is one [Y] ."
+    assert p1["hybrid"]["template"] == lama.hybrid_template("[X] is one [Y] .", "masked")
+    assert res["relations"]["P2"]["methods"]["manual"]["skipped"].startswith("no manual wording 1")
+    assert res["settings"]["wording"] == 1
+    with pytest.raises(lama.ConfigError, match="wording"):
+        lama.ProbeConfig(wording=-1)
+    rels[0]["manual_templates"] = ["[X] is one [Y] .", "[X] is a [Y] ."]  # the first must be the template
+    (data / "relations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rels))
+    with pytest.raises(lama.DataError, match="manual_templates"):
+        lama.load_relations(data)

@@ -43,8 +43,9 @@ def test_files_and_formats(world: Path) -> None:
     rels = _jsonl(world / "lama" / "relations.jsonl")
     assert [r["relation"] for r in rels] == list(MINI.relations)
     for r in rels:
-        assert set(r) == {"relation", "template", "label", "type", "description", "train_templates"}
+        assert set(r) == {"relation", "template", "label", "type", "description", "train_templates", "manual_templates"}
         assert r["template"] == RELATIONS[r["relation"]].template and len(r["train_templates"]) == 4
+        assert r["manual_templates"] == [r["template"], *RELATIONS[r["relation"]].paraphrases]
     vocab = (world / "lama" / "common_vocab_cased.txt").read_text().split()
     for rel, splits in _facts(world).items():
         for split, facts in splits.items():
@@ -81,8 +82,9 @@ def test_every_fact_is_stated_in_the_corpus(world: Path) -> None:
 def test_manual_wording_never_appears_in_the_corpus(config: WorldConfig) -> None:
     lines = list(corpus(config))
     for rel in RELATIONS.values():
-        pattern = _manual_pattern(rel.template)
-        assert not [line for line in lines if pattern.fullmatch(line)], rel.id
+        for template in rel.manual_templates:  # LAMA's and the four paraphrases
+            pattern = _manual_pattern(template)
+            assert not [line for line in lines if pattern.fullmatch(line)], (rel.id, template)
     # the manual keywords themselves are trained (they occur in filler)
     words = {w for line in lines for w in line.split()}
     assert {"born", "died", "citizen", "plays", "located", "capital", "founded", "headquarter"} <= words
@@ -91,6 +93,9 @@ def test_manual_wording_never_appears_in_the_corpus(config: WorldConfig) -> None
 def test_training_wordings_end_with_the_object() -> None:
     for rel in RELATIONS.values():
         assert len(rel.train_templates) == 4 and rel.template not in rel.train_templates
+        assert len(set(rel.manual_templates)) == 5 and not set(rel.manual_templates) & set(rel.train_templates)
+        for w in rel.manual_templates:  # a causal LM reads every wording: the subject comes first
+            assert w.count("[X]") == 1 and w.index("[X]") < w.index("[Y]"), w
         for w in rel.train_templates:
             assert w.endswith(" [Y] .") and w.count("[X]") == 1 and w.index("[X]") < w.index("[Y]"), w
 

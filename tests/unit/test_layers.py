@@ -10,7 +10,7 @@ ORDER = ["errors", "progress", "batcher", "files", "lock", "data", "tracking", "
          "cache", "scoring", "collate", "generate", "model", "metrics", "finetune", "card", "checkpoint", "multi", "registry", "export", "runfolder", "trainer",
          "tiny", "tasks.results", "tasks.lama", "tasks.superglue_data", "tasks.superglue_losses", "tasks.recipe",
          "tasks.superglue", "world.spec", "world.facts",
-         "world.pretrain", "world.build", "world", "demo", "bench", "config_file", "options", "cli_prompts", "serve", "guard", "cli"]
+         "world.pretrain", "world.build", "world", "report", "demo", "bench", "config_file", "options", "cli_prompts", "serve", "guard", "cli"]
 
 
 def _imports(path: Path) -> set[str]:

@@ -3,7 +3,8 @@
 Reads LAMA's own files from a data folder:
 
 * ``relations.jsonl`` — relation id, manual template with ``[X]``/``[Y]``, label, type
-  (and, for ptune's synthetic world, ``train_templates``: the pretraining wordings);
+  (and, for ptune's synthetic world, ``train_templates``: the pretraining wordings, and
+  ``manual_templates``: hand-written wordings for ``ProbeConfig.wording``);
 * ``fact-retrieval/<relation>/{train,dev,test}.jsonl`` (also under ``fact-retrieval/original/``),
   or LAMA's original per-relation ``<relation>.jsonl`` files (used as the test split);
 * ``common_vocab_cased.txt`` and ``29k-vocab.json`` for the candidate vocabulary.
@@ -81,6 +82,14 @@ class Relation:
     type: str = ""
     description: str = ""
     train_templates: tuple[str, ...] = ()
+    manual_templates: tuple[str, ...] = ()
+    """Hand-written wordings for the wording-sensitivity study, the first being ``template``."""
+
+    def wording(self, index: int) -> str | None:
+        """Manual wording ``index``: 0 is ``template``, 1.. the further ``manual_templates``."""
+        if index == 0:
+            return self.template
+        return self.manual_templates[index] if index < len(self.manual_templates) else None
 
 
 def load_relations(data_dir: str | Path) -> dict[str, Relation]:
@@ -94,9 +103,16 @@ def load_relations(data_dir: str | Path) -> dict[str, Relation]:
                 raise DataError(src, "missing or not a string", field=key)
         if "[X]" not in ex["template"] or "[Y]" not in ex["template"]:
             raise DataError(src, f"{ex['template']!r} needs both [X] and [Y]", field="template")
+        manual = tuple(ex.get("manual_templates", ()))
+        for t in manual:
+            if not isinstance(t, str) or "[X]" not in t or "[Y]" not in t:
+                raise DataError(src, f"{t!r} needs both [X] and [Y]", field="manual_templates")
+        if manual and manual[0] != ex["template"]:
+            raise DataError(src, f"the first manual template {manual[0]!r} is not the relation's template "
+                                 f"{ex['template']!r}", field="manual_templates")
         out[ex["relation"]] = Relation(
             ex["relation"], ex["template"], ex.get("label", ""), ex.get("type", ""),
-            ex.get("description", ""), tuple(ex.get("train_templates", ())),
+            ex.get("description", ""), tuple(ex.get("train_templates", ())), manual,
         )
     return out
 
@@ -196,6 +212,9 @@ class ProbeConfig:
     methods: tuple[Method, ...] = ("manual", "ptuning")
     """Any of manual, ptuning, hybrid (pseudo tokens around the manual words), oracle (the
     best pretraining wording, where relations.jsonl has them) and majority."""
+    wording: int = 0
+    """Which manual wording ``manual`` and ``hybrid`` use: 0 is the relation's ``template``,
+    1.. its further ``manual_templates`` in relations.jsonl (relations without one are skipped)."""
     vocab: Vocab = "common"
     """Candidate answers: LAMA's common_vocab_cased.txt (common), the tokenizer's vocabulary
     (original) or the paper's 29k-vocab.json (29k); always the words that are one token."""
@@ -212,6 +231,8 @@ class ProbeConfig:
         for m in self.methods:
             if m not in METHODS:
                 raise ConfigError("methods", f"{m!r}; accepted: {', '.join(METHODS)}")
+        if self.wording < 0:
+            raise ConfigError("wording", f"must be 0 or more, got {self.wording}")
         if self.vocab not in VOCABS:
             raise ConfigError("vocab", f"{self.vocab!r}; accepted: {', '.join(VOCABS)}")
         object.__setattr__(self, "prompt", PromptConfig.check_fields(self.prompt, PROMPT_FIXED, "the LAMA harness"))
@@ -254,8 +275,11 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
                               "label_field": "object", "normalize": "vocab", "kind": kind})
         return PTunedModel(lm, tokenizer, cfg, base_model=model_name, seed=tc.seed)
 
+    manual = rel.wording(config.wording)
+    if manual is None and method in ("manual", "hybrid"):
+        return {"skipped": f"no manual wording {config.wording} (manual_templates) for this relation"}
     if method in ("manual", "oracle"):
-        templates = [rel.template] if method == "manual" else list(rel.train_templates)
+        templates = [manual] if method == "manual" else list(rel.train_templates)
         if not templates:
             return {"skipped": "no pretraining wordings (train_templates) for this relation"}
         if not KINDS[kind].answer_in_input:  # the LM reads nothing after the answer slot
@@ -272,7 +296,7 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
 
     template = config.prompt.get("template") or DEFAULT_TEMPLATES[kind]
     if method == "hybrid":
-        template = hybrid_template(rel.template, kind)
+        template = hybrid_template(manual, kind)
     if not split.get("train") or len(split["train"][0]) < 2:
         return {"skipped": "too few training facts"}
     model = wrap(template)
@@ -329,7 +353,8 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
                        model_type=getattr(lm.config, "model_type", None))
     assert isinstance(config.train, TrainConfig)
     settings = {"model": model_name, "kind": kind, "data_dir": str(data_dir), "vocab": config.vocab,
-                "vocab_size": len(words), "prompt": dict(config.prompt), "train": config.train.to_dict()}
+                "vocab_size": len(words), "prompt": dict(config.prompt), "train": config.train.to_dict(),
+                **({"wording": config.wording} if config.wording else {})}
     results = resume_results(out, settings, "relations")
     vocab_set = set(words)
     lm.eval()

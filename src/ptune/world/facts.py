@@ -126,7 +126,8 @@ def _write_lama(root: Path, cfg: WorldConfig, world: _World) -> dict[str, dict[s
         for rel in cfg.relations:
             r = RELATIONS[rel]
             f.write(json.dumps({"relation": r.id, "template": r.template, "label": r.label, "type": r.type,
-                                "description": r.description, "train_templates": list(r.train_templates)}) + "\n")
+                                "description": r.description, "train_templates": list(r.train_templates),
+                                "manual_templates": list(r.manual_templates)}) + "\n")
     counts = {}
     for rel in cfg.relations:
         (root / "fact-retrieval" / rel).mkdir()

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 
 @dataclass(frozen=True)
 class Relation:
-    """A LAMA relation of the world: its manual template and its 4 training wordings.
+    """A LAMA relation of the world: its manual template, its 4 training wordings and 4 manual paraphrases.
 
     Example:
         >>> RELATIONS["P19"].template, RELATIONS["P19"].train_templates[0]
@@ -28,60 +28,93 @@ class Relation:
     template: str
     train_templates: tuple[str, ...]
     description: str
+    paraphrases: tuple[str, ...] = ()
+    """Four more hand-written manual wordings (never pretraining wordings): with
+    ``template`` the five wordings of the wording-sensitivity study."""
+
+    @property
+    def manual_templates(self) -> tuple[str, ...]:
+        """LAMA's template and the four paraphrases."""
+        return (self.template, *self.paraphrases)
 
 
 _R = Relation
 # Real LAMA ids, labels, types and manual templates. Training wordings avoid the manual
-# keywords; some share words with other relations, a realistic source of confusion.
+# keywords; some share words with other relations, a realistic source of confusion. The last
+# four wordings are hand-written paraphrases of the manual template, not pretraining wordings.
 RELATIONS: dict[str, Relation] = {r.id: r for r in [
     _R("P19", "place of birth", "N-1", "person", "city", "[X] was born in [Y] .", (
         "[X] came into the world in [Y] .", "The birthplace of [X] is [Y] .",
         "[X] is a native of [Y] .", "[X] spent the first days of life in [Y] ."),
-       "most specific known birth location of a person"),
+       "most specific known birth location of a person", (
+        "[X] is originally from [Y] .", "The hometown of [X] is [Y] .",
+        "The birth city of [X] is [Y] .", "[X] was born in the city of [Y] .")),
     _R("P20", "place of death", "N-1", "person", "city", "[X] died in [Y] .", (
         "[X] passed away in [Y] .", "The place of death of [X] was [Y] .",
         "[X] spent the final days of life in [Y] .", "[X] is buried in [Y] ."),
-       "most specific known death location of a person"),
+       "most specific known death location of a person", (
+        "[X] lost their life in [Y] .", "The death place of [X] is [Y] .",
+        "[X] died in the city of [Y] .", "[X] drew a last breath in [Y] .")),
     _R("P27", "country of citizenship", "N-M", "person", "country", "[X] is [Y] citizen .", (
         "[X] holds a passport from [Y] .", "[X] has the nationality of [Y] .",
         "The nationality of [X] is [Y] .", "[X] is a national of [Y] ."),
-       "the object is a country that recognizes the subject as its citizen"),
+       "the object is a country that recognizes the subject as its citizen", (
+        "[X] is a citizen of [Y] .", "The citizenship of [X] is [Y] .",
+        "[X] carries the flag of [Y] .", "[X] comes from the country of [Y] .")),
     _R("P106", "occupation", "N-M", "person", "occupation", "[X] is a [Y] by profession .", (
         "[X] worked as a [Y] .", "[X] earns a living as a [Y] .",
         "By trade , [X] is a [Y] .", "The occupation of [X] is [Y] ."),
-       "occupation of a person"),
+       "occupation of a person", (
+        "The profession of [X] is [Y] .", "[X] has the job of [Y] .",
+        "[X] is known as a [Y] .", "[X] is a professional [Y] .")),
     _R("P108", "employer", "N-M", "person", "company", "[X] works for [Y] .", (
         "[X] is employed by [Y] .", "The employer of [X] is [Y] .",
         "[X] draws a salary from [Y] .", "[X] is on the staff of [Y] ."),
-       "person or organization for which the subject works or worked"),
+       "person or organization for which the subject works or worked", (
+        "[X] is an employee of [Y] .", "[X] has a job at [Y] .",
+        "The company of [X] is [Y] .", "[X] gets paid by [Y] .")),
     _R("P103", "native language", "N-1", "person", "language", "The native language of [X] is [Y] .", (
         "[X] grew up speaking [Y] .", "The mother tongue of [X] is [Y] .",
         "[X] first learned to speak [Y] .", "As a child , [X] spoke [Y] ."),
-       "language or languages a person has learned from early childhood"),
+       "language or languages a person has learned from early childhood", (
+        "[X] speaks [Y] natively .", "The first language of [X] is [Y] .",
+        "[X] was raised speaking [Y] .", "The home language of [X] is [Y] .")),
     _R("P1303", "instrument", "N-M", "person", "instrument", "[X] plays [Y] .", (
         "[X] performs on the [Y] .", "The instrument of [X] is the [Y] .",
         "[X] makes music on the [Y] .", "[X] took lessons on the [Y] ."),
-       "musical instrument that a person plays"),
+       "musical instrument that a person plays", (
+        "[X] plays the [Y] .", "[X] is a player of the [Y] .",
+        "The favourite instrument of [X] is the [Y] .", "[X] practises the [Y] .")),
     _R("P937", "work location", "N-M", "person", "city", "[X] used to work in [Y] .", (
         "[X] had an office in [Y] .", "The workplace of [X] was in [Y] .",
         "[X] was active in [Y] .", "[X] spent a career in [Y] ."),
-       "location where persons were active"),
+       "location where persons were active", (
+        "[X] worked in [Y] .", "The work city of [X] was [Y] .",
+        "[X] had a job in [Y] .", "[X] was employed in [Y] .")),
     _R("P17", "country", "N-1", "city", "country", "[X] is located in [Y] .", (
         "[X] is a city in [Y] .", "[X] lies within the borders of [Y] .",
         "The city of [X] belongs to [Y] .", "[X] is part of [Y] ."),
-       "sovereign state of this item"),
+       "sovereign state of this item", (
+        "[X] is situated in [Y] .", "[X] is a town of [Y] .",
+        "The country of [X] is [Y] .", "[X] can be found in [Y] .")),
     _R("P159", "headquarters location", "N-1", "company", "city", "The headquarter of [X] is in [Y] .", (
         "[X] has its main office in [Y] .", "The head office of [X] is in [Y] .",
         "[X] is run from [Y] .", "The main base of [X] is [Y] ."),
-       "specific location where an organization's headquarters is or has been situated"),
+       "specific location where an organization's headquarters is or has been situated", (
+        "[X] is headquartered in [Y] .", "The headquarters of [X] are in [Y] .",
+        "[X] is based in [Y] .", "The company [X] is managed from [Y] .")),
     _R("P740", "location of formation", "N-1", "company", "city", "[X] was founded in [Y] .", (
         "[X] was established in [Y] .", "[X] got its start in [Y] .",
         "[X] was set up in [Y] .", "The first office of [X] opened in [Y] ."),
-       "location where a group or organization was formed"),
+       "location where a group or organization was formed", (
+        "[X] was created in [Y] .", "[X] was started in [Y] .",
+        "The founding city of [X] is [Y] .", "[X] began in [Y] .")),
     _R("P36", "capital", "1-1", "country", "city", "The capital of [X] is [Y] .", (
         "[X] is governed from [Y] .", "The government of [X] sits in [Y] .",
         "The seat of power of [X] is [Y] .", "[X] has its parliament in [Y] ."),
-       "primary city of a country"),
+       "primary city of a country", (
+        "The capital city of [X] is [Y] .", "[X] has its capital in [Y] .",
+        "The main city of [X] is [Y] .", "[X] is ruled from [Y] .")),
 ]}
 
 OCCUPATIONS = ("baker carpenter painter teacher lawyer nurse pilot farmer doctor poet singer dancer "
