@@ -30,7 +30,9 @@ from .lock import locks_folder
 from .options import CommandOptions, Parser, Resolved
 from .serve import add_command as add_serve_command
 from .progress import set_quiet
+from .tasks.autoprompt import AutoPromptConfig
 from .tasks.lama import LAMA_TRAIN, ProbeConfig
+from .tasks.mining import MiningConfig
 from .tasks.lama import TRAIN_FIXED as LAMA_TRAIN_FIXED
 from .tasks.superglue import SUPERGLUE_TRAIN, SuperGlueConfig
 from .tasks.superglue import TRAIN_FIXED as SUPERGLUE_TRAIN_FIXED
@@ -143,12 +145,15 @@ def _harness(sub: argparse._SubParsersAction, name: str, func: Callable, data_he
 
 def _add_probe(sub: argparse._SubParsersAction) -> None:
     opts = _harness(sub, "probe", cmd_probe, "LAMA folder: relations.jsonl, fact-retrieval/, vocab files")
-    opts.fields(ProbeConfig, skip=("prompt", "train"), default_text={"relations": "all"}, title="probe options")
+    opts.fields(ProbeConfig, skip=("prompt", "train", "autoprompt", "mining"), default_text={"relations": "all"},
+                title="probe options")
     opts.fields(PromptConfig, "prompt", only=("template", "encoder", "max_length", "truncation"), flags=ENCODER_FLAG,
                 default_text={"template": "[P*3] [X] [P*3] [MASK] [P*3], causal LMs without the last [P*3]"},
                 title="PromptConfig options of the trained prompts")
     opts.fields(TrainConfig, "train", skip=LAMA_TRAIN_FIXED, defaults=LAMA_TRAIN.to_dict(),
                 title="TrainConfig options of each relation's prompt")
+    opts.fields(AutoPromptConfig, "autoprompt", title="autoprompt options (its rounds follow the TrainConfig options)")
+    opts.fields(MiningConfig, "mining", title="mined options")
     opts.exclusive.append(STEPS_OR_EPOCHS)
 
 
@@ -271,7 +276,8 @@ def cmd_train(o: Resolved) -> int:
 
 def _probe_config(o: Resolved) -> ProbeConfig:
     with o.blame():
-        return ProbeConfig(**o.section(only=ProbeConfig), prompt=o.section("prompt"), train=o.section("train"))
+        return ProbeConfig(**o.section(only=ProbeConfig), prompt=o.section("prompt"), train=o.section("train"),
+                           autoprompt=o.section("autoprompt"), mining=o.section("mining"))
 
 
 def _superglue_config(o: Resolved) -> SuperGlueConfig:
@@ -397,9 +403,16 @@ def _eval_batch_size(o: Resolved) -> int:
 def cmd_inspect(o: Resolved) -> int:
     from .checkpoint import load_checkpoint
 
+    from .tasks.autoprompt import prompt_in_words, trigger_ids
+
     model = load_checkpoint(o["checkpoint"], o.get("model"))
     rows = model.nearest_tokens(o["top"])
     sys.stdout.write(f"template: {model.config.template}\n")
+    ids = trigger_ids(model)
+    if ids is not None:  # every pseudo token is exactly a vocabulary token (an AutoPrompt prompt)
+        words = [model.tokenizer.decode([i]).strip() for i in ids]
+        sys.stdout.write(f"discrete prompt: {prompt_in_words(model.config.template, words)}\n"
+                         f"tokens: {' '.join(model.tokenizer.convert_ids_to_tokens(ids))}\n")
     if not rows:
         sys.stdout.write("no pseudo tokens\n")
     for i, row in enumerate(rows):

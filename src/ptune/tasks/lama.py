@@ -16,6 +16,10 @@ Methods, all with the LM frozen and one prompt per relation:
   (causal): subject before the answer, unlike the original code (spec §4 item 1);
 * ``hybrid`` — pseudo tokens around the manual template's words (the paper's v2);
 * ``oracle`` — the best pretraining wording on dev (only where ``train_templates`` exist);
+* ``autoprompt`` — real tokens at the P-tuning template's pseudo positions, found by
+  AutoPrompt's gradient-guided search (:mod:`ptune.tasks.autoprompt`);
+* ``mined`` — the best of the templates mined from a corpus, ranked on the training facts
+  (LPAQA; :mod:`ptune.tasks.mining`);
 * ``majority`` — the most frequent training object, no model.
 
 Trained prompts are selected on dev P@1 with early stopping and reported on test with
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +51,9 @@ from ..lm import KINDS, detect_kind
 from ..model import PTunedModel
 from ..trainer import train
 from ..verbalizer import Verbalizer
+from .autoprompt import AutoPromptConfig, prompt_in_words
+from .autoprompt import search as autoprompt_search
+from .mining import Mined, MiningConfig, mine, read_corpus
 from .results import RESULTS_FILE, resume_results
 from .results import markdown_table as table
 
@@ -56,7 +64,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["manual", "ptuning", "hybrid", "oracle", "majority"]
+Method = Literal["manual", "ptuning", "hybrid", "oracle", "majority", "autoprompt", "mined"]
 METHODS: tuple[str, ...] = get_args(Method)
 Vocab = Literal["common", "original", "29k"]
 VOCABS: tuple[str, ...] = get_args(Vocab)
@@ -211,7 +219,9 @@ class ProbeConfig:
     """Relation ids, or ``all``: every relation of relations.jsonl."""
     methods: tuple[Method, ...] = ("manual", "ptuning")
     """Any of manual, ptuning, hybrid (pseudo tokens around the manual words), oracle (the
-    best pretraining wording, where relations.jsonl has them) and majority."""
+    best pretraining wording, where relations.jsonl has them), autoprompt (tokens searched
+    at the P-tuning template's pseudo positions), mined (templates mined from ``corpus``)
+    and majority."""
     wording: int = 0
     """Which manual wording ``manual`` and ``hybrid`` use: 0 is the relation's ``template``,
     1.. its further ``manual_templates`` in relations.jsonl (relations without one are skipped)."""
@@ -224,6 +234,10 @@ class ProbeConfig:
     train: TrainConfig | Mapping[str, Any] = LAMA_TRAIN
     """How each relation's prompt trains: a TrainConfig, or some of its fields that replace
     those of ``LAMA_TRAIN``."""
+    autoprompt: AutoPromptConfig | Mapping[str, Any] = field(default_factory=AutoPromptConfig)
+    """AutoPrompt's search (its rounds, batches and dev selection follow ``train``)."""
+    mining: MiningConfig | Mapping[str, Any] = field(default_factory=MiningConfig)
+    """The corpus of the ``mined`` method and how many mined templates it scores."""
 
     def __post_init__(self) -> None:
         if self.relations is not None and [r.strip().lower() for r in self.relations] == ["all"]:
@@ -238,6 +252,10 @@ class ProbeConfig:
         object.__setattr__(self, "prompt", PromptConfig.check_fields(self.prompt, PROMPT_FIXED, "the LAMA harness"))
         if not isinstance(self.train, TrainConfig):
             object.__setattr__(self, "train", LAMA_TRAIN.updated(self.train))
+        object.__setattr__(self, "autoprompt", AutoPromptConfig.of(self.autoprompt))
+        object.__setattr__(self, "mining", MiningConfig.of(self.mining))
+        if "mined" in self.methods and self.mining.corpus is None:
+            raise ConfigError("corpus", "the mined method needs a corpus file (one sentence per line)")
 
 
 def rank_eval(model: PTunedModel, examples: list[dict], sources: list[str], batch_size: int = 64) -> dict[str, float]:
@@ -249,8 +267,15 @@ def rank_eval(model: PTunedModel, examples: list[dict], sources: list[str], batc
     return rank_metrics(torch.cat(ranks))
 
 
+def _p1_mrr(model: PTunedModel, dev: tuple[list[dict], list[str]], batch_size: int) -> tuple[float, float]:
+    """Dev selection of a discrete search: P@1, ties broken by MRR."""
+    m = rank_eval(model, *dev, batch_size)
+    return m["p@1"], m["mrr"]
+
+
 def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: str, facts: dict[str, Records],
-                    words: list[str], config: ProbeConfig, ckpt_dir: Path, model_name: str) -> dict[str, Any]:
+                    words: list[str], config: ProbeConfig, ckpt_dir: Path, model_name: str,
+                    mined: Mapping[str, list[Mined]] | None = None) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     split = {s: (r.examples, r.sources) for s, r in facts.items()}
@@ -269,46 +294,62 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
     tc = config.train
     assert isinstance(tc, TrainConfig)
 
-    def wrap(template: str) -> PTunedModel:
+    def wrap(template: str, **fixed: Any) -> PTunedModel:
         set_seed(tc.seed)
         cfg = PromptConfig(**{**config.prompt, "template": template, "verbalizer": verbalizer,
-                              "label_field": "object", "normalize": "vocab", "kind": kind})
+                              "label_field": "object", "normalize": "vocab", "kind": kind, **fixed})
         return PTunedModel(lm, tokenizer, cfg, base_model=model_name, seed=tc.seed)
 
     manual = rel.wording(config.wording)
     if manual is None and method in ("manual", "hybrid"):
         return {"skipped": f"no manual wording {config.wording} (manual_templates) for this relation"}
-    if method in ("manual", "oracle"):
-        templates = [manual] if method == "manual" else list(rel.train_templates)
+    if method in ("manual", "oracle", "mined"):
+        found = list((mined or {}).get(rel.id, ()))
+        templates = {"manual": [manual], "oracle": list(rel.train_templates),
+                     "mined": [m.template for m in found]}[method]
         if not templates:
-            return {"skipped": "no pretraining wordings (train_templates) for this relation"}
+            return {"skipped": "no pretraining wordings (train_templates) for this relation" if method == "oracle"
+                    else "no corpus sentence holds a training fact's subject and object"}
         if not KINDS[kind].answer_in_input:  # the LM reads nothing after the answer slot
             usable = [t for t in templates if t.index("[Y]") > t.index("[X]")]
             if not usable:
                 return {"skipped": "the answer slot precedes the subject; a causal LM cannot read it"}
             templates = usable
-        if len(templates) > 1:
-            dev = split.get("dev") or split.get("train")
-            scored = [(rank_eval(wrap(t), *dev, tc.eval_batch_size)["p@1"], -i, t) for i, t in enumerate(templates)]
-            templates = [max(scored)[2]]
-        model = wrap(templates[0])
-        return {"template": templates[0], **{s: rank_eval(model, *split[s], tc.eval_batch_size) for s in evals}}
+        templates = templates[:config.mining.mined_candidates] if method == "mined" else templates
+        # the oracle's wording is chosen on dev; mined templates are ranked on the training facts (LPAQA)
+        pick = split.get("train") if method == "mined" else split.get("dev") or split.get("train")
+        scored = sorted(((rank_eval(wrap(t), *pick, tc.eval_batch_size)["p@1"], -i, t) for i, t in enumerate(templates)),
+                        reverse=True) if len(templates) > 1 and pick else [(None, 0, templates[0])]
+        model = wrap(scored[0][2])
+        out = {"template": scored[0][2], **{s: rank_eval(model, *split[s], tc.eval_batch_size) for s in evals}}
+        if method == "mined":
+            support = {m.template: m.support for m in found}
+            out["candidates"] = [{"template": t, "train p@1": p, "support": support[t]} for p, _, t in scored[:5]]
+            out["mined"] = len(found)
+        return out
 
     template = config.prompt.get("template") or DEFAULT_TEMPLATES[kind]
     if method == "hybrid":
         template = hybrid_template(manual, kind)
     if not split.get("train") or len(split["train"][0]) < 2:
         return {"skipped": "too few training facts"}
-    model = wrap(template)
+    model = wrap(template, **({"encoder": "none"} if method == "autoprompt" else {}))
     train_items = model.prepare(*split["train"], require_labels=True)
     dev_items = model.prepare(*split["dev"], require_labels=True) if "dev" in evals else None
     if tc.batch_size > len(train_items):
         tc = dataclasses.replace(tc, batch_size=len(train_items))
-    # best weights are kept in memory; one serving checkpoint is written at the end
-    result = train(model, train_items, dev_items, tc, None, progress=False)
-    save_checkpoint(model, ckpt_dir)
-    out = {"template": template, "steps": result.steps, "best_step": result.best_step,
-           "stopped_early": result.stopped_early}
+    if method == "autoprompt":
+        dev_score = None if dev_items is None else lambda m: _p1_mrr(m, split["dev"], tc.eval_batch_size)
+        found = autoprompt_search(model, train_items, dev_score, tc, config.autoprompt)  # type: ignore[arg-type]
+        words = [tokenizer.decode([i]).strip() or t for i, t in zip(found.ids, found.tokens)]
+        out = {"template": template, "prompt": prompt_in_words(template, words), "trigger_ids": found.ids,
+               "trigger_tokens": found.tokens, "rounds": found.rounds, "accepted": found.accepted,
+               "best_round": found.best_round, "stopped_early": found.stopped_early}
+    else:  # best weights are kept in memory
+        result = train(model, train_items, dev_items, tc, None, progress=False)
+        out = {"template": template, "steps": result.steps, "best_step": result.best_step,
+               "stopped_early": result.stopped_early}
+    save_checkpoint(model, ckpt_dir)  # one serving checkpoint
     for s in evals:
         out[s] = rank_eval(model, *split[s], tc.eval_batch_size)
     return out
@@ -354,9 +395,19 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
     assert isinstance(config.train, TrainConfig)
     settings = {"model": model_name, "kind": kind, "data_dir": str(data_dir), "vocab": config.vocab,
                 "vocab_size": len(words), "prompt": dict(config.prompt), "train": config.train.to_dict(),
-                **({"wording": config.wording} if config.wording else {})}
+                **({"wording": config.wording} if config.wording else {}),
+                **{k: dataclasses.asdict(v) for k, v in (("autoprompt", config.autoprompt), ("mining", config.mining))
+                   if v != type(v)()}}  # recorded where not the default: earlier runs stay resumable
     results = resume_results(out, settings, "relations")
     vocab_set = set(words)
+    mined = None
+    if "mined" in config.methods and any("mined" not in results["relations"].get(r, {}).get("methods", {})
+                                         for r in wanted):
+        start = time.perf_counter()
+        pairs = {r: [(ex["subject"], ex["object"]) for ex in getattr(_kept_facts(data_dir, r, vocab_set)[0].get("train"),
+                                                                      "examples", [])] for r in wanted}
+        mined = mine(read_corpus(config.mining.corpus), pairs, config.mining.max_middle_words)
+        results["mining"] = {"seconds": round(time.perf_counter() - start, 2)}  # one pass for every relation
     lm.eval()
     bar = tqdm(total=len(wanted) * len(config.methods), desc="probe", unit="run", disable=not progress)
     for rid in wanted:
@@ -366,12 +417,14 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
         for method in config.methods:
             bar.set_postfix(relation=rid, method=method)
             if method not in entry["methods"]:
+                start = time.perf_counter()
                 try:
                     entry["methods"][method] = _probe_relation(
                         lm, tokenizer, kind, rel, method, facts, words, config,
-                        out / "checkpoints" / rid / method, base_model or model_name)
+                        out / "checkpoints" / rid / method, base_model or model_name, mined)
                 except PtuneError as e:
                     entry["methods"][method] = {"skipped": str(e)}
+                entry.setdefault("seconds", {})[method] = round(time.perf_counter() - start, 2)
                 results["summary"] = summarize(results, config.methods)
                 write_json_atomic(out / RESULTS_FILE, results)
             bar.update(1)

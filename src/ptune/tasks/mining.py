@@ -1,0 +1,179 @@
+"""Prompts mined from a corpus (LPAQA, Jiang et al. 2020): the wordings that connect a
+relation's subjects and objects in text.
+
+For each relation, every sentence of the corpus that contains a training fact's subject
+and object gives candidate templates (:func:`mine`):
+
+* ``middle``: the words between the two, ``[X] <middle> [Y] .`` (or ``[Y] <middle> [X] .``
+  when the object comes first), LPAQA's middle-word prompts;
+* ``sentence``: the whole sentence with the subject replaced by ``[X]`` and the object by
+  ``[Y]``.
+
+Candidates are ranked by how many distinct training facts yield them; the LAMA harness
+then scores the most frequent ones on the training facts and keeps the best.
+
+The corpus is a text file with one sentence per line (as LPAQA's Wikipedia sentences and
+the world's pretraining corpus are). Subjects and objects are matched as whole words:
+``Rome`` matches ``Rome .`` and ``Rome,`` but not ``Romeo``.
+
+Example:
+    >>> mined = mine(["Ada Lovelace was born in London ."], {"P19": [("Ada Lovelace", "London")]})
+    >>> [(c.template, c.kind) for c in mined["P19"]]
+    [('[X] was born in [Y] .', 'middle')]
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..errors import ConfigError, DataError
+
+__all__ = ["MiningConfig", "Mined", "mine", "read_corpus", "escape"]
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MiningConfig:
+    """Where the ``mined`` method finds its prompts and how many it scores."""
+
+    corpus: str | None = None
+    """The corpus the mined prompts come from: a text file, one sentence per line."""
+    mined_candidates: int = 20
+    """Mined templates scored on the training facts per relation: the ones that the most
+    training facts yield."""
+    max_middle_words: int = 10
+    """The longest span between subject and object, in words, that makes a template."""
+
+    def __post_init__(self) -> None:
+        for name in ("mined_candidates", "max_middle_words"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(name, f"must be a positive integer, got {v!r}")
+
+    @classmethod
+    def of(cls, value: "MiningConfig | Mapping[str, Any]") -> "MiningConfig":
+        """The config itself, or one made from some of its fields."""
+        if isinstance(value, cls):
+            return value
+        names = {"corpus", "mined_candidates", "max_middle_words"}
+        unknown = set(value) - names
+        if unknown:
+            raise ConfigError(f"mining.{sorted(unknown)[0]}", "unknown key")
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class Mined:
+    """A mined template: how many distinct training facts yield it, and one sentence that does."""
+
+    template: str
+    kind: str  # "middle" or "sentence"
+    support: int
+    example: str
+
+
+def escape(text: str) -> str:
+    """Text as a literal of the template language (``[``, ``]``, ``{``, ``}`` and ``\\``
+    escaped)."""
+    return re.sub(r"([\[\]{}\\])", r"\\\1", text)
+
+
+def _spans(line: str) -> tuple[list[str], list[tuple[int, int]]]:
+    words, spans = [], []
+    for m in _WORD.finditer(line):
+        words.append(m.group())
+        spans.append(m.span())
+    return words, spans
+
+
+def _find(words: list[str], phrase: tuple[str, ...]) -> list[int]:
+    n = len(phrase)
+    return [i for i in range(len(words) - n + 1) if tuple(words[i:i + n]) == phrase]
+
+
+def mine(lines: Iterable[str], facts: Mapping[str, Sequence[tuple[str, str]]],
+         max_middle_words: int = 10) -> dict[str, list[Mined]]:
+    """Candidate templates per relation from the sentences that hold a fact's subject and
+    object, most supported first (ties: ``middle`` before ``sentence``, then alphabetical).
+    A template that is both (a sentence with nothing around the subject and object) is
+    counted once, as ``middle``.
+
+    Args:
+        lines: the corpus, one sentence per item.
+        facts: relation -> its training facts as (subject, object).
+        max_middle_words: the longest span between subject and object, in words.
+    """
+    by_first: dict[str, list[tuple[tuple[str, ...], str, tuple[str, ...]]]] = defaultdict(list)
+    for rel, pairs in facts.items():
+        for sub, obj in pairs:
+            s, o = tuple(_WORD.findall(sub)), tuple(_WORD.findall(obj))
+            if s and o:
+                by_first[s[0]].append((s, rel, o))
+    support: dict[str, dict[str, set[tuple[str, ...]]]] = defaultdict(lambda: defaultdict(set))
+    first: dict[tuple[str, str], tuple[str, str]] = {}  # (relation, template) -> (kind, sentence)
+    for line in lines:
+        line = line.strip()
+        words, spans = _spans(line)
+        for i, w in enumerate(words):
+            for s, rel, o in by_first.get(w, ()):
+                if tuple(words[i:i + len(s)]) != s:
+                    continue
+                for j in _find(words, o):
+                    for kind, template in _templates(line, spans, (i, i + len(s)), (j, j + len(o)), max_middle_words):
+                        support[rel][template].add(s + ("\t",) + o)
+                        first.setdefault((rel, template), (kind, line))
+    out: dict[str, list[Mined]] = {}
+    for rel in facts:
+        found = [Mined(t, *first[rel, t][:1], len(f), first[rel, t][1]) for t, f in support.get(rel, {}).items()]
+        out[rel] = sorted(found, key=lambda m: (-m.support, m.kind != "middle", m.template))
+    return out
+
+
+def _templates(line: str, spans: list[tuple[int, int]], sub: tuple[int, int], obj: tuple[int, int],
+               max_middle: int) -> list[tuple[str, str]]:
+    """The middle-word and the whole-sentence template of one subject/object occurrence."""
+    first, second = sorted([sub, obj])
+    if first[1] > second[0]:  # overlapping mentions
+        return []
+    out = []
+    gap = second[0] - first[1]
+    if 1 <= gap <= max_middle:
+        middle = escape(line[spans[first[1] - 1][1]:spans[second[0]][0]].strip())
+        a, b = ("[X]", "[Y]") if first == sub else ("[Y]", "[X]")
+        out.append(("middle", f"{a} {middle} {b} ."))
+    start_s, end_s = spans[sub[0]][0], spans[sub[1] - 1][1]
+    start_o, end_o = spans[obj[0]][0], spans[obj[1] - 1][1]
+    pieces = sorted([(start_s, end_s, "[X]"), (start_o, end_o, "[Y]")])
+    text, at = "", 0
+    for start, end, slot in pieces:
+        text += escape(line[at:start]) + slot
+        at = end
+    out.append(("sentence", text + escape(line[at:])))
+    return out
+
+
+def read_corpus(path: str | Path) -> Iterable[str]:
+    """The lines of a corpus file, lazily.
+
+    Raises:
+        DataError: the file does not exist or is not UTF-8 text (naming the line).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(str(p), "no such corpus file (one sentence per line)")
+
+    def lines() -> Iterable[str]:
+        with open(p, encoding="utf-8") as f:
+            n = 0
+            try:
+                for n, line in enumerate(f, 1):
+                    yield line
+            except UnicodeDecodeError as e:
+                raise DataError(f"{p}:{n + 1}", f"not UTF-8 text ({e.reason})") from None
+
+    return lines()
