@@ -14,8 +14,9 @@ Each round, on a batch of training examples:
 2. for one trigger position (drawn at random), the ``trigger_candidates`` tokens whose
    embeddings ``e`` minimise the first-order estimate ``grad · e`` become candidates
    (special tokens and the current token excluded);
-3. the batch's loss is computed for each candidate swap (all in one forward pass), and the
-   best swap is kept only if it lowers the loss below the current prompt's.
+3. the batch's loss is computed for each candidate swap (all in one forward pass of the
+   LM, :class:`Candidates`), and the best swap is kept only if it lowers the loss below
+   the current prompt's.
 
 The budget is the training config's: as many rounds as P-tuning takes optimizer steps
 (``epochs`` x batches per epoch, or ``steps``), the same batches, and the same dev
@@ -46,8 +47,10 @@ from ..batch import Batch, Item
 from ..config import TrainConfig
 from ..errors import ConfigError
 from ..inference import model_device
+from ..model import PTunedModel
+from ..multi import PromptBank
 
-__all__ = ["AutoPromptConfig", "SearchResult", "search", "set_triggers", "trigger_ids", "candidate_losses",
+__all__ = ["AutoPromptConfig", "SearchResult", "Candidates", "search", "set_triggers", "trigger_ids",
            "prompt_in_words"]
 
 DevScore = Callable[[Any], Sequence[float]]
@@ -159,30 +162,28 @@ def _init_id(model: Any, word: str) -> int:
     return int(ids[0])
 
 
-def candidate_losses(model: Any, batch: Batch, prompts: torch.Tensor) -> torch.Tensor:
-    """The loss of ``batch`` under each of K prompts (K, n_pseudo, H), in one forward pass:
-    the batch's rows are repeated K times, copy k reading prompt k. Returns (K,)."""
-    k, n, h = prompts.shape
-    b = len(batch)
-    views = []
-    for v in batch.views:
-        rows = torch.arange(k, device=v.input_ids.device).repeat_interleave(v.input_ids.shape[0])
+class Candidates:
+    """The batch loss under several trigger sequences at once: one copy of the model's
+    prompt per sequence in a :class:`ptune.multi.PromptBank`, whose rows all run in one
+    forward pass of the LM (with each copy's scores equal to its own, alone)."""
 
-        def rep(t: torch.Tensor) -> torch.Tensor:
-            return t.repeat(k, *([1] * (t.dim() - 1)))
+    def __init__(self, model: Any, n: int) -> None:
+        self.model = model
+        self.bank = PromptBank(model.lm, model.tokenizer, base_model=model.base_model, kind=model.kind,
+                               speed=model.speed)
+        self.names = [f"candidate {i}" for i in range(n)]
+        for name in self.names:  # seeded: building a copy leaves the global random state alone
+            self.bank.add(name, PTunedModel(model.lm, model.tokenizer, model.config, seed=0))
 
-        pseudo = rep(v.pseudo_index)
-        pseudo = torch.where(pseudo >= 0, pseudo + rows.unsqueeze(1) * n, pseudo)
-        # the copies differ from their first pseudo token on: nothing is shared across rows
-        views.append(dataclasses.replace(
-            v, input_ids=rep(v.input_ids), attention_mask=rep(v.attention_mask), pseudo_index=pseudo,
-            token_type_ids=rep(v.token_type_ids), answer_positions=rep(v.answer_positions), targets=rep(v.targets),
-            cand_index=rep(v.cand_index), row_example=rep(v.row_example) + rows * b, common_prefix=0))
-    stacked = Batch(views, batch.labels.repeat(k))
-    with model.runner.kernels(model.speed.lm_shortcuts):
-        scores = scoring.score_batch(model, stacked, prompts.reshape(k * n, h)).scores
-    scores = scores.view(k, b, -1)
-    return torch.stack([scoring.loss(scores[i], batch.labels, model.config.normalize) for i in range(k)])
+    def losses(self, items: Sequence[Item], triggers: Sequence[Sequence[int]]) -> torch.Tensor:
+        """(K,) the loss of ``items`` under each of K <= n trigger sequences."""
+        names = self.names[: len(triggers)]
+        for name, ids in zip(names, triggers):
+            set_triggers(self.bank[name], ids)
+        scores = torch.stack(self.bank.score([(name, item) for name in names for item in items]))
+        scores = scores.view(len(names), len(items), -1)
+        labels = torch.tensor([item.label for item in items], device=scores.device)
+        return torch.stack([scoring.loss(s, labels, self.model.config.normalize) for s in scores])
 
 
 def _gradient(model: Any, batch: Batch, prompt: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -226,6 +227,7 @@ def search(model: Any, train_items: Sequence[Item], dev_score: DevScore | None, 
     best = tuple(dev_score(model)) if dev_score is not None else None
     result.history.append({"round": 0, "dev": list(best) if best is not None else None})
     waited = 0
+    scorer = Candidates(model, config.trigger_candidates + 1)
     was = model.training
     model.eval()
     try:
@@ -234,7 +236,8 @@ def search(model: Any, train_items: Sequence[Item], dev_score: DevScore | None, 
             if not order:
                 order = torch.randperm(len(train_items), generator=gen).tolist()
             batch_idx, order = order[: train.batch_size], order[train.batch_size:]
-            batch = model.collate([train_items[i] for i in batch_idx]).to(device)
+            chosen = [train_items[i] for i in batch_idx]
+            batch = model.collate(chosen).to(device)
             prompt = table[torch.tensor(ids, device=table.device)]
             grad, _ = _gradient(model, batch, prompt)
             pos = int(torch.randint(len(ids), (1,), generator=gen))
@@ -244,10 +247,7 @@ def search(model: Any, train_items: Sequence[Item], dev_score: DevScore | None, 
             k = min(config.trigger_candidates, int(torch.isfinite(estimate).sum()))
             cands = estimate.topk(k).indices.tolist() if k else []
             if cands:
-                prompts = prompt.unsqueeze(0).repeat(k + 1, 1, 1)
-                prompts[1:, pos] = table[torch.tensor(cands, device=table.device)]
-                with torch.no_grad():
-                    losses = candidate_losses(model, batch, prompts.to(device))
+                losses = scorer.losses(chosen, [ids] + [ids[:pos] + [c] + ids[pos + 1:] for c in cands])
                 j = int(losses[1:].argmin())
                 if losses[1 + j] < losses[0]:
                     ids[pos] = cands[j]
