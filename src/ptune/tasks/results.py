@@ -42,6 +42,7 @@ def resume_results(output_dir: str | Path, settings: dict[str, Any], body: str, 
         DataError: its ``results.json`` is not a JSON object.
     """
     path = Path(output_dir) / RESULTS_FILE
+    settings = json.loads(json.dumps(settings))  # as the file records them: tuples become lists
     results: dict[str, Any] = {"settings": settings, body: {}}
     if not path.is_file():
         return results
