@@ -42,7 +42,7 @@ def resume_results(output_dir: str | Path, settings: dict[str, Any], body: str, 
         DataError: its ``results.json`` is not a JSON object.
     """
     path = Path(output_dir) / RESULTS_FILE
-    settings = json.loads(json.dumps(settings))  # as the file records them: tuples become lists
+    settings = loads_json(dumps_json(settings), "settings")  # as the file records them: tuples become lists
     results: dict[str, Any] = {"settings": settings, body: {}}
     if not path.is_file():
         return results
@@ -53,7 +53,7 @@ def resume_results(output_dir: str | Path, settings: dict[str, Any], body: str, 
     def fixed(s: Any) -> dict[str, Any]:
         return {k: v for k, v in (s or {}).items() if k not in may_grow}
 
-    if fixed(previous.get("settings")) != fixed(loads_json(dumps_json(settings), "settings")):  # as JSON has it
+    if fixed(previous.get("settings")) != fixed(settings):
         raise ConfigError("output", f"{output_dir} holds a run with other settings; choose another folder")
     results[body] = previous.get(body, {})
     return results
