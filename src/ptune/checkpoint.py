@@ -68,7 +68,8 @@ STATE_NAME = "trainer_state.json"
 _SAMPLE_ROWS = 8
 _SAMPLE_DIMS = 16
 _CONFIG_KEYS = ("prompt", "classifier", "labels", "n_pseudo", "head", "lm_included")  # what config_sha256 covers
-_READ_ERRORS = (OSError, SafetensorError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError)
+READ_ERRORS = (OSError, SafetensorError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError)
+"""What reading a damaged weights, optimizer or resume-state file raises."""
 logger = logging.getLogger(__name__)
 
 Model = PTunedModel | ClassifierModel
@@ -330,7 +331,7 @@ def _own_lm(path: Path, meta: dict[str, Any], base: Any, kind: str | None, class
     try:
         return (AutoModelForSequenceClassification.from_pretrained(path / "lm", **hub_kwargs()),
                 AutoTokenizer.from_pretrained(path / "lm", **hub_kwargs()))
-    except (*_READ_ERRORS, KeyError, TypeError) as e:
+    except (*READ_ERRORS, KeyError, TypeError) as e:
         raise CheckpointError(f"{path / 'lm'}: cannot load the tuned LM: {_first_line(e)}") from None
 
 
@@ -404,7 +405,7 @@ def load_weights(model: Model, path: str | os.PathLike) -> None:
         target = model.seq if isinstance(model, ClassifierModel) else model.lm
         try:
             state = type(target).from_pretrained(path / "lm", **hub_kwargs()).state_dict()
-        except (*_READ_ERRORS, KeyError, TypeError) as e:
+        except (*READ_ERRORS, KeyError, TypeError) as e:
             raise CheckpointError(f"{path / 'lm'}: cannot load the tuned LM: {_first_line(e)}") from None
         target.load_state_dict(state)
     else:
@@ -431,7 +432,7 @@ def _load_tensors(model: Model, path: Path, meta: dict[str, Any]) -> None:
         raise CheckpointError(f"{path}: {name} is missing")
     try:
         tensors = load_file(str(file))
-    except _READ_ERRORS as e:
+    except READ_ERRORS as e:
         raise CheckpointError(f"{file}: not a readable safetensors file ({_first_line(e)})") from None
     state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in tensors.items()}
     optional = {"pseudo_embeddings"} if prefix else set()
@@ -487,6 +488,6 @@ def load_training_state(path: str | os.PathLike) -> tuple[dict[str, Any], dict[s
     if (path / OPTIMIZER_NAME).is_file():
         try:
             opt = torch.load(path / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
-        except _READ_ERRORS as e:
+        except READ_ERRORS as e:
             raise CheckpointError(f"{path / OPTIMIZER_NAME}: damaged ({_first_line(e)})") from None
     return state, opt

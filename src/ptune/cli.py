@@ -289,8 +289,11 @@ def _superglue_config(o: Resolved) -> SuperGlueConfig:
 def cmd_probe(o: Resolved) -> int:
     from .lm import load_base
     from .tasks.lama import markdown_table, probe
+    from .template import Template
 
     config = _probe_config(o)
+    if config.prompt.get("template"):  # a bad template is the user's error, not a relation to skip
+        Template.parse(config.prompt["template"])
     if not (Path(o["data_dir"]) / "relations.jsonl").is_file():
         from .errors import DataError
 

@@ -281,9 +281,20 @@ def _csv_rows(path: Path, delimiter: str) -> Pairs:
         try:
             yield from _csv_checked(path, reader)
         except UnicodeDecodeError as e:
-            raise DataError(f"{path}:{reader.line_num + 1}", f"not UTF-8 text (byte 0x{e.object[e.start]:02x})") from None
+            raise DataError(f"{path}:{_bad_utf8_line(path)}", f"not UTF-8 text (byte 0x{e.object[e.start]:02x})") from None
         except csv.Error as e:
             raise DataError(f"{path}:{reader.line_num + 1}", f"not valid CSV: {e}") from None
+
+
+def _bad_utf8_line(path: Path) -> int:
+    """The number of the first line of ``path`` that is not UTF-8 (the decoder reads ahead)."""
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return n
+    return 1
 
 
 def _csv_checked(path: Path, reader: csv.DictReader) -> Pairs:

@@ -168,7 +168,7 @@ def _destination(path: Path) -> tuple[Path, bool]:
     if not stat.S_ISREG(st.st_mode):
         raise OutputError(f"{path}: is a device or socket, not a file; ptune writes only files, FIFOs and "
                           "character devices")
-    if not os.access(path, os.W_OK):
+    if not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(path, os.W_OK):
         raise OutputError(f"{path}: is read-only; ptune does not replace it")
     return Path(os.path.realpath(path)), False
 

@@ -185,6 +185,8 @@ def load_base(name_or_path: str, kind: str | None = None, **kwargs: Any) -> tupl
         lm = getattr(transformers, KINDS[kind].auto_class).from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:  # a damaged folder
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "custom code" in str(e) and not kwargs["trust_remote_code"]:
+            first = "it needs its own modelling code, which ptune runs only with --trust-remote-code"
         raise ConfigError("model", f"cannot load {name_or_path!r}: {first}") from None
     return lm, tokenizer, kind
 

@@ -40,7 +40,7 @@ import torch
 
 from .batch import Item
 from .card import RunFacts
-from .checkpoint import load_training_state, load_weights, save_checkpoint
+from .checkpoint import READ_ERRORS, load_training_state, load_weights, save_checkpoint
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, TrainingError
 from .files import commit_dir, crash_point, dumps_json, write_json_atomic
@@ -247,7 +247,7 @@ def _resume(run: _Run) -> None:
     load_weights(run.model, last)
     try:
         run.accelerator.load_state(str(last / RESUME_DIR))  # optimizer, scheduler, every process's RNG
-    except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
+    except (*READ_ERRORS, KeyError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(f"{last / RESUME_DIR}: damaged resume state ({first})") from None
     state.pop("config", None)
