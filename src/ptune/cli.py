@@ -300,7 +300,7 @@ def cmd_probe(o: Resolved) -> int:
         raise DataError(str(Path(o["data_dir"]) / "relations.jsonl"), "no such file (is --data-dir a LAMA folder?)")
     lm, tokenizer, _ = load_base(o["model"])
     results = probe(lm, tokenizer, o["data_dir"], o["output"], config, model_name=o["model"],
-                    base_model=_model_ref(o["model"]), progress=sys.stderr.isatty())
+                    base_model=_model_ref(o["model"]), progress=True)
     sys.stdout.write(markdown_table(results, config.methods))
     return 0
 
@@ -311,7 +311,7 @@ def cmd_superglue(o: Resolved) -> int:
     config = _superglue_config(o)
     if not Path(o["data_dir"]).is_dir():
         raise ConfigError("--data-dir", f"{o['data_dir']}: no such folder")
-    results = run_superglue(_model_ref(o["model"]), o["data_dir"], o["output"], config, progress=sys.stderr.isatty())
+    results = run_superglue(_model_ref(o["model"]), o["data_dir"], o["output"], config, progress=True)
     sys.stdout.write(markdown_table(results))
     return 0
 
@@ -358,7 +358,7 @@ def cmd_world_build(o: Resolved) -> int:
     if o["check"] and (o["preset"], seed) != ("tiny", SHIPPED_SEED):
         raise ConfigError("--check", f"the shipped world is --preset tiny --seed {SHIPPED_SEED}; "
                                      f"got --preset {o['preset']} --seed {seed}")
-    meta = build_world(out, dataclasses.replace(preset, seed=seed), progress=sys.stderr.isatty())
+    meta = build_world(out, dataclasses.replace(preset, seed=seed), progress=True)
     print(dumps_json({"output": o["output"], **{k: meta[k] for k in ("timings", "memorized") if k in meta}}))
     if not o["check"]:
         return 0
@@ -428,7 +428,7 @@ def cmd_eval(o: Resolved) -> int:
 
     model, records = _load(o)
     items = model.prepare(records.examples, records.sources, require_labels=True)
-    metrics = evaluate(model, items, batch_size=_eval_batch_size(o))
+    metrics = evaluate(model, items, batch_size=_eval_batch_size(o), progress=True)
     metrics = {"data": str(o["data"]), "checkpoint": str(o["checkpoint"]), **metrics}
     line = dumps_json(metrics) + "\n"
     write_output(None, line)

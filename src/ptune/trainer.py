@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from .files import commit_dir, crash_point, dumps_json, write_json_atomic
 from .inference import iter_outputs
 from .lock import locks_folder
 from .runfolder import METRICS_NAME, STAGING_NAME, holds_run, recover_run
+from .progress import Progress
 from .selection import judge, remember
 from .tracking import Tracking, accelerator_kwargs
 
@@ -107,8 +107,10 @@ def evaluate(
     batch_size: int = 32,
     metric_fn: MetricFn = accuracy,
     accelerator: Any = None,
+    progress: bool = False,
 ) -> dict[str, float]:
-    """Metrics of ``model`` on labelled ``items`` (sharded over processes if distributed)."""
+    """Metrics of ``model`` on labelled ``items`` (sharded over processes if distributed);
+    ``progress``: report progress per batch (:mod:`ptune.progress`)."""
     from accelerate.utils import gather_object
 
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
@@ -116,11 +118,15 @@ def evaluate(
     golds: list[int] = []
     losses: list[tuple[float, int]] = []
     autocast = accelerator.autocast if accelerator else None
-    for _, batch, out in iter_outputs(model, list(items[rank::world]), batch_size, autocast=autocast):
+    mine = list(items[rank::world])
+    bar = Progress(-(-len(mine) // batch_size), "eval", "batch", enabled=progress and rank == 0)
+    for _, batch, out in iter_outputs(model, mine, batch_size, autocast=autocast):
+        bar.update()
         preds += out.scores.argmax(-1).tolist()
         golds += batch.labels.tolist()
         if out.loss is not None:
             losses.append((float(out.loss), len(batch)))
+    bar.close()
     if world > 1:
         preds, golds, losses = (sum(gather_object([x]), []) for x in (preds, golds, losses))
     metrics = metric_fn(torch.tensor(preds, dtype=torch.long), torch.tensor(golds, dtype=torch.long))
@@ -383,7 +389,8 @@ def train(
         eval_fn: replaces the built-in evaluation: ``eval_fn(model, dev_items)`` returns the
             dev metrics (tasks whose metrics need more than argmax labels, e.g. grouped
             answers or generated text). Every process calls it on all dev items.
-        progress: show a progress bar (default: when stderr is a terminal).
+        progress: ``False``: no progress; otherwise a bar on a terminal, a line every 30 s
+            elsewhere (:mod:`ptune.progress`; quiet mode turns both off).
 
     Returns:
         A :class:`TrainResult`. With a dev set, ``model`` ends with the best weights.
@@ -402,7 +409,7 @@ def train(
         write_json_atomic(out / "train_config.json", config.to_dict())
     log = _Log(out / METRICS_NAME if out is not None and main else None)
     tracking = Tracking(acc, config.report_to, {"train": config.to_dict(), "model": _config_of(model)})
-    bar = _bar(run.total, state["step"], (progress if progress is not None else sys.stderr.isatty()) and main)
+    bar = Progress(run.total, "train", "step", initial=state["step"], enabled=progress is not False and main)
     eval_every = config.eval_every or run.steps_per_epoch
     stopped_early, last_metrics = False, None
     model.train()
@@ -417,7 +424,7 @@ def train(
                    "lr": run.scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 4)})
         tracking.step(step, loss, {g["name"]: lr for g, lr in zip(run.optimizer.param_groups, run.scheduler.get_last_lr())})
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", **({config.metric: f"{state['best']:.4f}"} if state["best"] is not None else {}))
+        bar.note(f"loss {loss:.4f}" + (f", best {config.metric} {state['best']:.4f}" if state["best"] is not None else ""))
         at_eval = step % eval_every == 0 or step == run.total
         stopping = stop_at_step is not None and step >= stop_at_step
         if at_eval or stopping:
@@ -466,8 +473,3 @@ class _Log:
         if self.fh is not None:
             self.fh.close()
 
-
-def _bar(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)

@@ -44,6 +44,7 @@ from ..config import PromptConfig, TrainConfig
 from ..data import Records, read_examples
 from ..errors import ConfigError, DataError, PtuneError
 from ..files import read_json, read_text, save_figure, write_json_atomic, write_text_atomic
+from ..progress import Progress
 from ..inference import iter_outputs
 from ..lock import locks_folder
 from ..metrics import gold_ranks, macro_micro, rank_metrics
@@ -379,8 +380,6 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
     ``base_model`` (default: ``model_name``) is the name or folder the checkpoints load
     their LM from.
     """
-    from tqdm.auto import tqdm
-
     config = config or ProbeConfig()
     out = Path(output_dir)
     kind = detect_kind(lm)
@@ -409,13 +408,13 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
         mined = mine(read_corpus(config.mining.corpus), pairs, config.mining.max_middle_words)
         results["mining"] = {"seconds": round(time.perf_counter() - start, 2)}  # one pass for every relation
     lm.eval()
-    bar = tqdm(total=len(wanted) * len(config.methods), desc="probe", unit="run", disable=not progress)
+    bar = Progress(len(wanted) * len(config.methods), f"probe {model_name}", "run", enabled=progress)
     for rid in wanted:
         rel = relations[rid]
         entry = results["relations"].setdefault(rid, {"label": rel.label, "methods": {}})
         facts, entry["facts"] = _kept_facts(data_dir, rid, vocab_set)
         for method in config.methods:
-            bar.set_postfix(relation=rid, method=method)
+            bar.note(f"{rid} {method}")
             if method not in entry["methods"]:
                 start = time.perf_counter()
                 try:

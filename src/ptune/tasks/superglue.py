@@ -55,6 +55,7 @@ from ..config import PromptConfig, TrainConfig
 from ..data import Records
 from ..errors import ConfigError
 from ..files import read_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from ..progress import Progress
 from ..finetune import ClassifierConfig, ClassifierModel
 from ..inference import iter_outputs
 from ..lock import locks_folder
@@ -431,8 +432,6 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
         config: tasks, method, setting, seeds and training options.
         loader: returns a fresh ``(lm, tokenizer, kind)``; default: :func:`ptune.lm.load_base`.
     """
-    from tqdm.auto import tqdm
-
     config = config or SuperGlueConfig()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("processes", "ptune superglue runs in one process (its result files are not shared "
@@ -442,7 +441,7 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
     settings = {"model": model, "data_dir": str(data_dir), **config.to_dict()}
     # tasks and seeds may grow between calls: each (task, seed) run stands alone
     results = resume_results(out, settings, "tasks", may_grow=("tasks", "seeds"))
-    bar = tqdm(total=len(config.tasks) * len(config.seeds), desc="superglue", unit="run", disable=not progress)
+    bar = Progress(len(config.tasks) * len(config.seeds), "superglue", "run", enabled=progress)
     for task in config.tasks:
         spec = SPECS[task]
         splits, notes = load_splits(task, data_dir, setting=config.setting, skip_invalid=config.skip_invalid)
@@ -450,7 +449,7 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
         entry["notes"] = notes
         entry["metrics"] = list(spec.metrics)
         for seed in config.seeds:
-            bar.set_postfix(task=task, seed=seed)
+            bar.note(f"{task} seed {seed}")
             run_dir = out / "runs" / task / f"seed{seed}"
             done = run_dir / "result.json"
             if done.is_file():

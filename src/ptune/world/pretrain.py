@@ -14,6 +14,7 @@ from ..config import PromptConfig
 from ..errors import ConfigError
 from ..lm import MASKED, detect_kind, kind_of, load_base
 from ..model import PTunedModel
+from ..progress import Progress
 from ..tasks.lama import load_facts, load_relations, rank_eval, vocabulary
 from ..tiny import tokenizer_backend, wrap_tokenizer
 from ..verbalizer import Verbalizer
@@ -97,7 +98,6 @@ def _pretrain(model: Any, blocks: Any, slots: Any, cfg: WorldConfig, name: str, 
     the model's kind picks the objective.
     """
     import torch
-    from tqdm.auto import tqdm
 
     epochs, batch, lr = ((cfg.gpt_epochs, cfg.gpt_batch, cfg.gpt_lr) if name == "gpt"
                          else (cfg.bert_epochs, cfg.bert_batch, cfg.bert_lr))
@@ -112,8 +112,9 @@ def _pretrain(model: Any, blocks: Any, slots: Any, cfg: WorldConfig, name: str, 
     is_special = is_pad | (blocks == special["[CLS]"]) | (blocks == special["[SEP]"])
     model.train()
     losses: list[float] = []
-    bar = tqdm(total=total, desc=f"pretrain {name}", disable=not progress)
-    for _ in range(epochs):
+    bar = Progress(total, f"world: pretrain {name}", "step", enabled=progress)
+    for epoch in range(epochs):
+        bar.note(f"epoch {epoch + 1}/{epochs}")
         order = torch.randperm(n, generator=gen)
         for i in range(per_epoch):
             idx = order[i * batch:(i + 1) * batch]
