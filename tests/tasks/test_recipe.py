@@ -295,7 +295,7 @@ def test_paper_recipe_end_to_end(tok, tmp_path):
         assert list(tc["select_all"]) == (["accuracy", "f1"] if task == "CB" else [])
     assert run["train_examples"] == 8  # RTE; WSC keeps its True examples
     preds = [json.loads(x) for x in (tmp_path / "out" / "predictions" / "WSC.jsonl").read_text().splitlines()]
-    assert len(preds) == 4 and {p["label"] for p in preds} <= {"True", "False"}
+    assert len(preds) == 4 and {p["label"] for p in preds} <= {True, False}  # as SuperGLUE's files spell them
     shutil.rmtree(tmp_path / "out")
 
 

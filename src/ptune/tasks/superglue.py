@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -66,6 +65,7 @@ from ..trainer import train
 from . import recipe
 from .results import RESULTS_FILE, mean_std_cell, resume_results, summarize_seeds
 from .results import markdown_table as table
+from .submission import EVAL_SETS, prediction_rows, publish, run_file
 from .superglue_data import LABELS, TASKS, canonical_task, load_splits, train_examples
 
 __all__ = ["TaskSpec", "SPECS", "SuperGlueConfig", "run_superglue", "strip_pseudo", "evaluate_task", "build_model",
@@ -194,6 +194,9 @@ class SuperGlueConfig(recipe.RecipeOptions):
     """A pattern name of the task (``p1``...) or a template text; default per model kind."""
     limit_eval: int | None = None
     """Evaluate on at most this many val examples (quick runs; recorded in the results)."""
+    eval_set: Literal["val", "test"] = "val"
+    """The split whose predictions go to predictions/<Task>.jsonl in the leaderboard's format:
+    ``val``, or ``test`` (SuperGLUE's unlabelled test.jsonl, for a submission)."""
     skip_invalid: bool = False
     """Skip data lines that do not fit the task (their count is reported) instead of stopping."""
     save_checkpoints: bool = False
@@ -209,6 +212,8 @@ class SuperGlueConfig(recipe.RecipeOptions):
         self.check_recipe()
         if self.method not in METHODS:
             raise ConfigError("method", f"{self.method!r}; accepted: {', '.join(METHODS)}")
+        if self.eval_set not in EVAL_SETS:
+            raise ConfigError("eval_set", f"{self.eval_set!r}; accepted: {', '.join(EVAL_SETS)}")
         if self.setting not in SETTINGS:
             raise ConfigError("setting", f"{self.setting!r}; accepted: {', '.join(SETTINGS)}")
         tasks = TASKS if [t.strip().lower() for t in self.tasks] == ["all"] else self.tasks
@@ -304,11 +309,18 @@ def _predict_indices(model: Any, items: Sequence[Any], batch_size: int) -> list[
 def evaluate_task(spec: TaskSpec, model: Any, items: Sequence[Any], examples: Sequence[dict[str, Any]],
                   batch_size: int = 32) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """SuperGLUE metrics of ``model`` on prepared ``items`` (and their raw ``examples``),
-    with one prediction per example: its idx(s) and the predicted label or answer text.
+    with one prediction per example (:func:`ptune.tasks.submission.prediction_rows`).
 
     The returned metrics include ``score``: the mean of the task's metrics (SuperGLUE's
     task score), used for model selection.
     """
+    labels = predict_task(spec, model, items, examples, batch_size)
+    return _metrics(spec, labels, examples), prediction_rows(spec.name, labels, examples)
+
+
+def predict_task(spec: TaskSpec, model: Any, items: Sequence[Any], examples: Sequence[dict[str, Any]],
+                 batch_size: int = 32) -> list[Any]:
+    """The predicted label of each example: a label of ``LABELS``, COPA's choice index, ReCoRD's entity."""
     was = model.training
     model.eval()
     try:
@@ -317,21 +329,15 @@ def evaluate_task(spec: TaskSpec, model: Any, items: Sequence[Any], examples: Se
             labels = ["True" if wsc_match(g["text"], ex["span1"]) else "False" for g, ex in zip(gen, examples)]
         else:
             idx = _predict_indices(model, items, batch_size)
-            if spec.mode == "choice":
+            if spec.name == "COPA":
+                labels = idx
+            elif spec.mode == "choice":
                 labels = [ex["choices"][i] for i, ex in zip(idx, examples)]
             else:
                 labels = [LABELS[spec.name][i] for i in idx]  # type: ignore[index]
     finally:
         model.train(was)
-    metrics = _metrics(spec, labels, examples)
-    preds = []
-    for lab, ex in zip(labels, examples):
-        p: dict[str, Any] = {"idx": ex["idx"]}
-        if spec.name == "MultiRC":
-            p = {"passage_idx": ex["passage_idx"], "question_idx": ex["question_idx"], "idx": ex["idx"]}
-        p["label"] = lab
-        preds.append(p)
-    return metrics, preds
+    return labels
 
 
 def _metrics(spec: TaskSpec, pred: list[Any], examples: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -339,8 +345,7 @@ def _metrics(spec: TaskSpec, pred: list[Any], examples: Sequence[dict[str, Any]]
     if spec.name == "ReCoRD":
         m = record_metrics(pred, [ex["answers"] for ex in examples])
     elif spec.name == "COPA":
-        gold = [ex["choices"][ex["label"]] for ex in examples]
-        m = {"accuracy": sum(p == g for p, g in zip(pred, gold)) / max(1, n), "n": n}
+        m = {"accuracy": sum(p == ex["label"] for p, ex in zip(pred, examples)) / max(1, n), "n": n}
     else:
         labels = LABELS[spec.name]
         assert labels is not None
@@ -380,7 +385,7 @@ def run_one(spec: TaskSpec, config: SuperGlueConfig, splits: dict[str, Records],
         if name == "val" and config.limit_eval is not None:
             examples, sources = examples[: config.limit_eval], sources[: config.limit_eval]
         split = Split(examples, sources)
-        split.items = model.prepare(examples, sources, require_labels=True)
+        split.items = model.prepare(examples, sources, require_labels=name != "test")
         if name == "train":
             split.items = recipe.training_items(spec.name, config, model, split.items)
         prepared[name] = split
@@ -407,7 +412,11 @@ def run_one(spec: TaskSpec, config: SuperGlueConfig, splits: dict[str, Records],
                                            batch_size=tcfg.eval_batch_size)
             record[name] = metrics
             if name == "val":
-                write_jsonl_atomic(out / "predictions.jsonl", preds)
+                write_jsonl_atomic(out / run_file("val"), preds)
+    if "test" in prepared:
+        test = prepared["test"]
+        labels = predict_task(spec, model, test.items, test.examples, batch_size=tcfg.eval_batch_size)
+        write_jsonl_atomic(out / run_file("test"), prediction_rows(spec.name, labels, test.examples))
     if config.save_checkpoints:
         save_checkpoint(model, out / "checkpoint")
     return record
@@ -421,8 +430,9 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
     """Run every (task, seed) of ``config``; resumable.
 
     Writes ``results.json`` (per task: settings, per-seed metrics on val and dev32, mean
-    and std), ``results.md`` (a table), ``predictions/<Task>.jsonl`` (the val predictions
-    of the seed with the best dev32 score) and ``runs/<Task>/seed<N>/`` (each run's
+    and std), ``results.md`` (a table), ``predictions/<Task>.jsonl`` (the predictions on
+    ``config.eval_set`` of the seed with the best dev32 score, in the leaderboard's format:
+    :mod:`ptune.tasks.submission`) and ``runs/<Task>/seed<N>/`` (each run's
     result, predictions and optional checkpoint).
 
     Args:
@@ -444,7 +454,8 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
     bar = Progress(len(config.tasks) * len(config.seeds), "superglue", "run", enabled=progress)
     for task in config.tasks:
         spec = SPECS[task]
-        splits, notes = load_splits(task, data_dir, setting=config.setting, skip_invalid=config.skip_invalid)
+        splits, notes = load_splits(task, data_dir, setting=config.setting, skip_invalid=config.skip_invalid,
+                                    test=config.eval_set == "test")
         entry = results["tasks"].setdefault(task, {"runs": {}})
         entry["notes"] = notes
         entry["metrics"] = list(spec.metrics)
@@ -461,24 +472,11 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
             entry.update(summarize_seeds(entry["runs"]))
             write_json_atomic(out / RESULTS_FILE, results)
             bar.update(1)
-        _publish_predictions(out, task, entry)
+        publish(out, task, entry, config.eval_set)
     bar.close()
     write_json_atomic(out / RESULTS_FILE, results)
     write_text_atomic(out / "results.md", markdown_table(results))
     return results
-
-
-def _publish_predictions(out: Path, task: str, entry: dict[str, Any]) -> None:
-    """``predictions/<Task>.jsonl``: the val predictions of the seed best on dev32."""
-    runs = entry["runs"]
-    def dev_score(s: str) -> float:
-        return runs[s].get("dev32", runs[s].get("dev", {})).get("score", -math.inf)
-
-    best = max(runs, key=lambda s: (dev_score(s), -int(s)))
-    src = out / "runs" / task / f"seed{best}" / "predictions.jsonl"
-    if src.is_file():
-        dst = write_text_atomic(out / "predictions" / f"{task}.jsonl", src.read_text(encoding="utf-8"))
-        entry["predictions"] = {"file": str(dst.relative_to(out)), "seed": int(best)}
 
 
 def markdown_table(results: dict[str, Any]) -> str:

@@ -106,9 +106,10 @@ def _read_split(task: str, data_dir: Path, split: str, skip_invalid: bool, notes
 
 
 def load_splits(task: str, data_dir: str | os.PathLike, *, setting: Literal["fewshot", "full"] = "fewshot",
-                skip_invalid: bool = False) -> tuple[dict[str, Records], list[str]]:
+                skip_invalid: bool = False, test: bool = False) -> tuple[dict[str, Records], list[str]]:
     """``train``, ``dev`` (model selection), ``dev32`` and ``val`` records of a task (those
-    that exist), and notes on what was skipped or substituted.
+    that exist), with ``test`` also SuperGLUE's unlabelled ``test`` split (which must exist),
+    and notes on what was skipped or substituted.
 
     ``dev`` is ``dev32``; in the ``full`` setting without a ``dev32.jsonl`` it is a
     held-out 10% of train (at most 1,000 examples, the same ones every time).
@@ -138,6 +139,9 @@ def load_splits(task: str, data_dir: str | os.PathLike, *, setting: Literal["few
         raise ConfigError("data_dir", f"{data_dir}: no dev32.jsonl for {task}; the few-shot setting selects on it")
     if "val" not in out:
         notes.append(f"no val.jsonl for {task}: reporting dev32 only")
+    if test:
+        split_path(data_dir, task, "test")  # raises the clear "no test.jsonl" error
+        out["test"] = _read_split(task, data_dir, "test", skip_invalid, notes)  # type: ignore[assignment]
     out["train"] = train_rec
     return out, notes
 
