@@ -104,7 +104,7 @@ class Progress:
                              dynamic_ncols=True)
         elif self.mode == "lines" and heartbeat:
             self._stop = threading.Event()
-            threading.Thread(target=_beat, args=(weakref.ref(self), self._stop, max(0.01, interval / 10)),
+            threading.Thread(target=_beat, args=(weakref.ref(self), self._stop, max(0.01, min(1.0, interval / 10))),
                              name=f"progress {desc}", daemon=True).start()
 
     # ------------------------------------------------------------------ counting
