@@ -39,7 +39,10 @@ from .lm import load_base
 from .lock import locks_folder
 from .progress import Progress
 from .report import CONTROL, MODELS, aggregate, nan_free, plot_report, summary_markdown, wording_spread, world_checks
+from .config import TrainConfig
+from .tasks.autoprompt import AutoPromptConfig
 from .tasks.lama import ProbeConfig, probe
+from .tasks.mining import MiningConfig
 
 __all__ = ["DemoMethod", "DEMO_METHODS", "DemoConfig", "run_demo", "default_world_dir", "demo_world",
            "WORLD_SOURCES", "format_summary"]
@@ -60,9 +63,27 @@ class DemoMethod:
     folder (e.g. a corpus file); ``None``: none."""
 
 
+def cache_dir() -> Path:
+    """Where the demo caches what it builds: ``$PTUNE_CACHE`` (default ``.cache/ptune``)."""
+    return Path(os.environ.get("PTUNE_CACHE", ".cache/ptune"))
+
+
+def _world_corpus(world: Path) -> Mapping[str, Any]:
+    """The ``mined`` method's corpus: the world's pretraining corpus, written once into the cache."""
+    from .world import corpus_key, write_corpus
+
+    path = cache_dir() / "corpus" / f"world-{corpus_key(world)}.txt"
+    if not path.is_file():
+        write_corpus(world, path)
+    return {"mining": {"corpus": str(path)}}
+
+
 DEMO_METHODS: tuple[DemoMethod, ...] = (
     DemoMethod("majority", "the training facts' objects, no LM"),
     DemoMethod("manual", "the LM and LAMA's hand-written template"),
+    DemoMethod("autoprompt", "the LM and the training facts, like P-tuning (its prompt is real tokens)"),
+    DemoMethod("mined", "the LM, the training facts and the pretraining corpus, which holds the oracle's "
+                        "wordings (an upper reference, not a peer)", options=_world_corpus),
     DemoMethod("oracle", "the LM and the corpus's own wordings of the relation (an upper reference)"),
     DemoMethod("ptuning", "the LM and the training facts"),
     DemoMethod("hybrid", "the LM, the training facts and the manual template's words"),
@@ -124,7 +145,7 @@ class DemoConfig:
 
 def default_world_dir(seed: int = 0) -> Path:
     """Where the demo world is cached: ``$PTUNE_CACHE/world-tiny-seed<S>``."""
-    return Path(os.environ.get("PTUNE_CACHE", ".cache/ptune")) / f"world-tiny-seed{seed}"
+    return cache_dir() / f"world-tiny-seed{seed}"
 
 
 def demo_world(world_dir: str | Path | None = None, seed: int = 0) -> tuple[Path, str]:
@@ -163,12 +184,31 @@ def _test_p1(results: dict[str, Any], method: str) -> dict[str, float]:
             if "test" in e["methods"].get(method, {})}
 
 
+def _method_seconds(results: dict[str, Any], methods: tuple[str, ...]) -> dict[str, float]:
+    """Seconds each method took, summed over the relations (mined: with its pass over the corpus)."""
+    out = {m: sum(e.get("seconds", {}).get(m, 0.0) for e in results["relations"].values()) for m in methods}
+    if "mined" in out:
+        out["mined"] += results.get("mining", {}).get("seconds", 0.0)
+    return {m: round(v, 1) for m, v in out.items()}
+
+
+def _budgets(config: DemoConfig) -> dict[str, Any]:
+    """What each method may spend, as the report states it."""
+    probe_config = config.probe_config(("manual",), 0, Path("."))
+    train = probe_config.train
+    assert isinstance(train, TrainConfig)
+    return {"epochs": config.epochs, "patience": config.patience, "batch_size": train.batch_size,
+            "trigger_candidates": AutoPromptConfig.of(probe_config.autoprompt).trigger_candidates,
+            "mined_candidates": MiningConfig.of(probe_config.mining).mined_candidates}
+
+
 def _probe_world(world: Path, out: Path, config: DemoConfig, seed: int, bar: Progress) -> dict[str, Any]:
     """Every measurement on one world: the table, the wording study and the encoder ablation."""
     rows: dict[str, dict[str, float | None]] = {}
     wordings: dict[str, dict[str, Any]] = {}
     encoders: dict[str, dict[str, float | None]] = {}
     seconds: dict[str, float] = {}
+    times: dict[str, dict[str, float]] = {}
 
     def run(lm: Any, tok: Any, which: str, sub: str, methods: tuple[str, ...], **kw: Any) -> dict[str, Any]:
         bar.note(f"seed {seed} {which} {sub or 'table'}")
@@ -183,6 +223,7 @@ def _probe_world(world: Path, out: Path, config: DemoConfig, seed: int, bar: Pro
         lm, tok, _ = load_base(str(world / which))
         res = run(lm, tok, which, "", config.methods)
         rows[which] = {m: _macro(res, m) for m in config.methods}
+        times[which] = _method_seconds(res, config.methods)
         torch.manual_seed(seed)
         random_lm = type(lm)(lm.config)  # same shape, random weights
         bar.note(f"seed {seed} {which} random-LM control")
@@ -210,7 +251,7 @@ def _probe_world(world: Path, out: Path, config: DemoConfig, seed: int, bar: Pro
                 encoders[which][enc] = _macro(run(lm, tok, which, f"encoder-{enc}", ("ptuning",), encoder=enc),
                                               "ptuning")
             seconds[f"{which}.encoders"] = round(time.perf_counter() - t, 1)
-    return {"rows": rows, "wordings": wordings, "encoders": encoders, "seconds": seconds}
+    return {"rows": rows, "wordings": wordings, "encoders": encoders, "seconds": seconds, "method_seconds": times}
 
 
 @locks_folder("output")
@@ -260,7 +301,7 @@ def run_demo(output: str | Path = "runs/demo", config: DemoConfig | None = None,
     summary = {
         "worlds": worlds, "aggregate": agg, "columns": list(config.methods), "wordings": config.wordings,
         "encoders": list(config.encoders) if len(config.encoders) > 1 else [],
-        "methods": [{"name": m, "sees": _method(m).sees} for m in config.methods],
+        "methods": [{"name": m, "sees": _method(m).sees} for m in config.methods], "budgets": _budgets(config),
         "rows": {w: {c: cell["mean"] for c, cell in cols.items()} for w, cols in agg["rows"].items()},
         "config": {f.name: getattr(config, f.name) for f in dataclasses.fields(config)},
         "seconds": {"total": round(time.perf_counter() - t0, 1)},

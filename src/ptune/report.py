@@ -75,6 +75,10 @@ def world_checks(world: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
             _check("random-LM control <= majority + 0.1", get[CONTROL] <= get["majority"] + 0.1,
                    f"{get[CONTROL]:.3f} vs {get['majority'] + 0.1:.3f}"),
         ]
+        if "autoprompt" in row:  # the paper: continuous prompts beat the best discrete search
+            ap = _v(row["autoprompt"])
+            checks.append(_check("P-tuning > AutoPrompt (same LM, training facts and dev selection)", pt > ap,
+                                 f"{pt:.3f} vs {ap:.3f}"))
         w = world.get("wordings", {}).get(which)
         if w and {"manual", "hybrid"} <= set(w):
             sm, sh = _v(w["manual"]["std"]), _v(w["hybrid"]["std"])
@@ -113,7 +117,7 @@ def aggregate(worlds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return {"mean": m, "std": s, "values": values}
 
     out: dict[str, Any] = {}
-    for key in ("rows", "encoders"):
+    for key in ("rows", "encoders", "method_seconds"):
         out[key] = {w: {c: stat(v) for c, v in cols.items()} for w, cols in _cells(worlds, key).items()}
     flat = [{"wordings": {which: {f"{p}.{s}": w[p][s] for p in ("manual", "hybrid") for s in ("mean", "std")}
                           for which, w in world.get("wordings", {}).items()}} for world in worlds]
@@ -121,10 +125,10 @@ def aggregate(worlds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _fmt(cell: Mapping[str, Any] | None, n_worlds: int) -> str:
+def _fmt(cell: Mapping[str, Any] | None, n_worlds: int, spec: str = ".3f") -> str:
     if not cell:
         return "–"
-    return f"{cell['mean']:.3f}" if n_worlds == 1 else f"{cell['mean']:.3f} ± {cell['std']:.3f}"
+    return f"{cell['mean']:{spec}}" if n_worlds == 1 else f"{cell['mean']:{spec}} ± {cell['std']:{spec}}"
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -153,9 +157,32 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
         lines += _table(["model", *encs], [[label, *(_fmt(agg["encoders"][w].get(e), n) for e in encs)]
                                            for w, label in MODELS if w in agg["encoders"]])
     lines += ["", "`random LM` is P-tuning on a randomly initialised LM of the same shape. What each method sees: "
-              + "; ".join(f"`{m['name']}`: {m['sees']}" for m in summary["methods"]) + ".", "", "Claims:", ""]
+              + "; ".join(f"`{m['name']}`: {m['sees']}" for m in summary["methods"]) + "."]
+    lines += _budget_lines(summary, n)
+    lines += ["", "Claims:", ""]
     lines += [f"- {c}" for c in claims_in_words(worlds)]
     return "\n".join(lines) + "\n"
+
+
+def _budget_lines(summary: Mapping[str, Any], n: int) -> list[str]:
+    """What each method may spend, and the seconds each took (summed over relations)."""
+    b = summary.get("budgets")
+    lines = []
+    if b:
+        lines += ["", f"Budgets: the trained prompts (P-tuning, hybrid, the random-LM control) take up to "
+                      f"{b['epochs']} epochs of batches of {b['batch_size']} training facts and stop after "
+                      f"{b['patience']} epochs without a dev P@1 gain, keeping the best prompt on dev. AutoPrompt "
+                      f"takes one search round per such step, on the same batches, with the same dev selection and "
+                      f"stopping ({b['trigger_candidates']} candidate tokens re-scored per round). `mined` scores "
+                      f"the {b['mined_candidates']} templates that the most training facts yield on the training "
+                      "facts and keeps the best. `manual` is not trained; `oracle` picks its wording on dev."]
+    times = summary["aggregate"].get("method_seconds", {})
+    cols = [c for c in summary["columns"] if any(c in times.get(w, {}) for w, _ in MODELS)]
+    if cols:
+        lines += ["", "Seconds per method, summed over the relations (mined: with its pass over the corpus):", ""]
+        lines += _table(["model", *cols], [[label, *(_fmt(times[w].get(c), n, ".1f") for c in cols)]
+                                           for w, label in MODELS if w in times])
+    return lines
 
 
 def claims_in_words(worlds: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -40,7 +40,14 @@ def test_demo_runs_on_a_given_world_and_writes_its_report(mini_world, tmp_path):
     summary = run_demo(tmp_path / "demo", config, world_dir=mini_world, progress=False)
     assert set(summary["rows"]) == {"gpt", "bert"}
     for row in summary["rows"].values():
-        assert {"majority", "manual", "oracle", "ptuning", "hybrid", "random LM"} <= set(row)
+        assert {"majority", "manual", "autoprompt", "mined", "oracle", "ptuning", "hybrid", "random LM"} <= set(row)
+    wordings = {r["relation"]: {w for t in r["train_templates"] for w in t.split()}
+                for r in map(json.loads, (mini_world / "lama" / "relations.jsonl").read_text().splitlines())}
+    for which in ("gpt", "bert"):  # mined prompts are the corpus's wordings; AutoPrompt's are real tokens
+        res = json.loads((tmp_path / "demo" / which / "results.json").read_text())
+        for rid, entry in res["relations"].items():
+            assert set(entry["methods"]["mined"]["template"].split()) <= wordings[rid]
+            assert "[P" not in entry["methods"]["autoprompt"]["prompt"]
     world = summary["worlds"][0]
     for which in ("gpt", "bert"):  # both wordings of every mini relation, manual and hybrid
         assert {m: w["relations"] for m, w in world["wordings"][which].items()} == {"manual": 5, "hybrid": 5}
@@ -84,13 +91,18 @@ def test_demo_checks_are_the_issue_targets():
     assert not _names(checks(rows={"gpt": {**good, "ptuning": 0.8}})["both"])[
         "P-tuned causal LM >= 0.95 x P-tuned masked LM (GPTs competitive once P-tuned)"]
     assert not _names(checks(manual={"mean": None, "std": None, "relations": 0})["bert"])[ratio]
+    beats = "P-tuning > AutoPrompt (same LM, training facts and dev selection)"
+    assert beats not in _names(checks()["bert"])  # only where the table has an AutoPrompt column
+    assert _names(checks(rows={"bert": {**good, "autoprompt": 0.7}})["bert"])[beats]
+    lost = [c for c in checks(rows={"bert": {**good, "autoprompt": 0.96}})["bert"] if c["check"] == beats]
+    assert lost == [{"check": beats, "pass": False, "numbers": "0.950 vs 0.960"}]
 
 
 def test_demo_methods_are_a_list_that_new_methods_join(monkeypatch, tmp_path):
     from ptune import demo
 
     assert [m.name for m in DEMO_METHODS] == list(DemoConfig().methods) == [
-        "majority", "manual", "oracle", "ptuning", "hybrid"]
+        "majority", "manual", "autoprompt", "mined", "oracle", "ptuning", "hybrid"]
     with pytest.raises(ConfigError, match="'nope' is not a demo method"):
         DemoConfig(methods=("manual", "nope"))
     # a method that needs a file from the world gets it through its options
@@ -130,11 +142,16 @@ def test_demo_probes_the_shipped_world_and_says_so(tmp_path, monkeypatch, capsys
     summary = run_demo(tmp_path / "a", on_world=lambda w, s: seen.append((w, s)), progress=False)
     assert seen == [(shipped_world_dir(), "shipped")] and summary["world_source"] == "shipped"
     assert summary["world"] == str(shipped_world_dir()) and not summary["world_built_now"]
-    assert not (tmp_path / "cache").exists()  # nothing built
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["corpus"]  # no world built; the mined corpus
+    (corpus,) = (tmp_path / "cache" / "corpus").iterdir()
+    assert summary["worlds"][0]["method_seconds"]["gpt"]["mined"] == 0.0  # the stand-in probe took no time
+    assert corpus.read_text().count("\n") == json.loads((shipped_world_dir() / "world.json").read_text())[
+        "counts"]["corpus"]["sentences"]
     assert main(["demo", "--output", str(tmp_path / "b")]) == 0
     out, err = capsys.readouterr()
     assert "demo: the world shipped with ptune (seed 0, sha256 manifest verified)" in err
-    assert "\n| model | majority | manual | oracle | ptuning | hybrid | random LM |\n" in out
+    assert "\n| model | majority | manual | autoprompt | mined | oracle | ptuning | hybrid | random LM |\n" in out
+    assert "AutoPrompt takes one search round per such step" in out and "Seconds per method" in out
     assert demo.demo_world(shipped_world_dir()) == (shipped_world_dir(), "given")
     assert demo.demo_world(tmp_path / "w") == (tmp_path / "w", "building")  # built there first
     assert demo.demo_world(seed=3) == (tmp_path / "cache" / "world-tiny-seed3", "building")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -289,3 +290,19 @@ def test_compare_with_shipped_on_another_world(world: Path) -> None:
     diffs = compare_with_shipped(world)  # the mini world: fewer relations, other models
     assert "gpt/model.safetensors (sha256 differs)" in diffs and "world.json (config, counts or memorization differ)" in diffs
     assert "lama/fact-retrieval/P20/test.jsonl (missing)" in diffs
+
+
+def test_the_corpus_file_is_the_pretraining_corpus_and_a_different_one_is_refused(mini_world, tmp_path):
+    from ptune.errors import DataError
+    from ptune.world import WorldConfig, corpus, corpus_key, write_corpus
+
+    meta = json.loads((mini_world / "world.json").read_text())
+    path = write_corpus(mini_world, tmp_path / "corpus.txt")
+    assert path.read_text().splitlines() == list(corpus(WorldConfig.from_dict(meta["config"])))
+    other = tmp_path / "other"
+    shutil.copytree(mini_world / "gpt", other / "gpt")
+    meta["counts"]["corpus"]["tokens"] += 1  # a world pretrained on another corpus than this ptune generates
+    (other / "world.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="the corpus generated here has .* sentences and .* tokens"):
+        write_corpus(other, tmp_path / "x.txt")
+    assert not (tmp_path / "x.txt").exists() and corpus_key(other) == corpus_key(mini_world)

@@ -26,12 +26,12 @@ Example:
     (1.0, 1.0)
 """
 
-from .build import (MANIFEST, SHIPPED_SEED, build_world, compare_with_shipped, read_manifest, shipped_world_dir,
-                    verify_manifest, write_manifest)
+from .build import (MANIFEST, SHIPPED_SEED, build_world, compare_with_shipped, corpus_key, read_manifest,
+                    shipped_world_dir, verify_manifest, write_corpus, write_manifest)
 from .facts import corpus
 from .pretrain import memorized
 from .spec import RELATIONS, SPLITS, Relation, WorldConfig
 
 __all__ = ["Relation", "RELATIONS", "SPLITS", "WorldConfig", "corpus", "build_world", "memorized", "MANIFEST",
            "SHIPPED_SEED", "shipped_world_dir", "write_manifest", "read_manifest", "verify_manifest",
-           "compare_with_shipped"]
+           "compare_with_shipped", "write_corpus", "corpus_key"]

@@ -10,11 +10,12 @@ import logging
 import os
 import platform
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from ..files import atomic_dir, write_json_atomic
+from ..files import atomic_dir, read_json, write_json_atomic, write_text_atomic
 from .facts import _make_world, _World, _write_lama, corpus
 from .pretrain import _best, _masked, _models, _pack, _pretrain, _probe, _tokenizers
 from .spec import _SPECIALS, RELATIONS, WorldConfig
@@ -237,3 +238,43 @@ def compare_with_shipped(world_dir: str | os.PathLike[str], shipped: str | os.Pa
         elif _sha256(path) != entry["sha256"]:
             diffs.append(f"{rel} (sha256 differs)")
     return sorted(diffs)
+
+
+# ----------------------------------------------------------------------------- the corpus as a file
+def corpus_key(world_dir: str | os.PathLike[str]) -> str:
+    """A short name for the corpus of the world in ``world_dir``: the sha256 of its config."""
+    config = read_json(Path(world_dir) / "world.json")["config"]
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_corpus(world_dir: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Write the pretraining corpus of the world in ``world_dir`` to ``path``, one sentence a
+    line (what ``ptune probe --methods mined --corpus`` reads).
+
+    A world folder holds its LMs, not its corpus: the corpus is generated again from the
+    config and seed that ``world.json`` records, and checked against the number of sentences
+    and of tokens (with the world's own tokenizer) that ``world.json`` counted at the build.
+
+    Raises:
+        DataError: ``world.json`` is missing or not a world's, or the corpus generated here
+            differs from the one the LMs were pretrained on.
+    """
+    from transformers import AutoTokenizer
+
+    root = Path(world_dir)
+    meta = read_json(root / "world.json")
+    try:
+        config, counted = WorldConfig.from_dict(meta["config"]), meta["counts"]["corpus"]
+    except (KeyError, TypeError) as e:
+        raise DataError(str(root / "world.json"), f"not a world's record (no {e})") from None
+    lines = list(corpus(config))
+    tokenizer = AutoTokenizer.from_pretrained(str(root / config.models[0]))
+    # the world's tokenizer splits at whitespace first: a line's tokens are its words' tokens
+    words = Counter(w for line in lines for w in line.split())
+    lengths = map(len, tokenizer(list(words), add_special_tokens=False)["input_ids"])
+    tokens = sum(n * k for n, k in zip(words.values(), lengths))
+    if (len(lines), tokens) != (counted["sentences"], counted["tokens"]):
+        raise DataError(str(root / "world.json"), f"the corpus generated here has {len(lines)} sentences and "
+                        f"{tokens} tokens, the world's LMs were pretrained on {counted['sentences']} and "
+                        f"{counted['tokens']}; this ptune generates another corpus for that config")
+    return write_text_atomic(path, "\n".join(lines) + "\n")
