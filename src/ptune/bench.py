@@ -1,14 +1,23 @@
 """``ptune bench``: ptune and PEFT's P-tuning side by side on the same frozen model.
 
-Both libraries get the same random-init model of a named size (config only, no
-download), the same batch of real tokens, the same number of pseudo tokens and the same
-prompt-encoder type; steps alternate between them after a warm-up, so both see the same
-machine state. PEFT has no masked-LM task type: masked LMs are wrapped with its
-``FEATURE_EXTRACTION`` task type and the loss is taken at the mask position by hand.
+Three sides get the same random-init model of a named size (config only, no download),
+the same batch of real tokens, the same number of pseudo tokens and the same
+prompt-encoder type; steps alternate between them after a warm-up, so all see the same
+machine state:
+
+* ``ptune`` with its defaults;
+* ``peft``: PEFT's ``PromptEncoderConfig`` as documented (the LM in train mode,
+  full-vocabulary logits at every position, the loss over the whole vocabulary);
+* ``peft-careful``: PEFT as a careful user runs it (the frozen LM in eval mode,
+  ``logits_to_keep=1`` for causal LMs, the loss over the candidate words only).
+
+PEFT has no masked-LM task type: masked LMs are wrapped with its ``FEATURE_EXTRACTION``
+task type and the loss is taken at the mask position by hand.
 
 Reported for each side: training and eval samples/s, median step time and its spread
 (10th–90th percentile), peak GPU memory, trainable parameters and useful TFLOP/s
-(frozen training ≈ 4 × non-embedding parameters × tokens per sample; eval ≈ 2 ×).
+(frozen training ≈ 4 × non-embedding parameters × tokens per sample; eval ≈ 2 ×), and,
+given the device's peak (``--peak-tflops``), that as a percentage of it.
 
 Example:
     python -m ptune.bench --arch gpt2-small --encoder mlp --batch 8 --device cpu
@@ -33,6 +42,10 @@ from .lm import KINDS
 from .model import Item, PTunedModel
 
 __all__ = ["ARCHS", "random_model", "run_bench", "main"]
+
+SIDES = ("ptune", "peft", "peft-careful")
+"""ptune; PEFT as documented; PEFT as a careful user runs it."""
+SIDE_NAMES = {"peft": "as documented", "peft-careful": "careful use"}
 
 ARCHS: dict[str, dict[str, Any]] = {
     "tiny": dict(family="gpt2", n_layer=2, n_embd=64, n_head=2, vocab_size=1000),
@@ -87,6 +100,8 @@ class Side:
     train_step: Callable[[], None]
     eval_step: Callable[[], None]
     trainable: int
+    model: torch.nn.Module
+    loss: Callable[[], torch.Tensor]
 
 
 def _sync(device: str) -> None:
@@ -122,7 +137,11 @@ def _ptune_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, enc
 
 
 def _peft_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, encoder: str, n_pseudo: int,
-               device: str, dtype: torch.dtype) -> Side:
+               n_cand: int, device: str, dtype: torch.dtype, careful: bool = False) -> Side:
+    """PEFT's P-tuning as documented (``careful=False``: the LM in train mode, full-vocabulary
+    logits at every position, the loss over the whole vocabulary), or as a careful user runs
+    it (``careful=True``: the frozen LM in eval mode, ``logits_to_keep=1`` for causal LMs, the
+    loss over the candidate words only)."""
     from peft import PromptEncoderConfig, get_peft_model
 
     hidden = lm.get_input_embeddings().embedding_dim
@@ -133,23 +152,31 @@ def _peft_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, enco
         encoder_hidden_size=hidden,
     )
     model = get_peft_model(lm, cfg).to(device)
-    ids = ids.to(device)
+    ids, target = ids.to(device), target.to(device)
     mask = torch.ones_like(ids)
-    if masked:  # answer at a [MASK]-like last position, read by hand
+    # the candidate words: n_cand token ids (the documented side's targets are token ids too)
+    cand = torch.arange(n_cand, device=device)
+    keep = {"logits_to_keep": 1} if careful and not masked else {}
+    if masked or careful:  # answer at a [MASK]-like last position, read by hand
         labels = None
     else:
         labels = torch.full_like(ids, -100)
-        labels[:, -1] = target.to(device)
+        labels[:, -1] = cand[target]
     params = [p for p in model.parameters() if p.requires_grad]
 
+    def logits() -> torch.Tensor:  # (B, V) at the answer position
+        return model(input_ids=ids, attention_mask=mask, **keep).logits[:, -1]
+
     def loss_of() -> torch.Tensor:
+        if careful:
+            model.get_base_model().eval()  # the frozen LM without dropout; the prompt encoder trains
+            return torch.nn.functional.cross_entropy(logits()[:, cand].float(), target)
         if not masked:
             return model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, n_pseudo + T, V)
-        return torch.nn.functional.cross_entropy(logits[:, -1].float(), target.to(device))
+        return torch.nn.functional.cross_entropy(logits().float(), cand[target])
 
-    return _side("peft", model, params, loss_of,
-                 lambda: model(input_ids=ids, attention_mask=mask).logits[:, -1].argmax(-1), device, dtype)
+    predict = (lambda: logits()[:, cand].argmax(-1)) if careful else (lambda: logits().argmax(-1))
+    return _side("peft-careful" if careful else "peft", model, params, loss_of, predict, device, dtype)
 
 
 def _side(name: str, model: torch.nn.Module, params: list[torch.nn.Parameter], loss_fn: Callable[[], torch.Tensor],
@@ -172,7 +199,7 @@ def _side(name: str, model: torch.nn.Module, params: list[torch.nn.Parameter], l
         with autocast:
             predict_fn()
 
-    return Side(name, train_step, eval_step, sum(p.numel() for p in params))
+    return Side(name, train_step, eval_step, sum(p.numel() for p in params), model, loss_fn)
 
 
 def _time(fn: Callable[[], None], device: str) -> float:
@@ -185,8 +212,8 @@ def _time(fn: Callable[[], None], device: str) -> float:
 
 def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, device: str = "cpu", dtype: str = "fp32",
               steps: int = 10, warmup: int = 2, real_tokens: int = 24, n_pseudo: int = 9, n_candidates: int = 100,
-              sides: tuple[str, ...] = ("ptune", "peft"), layout: str = "around",
-              compile: bool | str = False) -> list[dict[str, Any]]:
+              sides: tuple[str, ...] = SIDES, layout: str = "around",
+              compile: bool | str = False, peak_tflops: float | None = None) -> list[dict[str, Any]]:
     """Time ptune and PEFT alternately on one frozen model; one result row per side.
 
     ``layout`` places ptune's pseudo tokens: ``around`` the text (the paper's LAMA shape,
@@ -195,7 +222,8 @@ def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, devic
     before the text once per batch and, after the text, runs the text without autograd:
     see :func:`ptune.cache.answer_hidden_cached`. PEFT always puts them first.
     ``compile`` compiles the shared LM in place (``torch.compile``; a string is its mode):
-    both sides run it.
+    all sides run it. ``peak_tflops``: the device's peak at ``dtype``, for the rows'
+    ``*_peak_pct`` (useful TFLOP/s as a percentage of it).
     """
     tdtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     lm, kind = random_model(arch)
@@ -211,8 +239,9 @@ def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, devic
     built = []
     if "ptune" in sides:
         built.append(_ptune_side(lm, kind, ids, target, encoder, n_pseudo, n_candidates, device, tdtype, layout))
-    if "peft" in sides:
-        built.append(_peft_side(lm, kind, ids, target, encoder, n_pseudo, device, tdtype))
+    for name, careful in (("peft", False), ("peft-careful", True)):
+        if name in sides:
+            built.append(_peft_side(lm, kind, ids, target, encoder, n_pseudo, n_candidates, device, tdtype, careful))
     non_emb = sum(p.numel() for n, p in lm.named_parameters() if "embed" not in n and "wte" not in n and "wpe" not in n)
     times: dict[str, dict[str, list[float]]] = {s.name: {"train": [], "eval": []} for s in built}
     peak: dict[str, int | None] = {}
@@ -242,27 +271,44 @@ def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, devic
             row[f"{phase}_spread_ms"] = [round(1000 * t[int(0.1 * (len(t) - 1))], 2), round(1000 * t[int(0.9 * (len(t) - 1))], 2)]
             row[f"{phase}_samples_per_s"] = round(batch / med, 2)
             row[f"{phase}_tflops"] = round(flops_per_token * non_emb * tokens * batch / med / 1e12, 3)
-        if KINDS[kind].answer_in_input and s.name == "peft":
-            row["note"] = "PEFT has no masked-LM task type: FEATURE_EXTRACTION wrapper, loss at the mask by hand"
+            if peak_tflops:
+                row[f"{phase}_peak_pct"] = round(100 * row[f"{phase}_tflops"] / peak_tflops, 1)
+        if KINDS[kind].answer_in_input and s.name != "ptune":
+            row["note"] = ("PEFT has no masked-LM task type: FEATURE_EXTRACTION wrapper, loss at the mask by hand; "
+                           "a masked LM takes no logits_to_keep")
         rows.append(row)
     return rows
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    """A table of both sides and the ptune/PEFT ratios."""
-    lines = ["| arch | encoder | batch | device | dtype | side | layout | train samples/s | eval samples/s | "
-             "train step ms (p10–p90) | trainable | train TFLOP/s |", "|" + "---|" * 12]
-    for r in rows:
-        lines.append(f"| {r['arch']} | {r['encoder']} | {r['batch']} | {r['device']} | {r['dtype']} | {r['side']} | "
-                     f"{r.get('layout', '')} | "
-                     f"{r['train_samples_per_s']} | {r['eval_samples_per_s']} | {r['train_step_ms']} "
-                     f"({r['train_spread_ms'][0]}–{r['train_spread_ms'][1]}) | {r['trainable_params']:,} | {r['train_tflops']} |")
+def ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """ptune's samples/s over each PEFT side's: ``{side: {"train": x, "eval": y}}``."""
     by = {r["side"]: r for r in rows}
-    if {"ptune", "peft"} <= set(by):
-        p, q = by["ptune"], by["peft"]
-        lines.append("")
-        lines.append(f"ptune/PEFT: training {p['train_samples_per_s'] / q['train_samples_per_s']:.2f}x, "
-                     f"eval {p['eval_samples_per_s'] / q['eval_samples_per_s']:.2f}x")
+    if "ptune" not in by:
+        return {}
+    p = by["ptune"]
+    return {side: {phase: p[f"{phase}_samples_per_s"] / by[side][f"{phase}_samples_per_s"] for phase in ("train", "eval")}
+            for side in SIDES[1:] if side in by}
+
+
+def ratio_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """``ptune/PEFT (as documented): training 2.05x, eval 2.10x`` and the careful side's line."""
+    return [f"ptune/PEFT ({SIDE_NAMES[side]}): training {r['train']:.2f}x, eval {r['eval']:.2f}x"
+            for side, r in ratios(rows).items()]
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """A table of the sides and ptune's ratios to each PEFT side."""
+    pct = any("train_peak_pct" in r for r in rows)
+    lines = ["| arch | encoder | batch | device | dtype | compiled | side | layout | train samples/s | eval samples/s | "
+             "train step ms (p10–p90) | trainable | train TFLOP/s |" + (" train % of peak |" if pct else ""),
+             "|" + "---|" * (14 if pct else 13)]
+    for r in rows:
+        lines.append(f"| {r['arch']} | {r['encoder']} | {r['batch']} | {r['device']} | {r['dtype']} | "
+                     f"{r.get('compiled') or 'no'} | {r['side']} | {r.get('layout', '')} | "
+                     f"{r['train_samples_per_s']} | {r['eval_samples_per_s']} | {r['train_step_ms']} "
+                     f"({r['train_spread_ms'][0]}–{r['train_spread_ms'][1]}) | {r['trainable_params']:,} | "
+                     f"{r['train_tflops']} |" + (f" {r.get('train_peak_pct', '–')} |" if pct else ""))
+    lines += [""] + ratio_lines(rows) if ratios(rows) else []
     notes = {r["note"] for r in rows if r.get("note")}
     lines += [f"note: {n}" for n in notes]
     return "\n".join(lines) + "\n"
@@ -287,6 +333,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(PEFT's layout) or all after it")
     p.add_argument("--compile", nargs="?", const=True, default=False, choices=COMPILE_MODES, metavar="MODE",
                    help="torch.compile the shared LM (both sides run it); MODE as in ptune train --compile")
+    p.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s at --dtype: the rows then give "
+                                                      "useful TFLOP/s as a percentage of it")
     p.add_argument("--json", help="append the result rows as JSON lines to this file")
 
 
@@ -295,7 +343,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         print("ptune: error: --device cuda but no GPU is available", file=sys.stderr)
         return 2
     rows = run_bench(args.arch, encoder=args.encoder, batch=args.batch, device=args.device, dtype=args.dtype,
-                     steps=args.steps, warmup=args.warmup, layout=args.layout, compile=args.compile)
+                     steps=args.steps, warmup=args.warmup, layout=args.layout, compile=args.compile,
+                     peak_tflops=args.peak_tflops)
+    if args.peak_tflops is not None and args.peak_tflops <= 0:
+        print("ptune: error: --peak-tflops must be positive", file=sys.stderr)
+        return 2
     meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
             "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     if args.device == "cuda":

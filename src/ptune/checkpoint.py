@@ -195,7 +195,7 @@ def save_checkpoint(
     with atomic_dir(path, commit=commit) as tmp:
         save_file(tensors, str(tmp / weights_name), metadata={"format": "pt", "ptune_version": __version__})
         if with_lm:
-            (model.seq if isinstance(model, ClassifierModel) else model.lm).save_pretrained(tmp / "lm")
+            _save_lm(model.seq if isinstance(model, ClassifierModel) else model.lm, tmp / "lm")
             model.tokenizer.save_pretrained(tmp / "lm")
         files = [tmp / weights_name] + sorted(f for f in (tmp / "lm").rglob("*") if f.is_file())
         meta["sha256"] = {f.relative_to(tmp).as_posix(): _sha256(f) for f in files}
@@ -230,6 +230,20 @@ def _facts(trainer_state: dict[str, Any] | None) -> RunFacts:
         return RunFacts()
     best = next((h for h in trainer_state.get("history", []) if h.get("step") == trainer_state.get("best_step")), None)
     return RunFacts(metrics=best, training=trainer_state.get("config"))
+
+
+def _save_lm(lm: Any, folder: Path) -> None:
+    """``lm.save_pretrained(folder)`` in whichever process calls it. Under a process group,
+    transformers writes only on rank 0 and silently skips the others; a harness's unit that
+    runs on another rank writes its own checkpoint, so this process is told to write too,
+    and the folder is checked."""
+    lm.should_save_on_this_rank = lambda is_main_process: is_main_process  # instance attribute, removed below
+    try:
+        lm.save_pretrained(folder)
+    finally:
+        del lm.should_save_on_this_rank
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{folder}: the LM was not written (transformers skipped this process)")
 
 
 # ----------------------------------------------------------------------------- reading

@@ -23,6 +23,7 @@ from . import __version__
 from .cli_prompts import add_commands as add_prompt_commands
 from .cli_prompts import verbalizer_option
 from .config import PromptConfig, TrainConfig
+from .distributed import is_main
 from .errors import ConfigError
 from .files import dumps_json, write_output
 from .guard import guarded, input_error_line
@@ -269,7 +270,7 @@ def cmd_train(o: Resolved) -> int:
         "best_step": result.best_step,
         "best": result.best_metrics,
     }
-    if int(os.environ.get("RANK", "0")) == 0:  # once, also under torchrun / accelerate launch
+    if is_main():  # once, also under torchrun / accelerate launch
         print(dumps_json(summary))
     return 0
 
@@ -301,7 +302,8 @@ def cmd_probe(o: Resolved) -> int:
     lm, tokenizer, _ = load_base(o["model"])
     results = probe(lm, tokenizer, o["data_dir"], o["output"], config, model_name=o["model"],
                     base_model=_model_ref(o["model"]), progress=True)
-    sys.stdout.write(markdown_table(results, config.methods))
+    if is_main():  # once, also under torchrun / accelerate launch
+        sys.stdout.write(markdown_table(results, config.methods))
     return 0
 
 
@@ -312,7 +314,8 @@ def cmd_superglue(o: Resolved) -> int:
     if not Path(o["data_dir"]).is_dir():
         raise ConfigError("--data-dir", f"{o['data_dir']}: no such folder")
     results = run_superglue(_model_ref(o["model"]), o["data_dir"], o["output"], config, progress=True)
-    sys.stdout.write(markdown_table(results))
+    if is_main():
+        sys.stdout.write(markdown_table(results))
     return 0
 
 
@@ -328,11 +331,12 @@ def cmd_demo(o: Resolved) -> int:
     out = o["output"]
     with o.blame():
         config = DemoConfig(**o.section(only=DemoConfig))
-    summary = run_demo(out, config, world_dir=o.get("world"), on_world=_say_world)
-    sys.stdout.write(format_summary(summary))
-    where = "<model>" if len(config.seeds) == 1 else "seed<S>/<model>"
-    sys.stdout.write(f"results: {out}/summary.md, {out}/summary.json, {out}/summary.png, "
-                     f"{out}/{where}/results.json\n")
+    summary = run_demo(out, config, world_dir=o.get("world"), on_world=_say_world if is_main() else None)
+    if is_main():  # once, also under torchrun / accelerate launch
+        sys.stdout.write(format_summary(summary))
+        where = "<model>" if len(config.seeds) == 1 else "seed<S>/<model>"
+        sys.stdout.write(f"results: {out}/summary.md, {out}/summary.json, {out}/summary.png, "
+                         f"{out}/{where}/results.json\n")
     return 0
 
 

@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from .distributed import barrier, is_main
 from .errors import ConfigError
 from .files import write_json_atomic, write_text_atomic
 from .lm import load_base
@@ -287,8 +288,9 @@ def run_demo(output: str | Path = "runs/demo", config: DemoConfig | None = None,
             if on_world is not None:
                 on_world(world, source)
             t = time.perf_counter()
-            if source == "building":
+            if source == "building" and is_main():  # under several processes, one builds, the others wait
                 build_world(world, dataclasses.replace(WorldConfig.tiny(), seed=seed), progress=progress)
+            barrier()
             built = round(time.perf_counter() - t, 1)
             sub = out if len(config.seeds) == 1 else out / f"seed{seed}"
             measured = _probe_world(world, sub, config, seed, bar)
@@ -309,9 +311,10 @@ def run_demo(output: str | Path = "runs/demo", config: DemoConfig | None = None,
     if len(worlds) == 1:  # one world: where it came from, at the top
         summary.update(world=worlds[0]["world"], world_source=worlds[0]["world_source"],
                        world_built_now=worlds[0]["world_source"] == "built", seed=worlds[0]["seed"])
-    write_json_atomic(out / "summary.json", nan_free(summary))
-    write_text_atomic(out / "summary.md", summary_markdown(summary))
-    plot_report(summary, out / "summary.png")
+    if is_main():
+        write_json_atomic(out / "summary.json", nan_free(summary))
+        write_text_atomic(out / "summary.md", summary_markdown(summary))
+        plot_report(summary, out / "summary.png")
     return summary
 
 

@@ -96,6 +96,7 @@ class _Run:
     state: dict[str, Any]
     best_weights: dict[str, torch.Tensor] | None = None
     best_staged: bool = False  # best/ written as .best.new, committed after last/
+    alone: bool = False  # this process only, also under a multi-process launch
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -196,8 +197,12 @@ def _items(model: Any, items: Any) -> list[Item]:
     return model.prepare(items, require_labels=True)
 
 
-def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None, resume: bool) -> _Run:
+def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None, resume: bool,
+           alone: bool = False) -> _Run:
     """Check the run, then build the accelerator, optimizer and schedule; resume if asked."""
+    if alone and out is not None:
+        raise ConfigError("output_dir", "a run in one process of several keeps its weights in memory; "
+                                        "give no output folder")
     if out is not None and int(os.environ.get("RANK", "0")) == 0:
         recover_run(out)  # whatever a crash left: back to the last checkpoint
     if resume and (out is None or not holds_run(out)):
@@ -208,7 +213,7 @@ def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None,
     if bad is not None:
         raise ConfigError("train", f"{bad.source}: training examples need a label")
     accelerator = _accelerator(config, out)
-    world = accelerator.num_processes
+    world = 1 if alone else accelerator.num_processes
     if config.batch_size % (world * config.grad_accum):
         raise ConfigError("batch_size", f"{config.batch_size} is not divisible by {world} processes x "
                                         f"{config.grad_accum} accumulation steps")
@@ -230,11 +235,15 @@ def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None,
         model.speed = dataclasses.replace(model.speed, pad_to_multiple_of=8)
     optimizer = torch.optim.AdamW(_param_groups(model, config), fused=on_gpu)
     scheduler = make_scheduler(optimizer, config, total, steps_per_epoch)
-    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    if alone:  # no DDP wrapper: the other processes run other work
+        wrapped, optimizer = model, accelerator.prepare_optimizer(optimizer)
+    else:
+        wrapped, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: it steps once per optimizer step
     state: dict[str, Any] = {"step": 0, "best": None, "best_loss": None, "best_step": None, "bad_evals": 0,
                              "history": []}
-    run = _Run(model, wrapped, accelerator, optimizer, scheduler, config, items, out, total, steps_per_epoch, state)
+    run = _Run(model, wrapped, accelerator, optimizer, scheduler, config, items, out, total, steps_per_epoch, state,
+               alone=alone)
     if resume and (out / "last").is_dir():  # type: ignore[operator]
         _resume(run)  # (a run killed before its first checkpoint starts again from step 0)
     return run
@@ -267,9 +276,10 @@ def _step(run: _Run) -> float:
     acc, cfg, model = run.accelerator, run.config, run.model
     epoch, k = divmod(run.state["step"], run.steps_per_epoch)
     order = torch.randperm(len(run.items), generator=torch.Generator().manual_seed(cfg.seed + epoch))
-    per_process = cfg.batch_size // acc.num_processes
+    world, index = (1, 0) if run.alone else (acc.num_processes, acc.process_index)
+    per_process = cfg.batch_size // world
     glob = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
-    mine = glob[acc.process_index * per_process : (acc.process_index + 1) * per_process]
+    mine = glob[index * per_process : (index + 1) * per_process]
     chunks = mine.split(per_process // cfg.grad_accum)
     loss_sum = 0.0
     for j, idx in enumerate(chunks):
@@ -285,6 +295,8 @@ def _step(run: _Run) -> float:
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.state["step"] += 1
+    if run.alone:
+        return loss_sum
     return float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))
 
 
@@ -304,7 +316,7 @@ def _snapshot(model: Any) -> dict[str, torch.Tensor]:
 def _dev_metrics(run: _Run, dev: list[Item], metric_fn: MetricFn, eval_fn: EvalFn | None) -> dict[str, float]:
     if eval_fn is None:
         metrics = evaluate(run.model, dev, batch_size=run.config.eval_batch_size, metric_fn=metric_fn,
-                           accelerator=run.accelerator)
+                           accelerator=None if run.alone else run.accelerator)
     else:
         was = run.model.training
         with run.accelerator.autocast():
@@ -370,6 +382,7 @@ def train(
     metric_fn: MetricFn = accuracy,
     eval_fn: EvalFn | None = None,
     progress: bool | None = None,
+    alone: bool = False,
 ) -> TrainResult:
     """Train the prompt (or classifier head) of ``model``, and optionally its LM.
 
@@ -391,6 +404,9 @@ def train(
             answers or generated text). Every process calls it on all dev items.
         progress: ``False``: no progress; otherwise a bar on a terminal, a line every 30 s
             elsewhere (:mod:`ptune.progress`; quiet mode turns both off).
+        alone: train in this process only, also under ``accelerate launch`` / ``torchrun``
+            (a harness's unit of work while the other processes run other units): no
+            gradient exchange, no waiting for the others; needs ``output_dir=None``.
 
     Returns:
         A :class:`TrainResult`. With a dev set, ``model`` ends with the best weights.
@@ -402,9 +418,9 @@ def train(
     config = config or TrainConfig()
     out = Path(output_dir) if output_dir is not None else None
     dev = _items(model, dev_items)
-    run = _setup(model, _items(model, train_items), config, out, resume)
+    run = _setup(model, _items(model, train_items), config, out, resume, alone)
     acc, state = run.accelerator, run.state
-    main = acc.is_main_process
+    main = acc.is_main_process or alone
     if out is not None and main:
         write_json_atomic(out / "train_config.json", config.to_dict())
     log = _Log(out / METRICS_NAME if out is not None and main else None)
@@ -445,11 +461,12 @@ def train(
         save_checkpoint(model, out / "best", facts=RunFacts(training=config.to_dict()))
     if run.best_weights is not None and state["best_step"] != state["step"]:
         model.load_state_dict(run.best_weights, strict=False)
-    acc.wait_for_everyone()
+    if not alone:
+        acc.wait_for_everyone()
     model.eval()
     best_metrics = next((h for h in state["history"] if h["step"] == state["best_step"]), None)
     return TrainResult(state["step"], state["best_step"], best_metrics, last_metrics, stopped_early, out,
-                       state["history"], acc.num_processes)
+                       state["history"], 1 if alone else acc.num_processes)
 
 
 def _config_of(model: Any) -> dict[str, Any]:

@@ -18,14 +18,39 @@ def test_bench_runs(tmp_path, capsys, arch, encoder, layout):
     assert main(["bench", "--arch", arch, "--encoder", encoder, "--steps", "2", "--warmup", "1", "--batch", "4",
                  "--layout", layout, "--json", str(out)]) == 0
     table = capsys.readouterr().out
-    assert "ptune/PEFT: training" in table
+    assert "ptune/PEFT (as documented): training" in table and "ptune/PEFT (careful use): training" in table
     rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert [r["side"] for r in rows] == ["ptune", "peft"]
+    assert [r["side"] for r in rows] == ["ptune", "peft", "peft-careful"]
     for r in rows:
         assert r["train_samples_per_s"] > 0 and r["eval_samples_per_s"] > 0 and r["trainable_params"] > 0
-    assert rows[0]["layout"] == layout and rows[1]["layout"] == "pseudo-first"
+    assert rows[0]["layout"] == layout and rows[1]["layout"] == rows[2]["layout"] == "pseudo-first"
+    assert rows[1]["trainable_params"] == rows[2]["trainable_params"]  # the same PEFT prompt encoder
     if arch == "bert-tiny":
         assert "FEATURE_EXTRACTION" in rows[1]["note"]
+
+
+def test_careful_peft_side_keeps_one_position_and_scores_the_candidates():
+    """The careful PEFT side asks the causal LM for the last position's logits only and
+    trains on the candidate words: its loss equals the cross-entropy over those words
+    computed from the full forward."""
+    import torch
+
+    from ptune.bench import _peft_side, random_model
+
+    lm, kind = random_model("tiny")
+    for p in lm.parameters():
+        p.requires_grad_(False)
+    ids, target = torch.randint(10, 900, (3, 6)), torch.tensor([0, 4, 2])
+    calls = []
+    lm.register_forward_hook(lambda m, a, kw, out: calls.append(out.logits.shape), with_kwargs=True)
+    side = _peft_side(lm, kind, ids, target, "mlp", 3, 5, "cpu", torch.float32, careful=True)
+    side.eval_step()
+    assert calls[-1] == (3, 1, lm.config.vocab_size)  # logits_to_keep=1
+    side.model.train()
+    loss = side.loss()
+    assert not lm.training  # the frozen LM runs in eval mode while the prompt trains
+    full = side.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1, :5]
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(full, target))
 
 
 @pytest.mark.slow  # six benchmark rows, each a subprocess
@@ -47,4 +72,4 @@ def test_gpu_check_script_runs_its_rows_on_cpu(tmp_path):
     ptune_rows = [(r["arch"], r["batch"], r["layout"]) for r in rows if r["side"] == "ptune"]
     assert ptune_rows == [("tiny", 32, "around"), ("tiny", 128, "around"), ("bert-tiny", 32, "around"),
                           ("tiny", 128, "pseudo-first"), ("tiny", 32, "text-first")]
-    assert all(r["dtype"] == "bf16" for r in rows) and proc.stdout.count("ptune/PEFT") == 5
+    assert all(r["dtype"] == "bf16" for r in rows) and proc.stdout.count("ptune/PEFT (careful use)") == 5

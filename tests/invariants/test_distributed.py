@@ -61,3 +61,73 @@ def test_two_processes_match_one(tmp_path):
         # so compare against the size of the update (~2.5e-2 here)
         moved = float((a[k] - a[f"initial.{k}"]).abs().max())
         assert float((a[k] - b[k]).abs().max()) <= 1e-2 * moved, k
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every result file under ``root`` (checkpoints: their names only)."""
+    return {str(p.relative_to(root)): (b"" if "checkpoint" in str(p) else p.read_bytes())
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow  # a one-process run and a two-process launch of both harnesses
+def test_harnesses_on_two_processes_write_what_one_writes(tmp_path):
+    """``ptune probe`` and ``ptune superglue --task all`` split their units over 2 processes
+    (gloo): the same files, byte for byte, as one process; a resumed 2-process run skips the
+    units the folder records as finished."""
+    import json
+
+    sys.path.insert(0, str(HERE))
+    from conftest import SHARED_DATA
+    from dist_harness import run
+
+    from ptune.tiny import tiny_model, train_tokenizer
+    from ptune.world import shipped_world_dir
+
+    fewglue = SHARED_DATA / "fewglue"
+    if not (fewglue / "RTE" / "train.jsonl").is_file():
+        pytest.skip(f"FewGLUE not found at {fewglue}")
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
+    if accelerate is None:
+        pytest.skip("the accelerate command is not installed")
+    corpus = [line[:2000] for t in ("RTE", "BoolQ", "COPA") for line in (fewglue / t / "train.jsonl").read_text().splitlines()]
+    tok = train_tokenizer("bert", corpus, vocab_size=600, extra_tokens=["Yes", "No", "Maybe"])
+    tiny_model("bert", tok, seed=0, positions=512).save_pretrained(tmp_path / "bert")
+    tok.save_pretrained(tmp_path / "bert")
+    world = shipped_world_dir()
+    args = [str(world / "gpt"), str(world / "lama"), str(tmp_path / "bert"), str(fewglue)]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the launched processes (OMP_NUM_THREADS=1): the same float sums
+    try:
+        run(str(tmp_path / "one"), *args)
+    finally:
+        torch.set_num_threads(threads)
+    one = {k: _files(tmp_path / "one" / k) for k in ("probe", "superglue")}
+    # the 2-process run resumes a folder where some units are finished
+    two = tmp_path / "two"
+    probe = json.loads(one["probe"]["results.json"])
+    for rel in ("P20", "P36"):
+        del probe["relations"][rel]["methods"]["ptuning"]
+    (two / "probe").mkdir(parents=True)
+    (two / "probe" / "results.json").write_text(json.dumps(probe))
+    shutil.copytree(tmp_path / "one" / "superglue" / "runs" / "CB", two / "superglue" / "runs" / "CB",
+                    ignore=shutil.ignore_patterns("checkpoint"))
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+           "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(HERE / "dist_harness.py"),
+           str(two), *args]
+    proc = subprocess.run(cmd, env=_env(), timeout=600, capture_output=True, text=True)
+    assert proc.returncode == 0, "\n".join(x for x in proc.stderr.splitlines() if "rank1" not in x)[-3000:]
+    assert proc.stdout.count("| RTE |") == 1  # rank 0 alone prints the tables
+    # units finished before were not run again (their checkpoints were not copied)
+    assert not (two / "probe" / "checkpoints" / "P19" / "ptuning").exists()
+    assert (two / "probe" / "checkpoints" / "P20" / "ptuning" / "prompt.safetensors").is_file()
+    assert not (two / "superglue" / "runs" / "CB" / "seed1" / "checkpoint").exists()
+    for name in ("probe", "superglue"):
+        got = _files(two / name)
+        if name == "probe":  # P19's checkpoint came with the finished units in the 1-process folder
+            got.update({k: v for k, v in one[name].items() if k.startswith("checkpoints/P19/ptuning")})
+        else:
+            got.update({k: v for k, v in one[name].items() if k.startswith("runs/CB/seed1/checkpoint")})
+        assert got.keys() == one[name].keys()
+        for k in got:
+            assert got[k] == one[name][k], f"{name}/{k} differs"

@@ -360,9 +360,3 @@ def test_full_setting_holds_out_dev_when_there_is_no_dev32(tokenizers, tmp_path)
     assert entry["val"]["n"] == 12 and "dev32" not in entry and entry["dev"]["n"] == 6
     with pytest.raises(ConfigError, match="dev32"):
         sg.load_splits("RTE", tmp_path / "data", setting="fewshot")
-
-
-def test_refuses_to_run_in_several_processes(monkeypatch, tmp_path):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="one process"):
-        sg.run_superglue("tiny", FEWGLUE, tmp_path, sg.SuperGlueConfig(tasks=("RTE",)))

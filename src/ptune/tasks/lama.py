@@ -42,6 +42,7 @@ import torch
 from ..checkpoint import save_checkpoint
 from ..config import PromptConfig, TrainConfig
 from ..data import Records, read_examples
+from ..distributed import is_main, run_units, world_size
 from ..errors import ConfigError, DataError, PtuneError
 from ..files import read_json, read_text, save_figure, write_json_atomic, write_text_atomic
 from ..progress import Progress
@@ -347,7 +348,7 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
                "trigger_tokens": found.tokens, "rounds": found.rounds, "accepted": found.accepted,
                "best_round": found.best_round, "stopped_early": found.stopped_early}
     else:  # best weights are kept in memory
-        result = train(model, train_items, dev_items, tc, None, progress=False)
+        result = train(model, train_items, dev_items, tc, None, progress=False, alone=True)
         out = {"template": template, "steps": result.steps, "best_step": result.best_step,
                "stopped_early": result.stopped_early}
     save_checkpoint(model, ckpt_dir)  # one serving checkpoint
@@ -408,31 +409,50 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
         mined = mine(read_corpus(config.mining.corpus), pairs, config.mining.max_middle_words)
         results["mining"] = {"seconds": round(time.perf_counter() - start, 2)}  # one pass for every relation
     lm.eval()
-    bar = Progress(len(wanted) * len(config.methods), f"probe {model_name}", "run", enabled=progress)
+    facts: dict[str, dict[str, Records]] = {}
     for rid in wanted:
-        rel = relations[rid]
-        entry = results["relations"].setdefault(rid, {"label": rel.label, "methods": {}})
-        facts, entry["facts"] = _kept_facts(data_dir, rid, vocab_set)
-        for method in config.methods:
-            bar.note(f"{rid} {method}")
-            if method not in entry["methods"]:
-                start = time.perf_counter()
-                try:
-                    entry["methods"][method] = _probe_relation(
-                        lm, tokenizer, kind, rel, method, facts, words, config,
-                        out / "checkpoints" / rid / method, base_model or model_name, mined)
-                except PtuneError as e:
-                    entry["methods"][method] = {"skipped": str(e)}
-                entry.setdefault("seconds", {})[method] = round(time.perf_counter() - start, 2)
-                results["summary"] = summarize(results, config.methods)
-                write_json_atomic(out / RESULTS_FILE, results)
-            bar.update(1)
+        entry = results["relations"].setdefault(rid, {"label": relations[rid].label, "methods": {}})
+        facts[rid], entry["facts"] = _kept_facts(data_dir, rid, vocab_set)
+    # one method after the other under several processes: a round's units cost about the same
+    order = [(r, m) for r in wanted for m in config.methods] if world_size() == 1 else \
+        [(r, m) for m in config.methods for r in wanted]
+    todo = [(r, m) for r, m in order if m not in results["relations"][r]["methods"]]
+    bar = Progress(len(order), f"probe {model_name}", "run", initial=len(order) - len(todo),
+                   enabled=progress and is_main())
+
+    def run(unit: tuple[str, str]) -> tuple[dict[str, Any], float]:
+        rid, method = unit
+        bar.note(f"{rid} {method}")
+        start = time.perf_counter()
+        try:
+            record = _probe_relation(lm, tokenizer, kind, relations[rid], method, facts[rid], words, config,
+                                     out / "checkpoints" / rid / method, base_model or model_name, mined)
+        except PtuneError as e:
+            record = {"skipped": str(e)}
+        return record, round(time.perf_counter() - start, 2)
+
+    def on_round(done: list[tuple[tuple[str, str], tuple[dict[str, Any], float]]]) -> None:
+        for (rid, method), (record, seconds) in done:
+            entry = results["relations"][rid]
+            for key, value in (("methods", record), ("seconds", seconds)):  # in the methods' order
+                runs = {**entry.get(key, {}), method: value}
+                entry[key] = {m: runs[m] for m in sorted(runs, key=lambda m: _rank(config.methods, m))}
+        results["summary"] = summarize(results, config.methods)
+        bar.update(len(done))
+
+    run_units(todo, run, on_round=on_round, save=lambda: write_json_atomic(out / RESULTS_FILE, results))
     bar.close()
     results["summary"] = summarize(results, config.methods)
-    write_json_atomic(out / RESULTS_FILE, results)
-    write_text_atomic(out / "results.md", markdown_table(results, config.methods))
-    plot_p_at_1(results, config.methods, out / "p_at_1.png")
+    if is_main():
+        write_json_atomic(out / RESULTS_FILE, results)
+        write_text_atomic(out / "results.md", markdown_table(results, config.methods))
+        plot_p_at_1(results, config.methods, out / "p_at_1.png")
     return results
+
+
+def _rank(methods: Sequence[str], method: str) -> int:
+    """Where ``method`` goes in the results: in ``methods``' order, others after them."""
+    return methods.index(method) if method in methods else len(methods)
 
 
 def summarize(results: dict[str, Any], methods: Sequence[str]) -> dict[str, Any]:

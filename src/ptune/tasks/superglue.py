@@ -41,17 +41,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence, get_args
 
-import torch
 
 from ..checkpoint import save_checkpoint
 from ..config import PromptConfig, TrainConfig
 from ..data import Records
+from ..distributed import device, is_main, run_units
 from ..errors import ConfigError
 from ..files import read_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from ..progress import Progress
@@ -397,12 +396,12 @@ def run_one(spec: TaskSpec, config: SuperGlueConfig, splits: dict[str, Records],
         def eval_fn(m: Any, items: Sequence[Any]) -> dict[str, float]:
             return evaluate_task(spec, m, items, dev.examples, batch_size=tcfg.eval_batch_size)[0]
 
-        result = train(model, prepared["train"].items, dev.items, tcfg, output_dir=None, eval_fn=eval_fn,
+        result = train(model, prepared["train"].items, dev.items, tcfg, output_dir=None, eval_fn=eval_fn, alone=True,
                        progress=progress)
         trained = {"trained": True, "steps": result.steps, "best_step": result.best_step,
                    "stopped_early": result.stopped_early}
     else:
-        model.to("cuda" if torch.cuda.is_available() else "cpu")
+        model.to(device())
     record: dict[str, Any] = {"seed": seed, **trained, "train_examples": len(prepared["train"].items),
                               "train_config": tcfg.to_dict()}
     # dev32, or the held-out dev split of the full setting when there is no dev32
@@ -443,39 +442,50 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
         loader: returns a fresh ``(lm, tokenizer, kind)``; default: :func:`ptune.lm.load_base`.
     """
     config = config or SuperGlueConfig()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("processes", "ptune superglue runs in one process (its result files are not shared "
-                          "between processes); run it without accelerate launch / torchrun")
     out = Path(output_dir)
     loader = loader or (lambda: load_base(model))
     settings = {"model": model, "data_dir": str(data_dir), **config.to_dict()}
     # tasks and seeds may grow between calls: each (task, seed) run stands alone
     results = resume_results(out, settings, "tasks", may_grow=("tasks", "seeds"))
-    bar = Progress(len(config.tasks) * len(config.seeds), "superglue", "run", enabled=progress)
+    splits: dict[str, dict[str, Records]] = {}
+    todo = []
     for task in config.tasks:
-        spec = SPECS[task]
-        splits, notes = load_splits(task, data_dir, setting=config.setting, skip_invalid=config.skip_invalid,
-                                    test=config.eval_set == "test")
+        splits[task], notes = load_splits(task, data_dir, setting=config.setting, skip_invalid=config.skip_invalid,
+                                          test=config.eval_set == "test")
         entry = results["tasks"].setdefault(task, {"runs": {}})
-        entry["notes"] = notes
-        entry["metrics"] = list(spec.metrics)
+        entry.update(notes=notes, metrics=list(SPECS[task].metrics))
         for seed in config.seeds:
-            bar.note(f"{task} seed {seed}")
-            run_dir = out / "runs" / task / f"seed{seed}"
-            done = run_dir / "result.json"
+            done = out / "runs" / task / f"seed{seed}" / "result.json"
             if done.is_file():
                 entry["runs"][str(seed)] = read_json(done)
             else:
-                record = run_one(spec, config, splits, model, seed, run_dir, loader=loader, progress=progress)
-                write_json_atomic(done, record)
-                entry["runs"][str(seed)] = record
+                todo.append((task, seed))
+        entry.update(summarize_seeds(entry["runs"]))
+    total = len(config.tasks) * len(config.seeds)
+    bar = Progress(total, "superglue", "run", initial=total - len(todo), enabled=progress and is_main())
+
+    def run(unit: tuple[str, int]) -> dict[str, Any]:
+        task, seed = unit
+        bar.note(f"{task} seed {seed}")
+        run_dir = out / "runs" / task / f"seed{seed}"
+        record = run_one(SPECS[task], config, splits[task], model, seed, run_dir, loader=loader, progress=progress)
+        write_json_atomic(run_dir / "result.json", record)  # the unit's own file: marks it finished
+        return record
+
+    def on_round(done: list[tuple[tuple[str, int], dict[str, Any]]]) -> None:
+        for (task, seed), record in done:
+            entry = results["tasks"][task]
+            entry["runs"] = dict(sorted({**entry["runs"], str(seed): record}.items(), key=lambda kv: int(kv[0])))
             entry.update(summarize_seeds(entry["runs"]))
-            write_json_atomic(out / RESULTS_FILE, results)
-            bar.update(1)
-        publish(out, task, entry, config.eval_set)
+        bar.update(len(done))
+
+    run_units(todo, run, on_round=on_round, save=lambda: write_json_atomic(out / RESULTS_FILE, results))
     bar.close()
-    write_json_atomic(out / RESULTS_FILE, results)
-    write_text_atomic(out / "results.md", markdown_table(results))
+    if is_main():
+        for task in config.tasks:
+            publish(out, task, results["tasks"][task], config.eval_set)
+        write_json_atomic(out / RESULTS_FILE, results)
+        write_text_atomic(out / "results.md", markdown_table(results))
     return results
 
 

@@ -1,0 +1,119 @@
+"""The harnesses on several processes: their units of work split across the ranks.
+
+Under ``accelerate launch --num_processes N`` or ``torchrun`` (one or many nodes), ``ptune
+probe``, ``ptune superglue`` and ``ptune demo`` split their units (LAMA relation × method,
+SuperGLUE task × seed) over the N processes. Each unit trains in one process
+(``train(..., alone=True)``) and seeds itself, so its numbers do not depend on which
+process runs it or on what ran before: N processes give the results of one.
+
+The units run in rounds: round ``k`` gives unit ``k·N + r`` of the unfinished units to rank
+``r``; after each round every process receives the round's results, and rank 0 alone writes
+the result files (what a one-process run writes after each unit). A resumed run skips the
+units its files record as finished. Files a unit writes for itself (a checkpoint, SuperGLUE's
+``runs/<Task>/seed<N>/``) are written by the process that ran it, so on several nodes the
+output folder must be on a filesystem they share.
+
+Example:
+    >>> results = run_units(["a", "b", "c"], str.upper, on_round=print, save=lambda: None)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence, TypeVar
+
+import torch
+
+__all__ = ["world_size", "rank", "is_main", "device", "barrier", "run_units"]
+
+U = TypeVar("U")
+
+
+def world_size() -> int:
+    """How many processes the launcher started (``WORLD_SIZE``; 1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    """This process's rank (``RANK``; 0 without a launcher)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    """Whether this process writes the result files (rank 0)."""
+    return rank() == 0
+
+
+def _state() -> Any:
+    """Accelerate's process state: joins the process group (gloo on a CPU-only machine,
+    the GPU's backend otherwise) the first time it is asked for."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def device() -> torch.device:
+    """This process's device: its own GPU under a launcher, else the GPU or the CPU."""
+    if world_size() > 1:
+        return _state().device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def barrier() -> None:
+    """Wait until every process gets here (nothing in one process)."""
+    if world_size() > 1:
+        _state().wait_for_everyone()
+
+
+def run_units(units: Sequence[U], run: Callable[[U], Any], *, on_round: Callable[[list[tuple[U, Any]]], None],
+              save: Callable[[], None]) -> None:
+    """Run every unit once, split across the processes in rounds.
+
+    Args:
+        units: the unfinished units; rank 0's list counts (the others may have read the
+            folder after rank 0 began writing to it).
+        run: computes one unit's result (picklable).
+        on_round: called on every process with the round's ``(unit, result)`` pairs in unit
+            order, to update its copy of the results.
+        save: called on rank 0 after each round, to write the result files.
+
+    Raises:
+        The unit's own exception on the process that ran it; ``RuntimeError`` naming the unit
+        and the process on the others (after rank 0 has saved the round's finished units).
+    """
+    world, me = world_size(), rank()
+    if world > 1:
+        from accelerate.utils import broadcast_object_list
+
+        _state()  # every process joins the group, even one without units
+        units = broadcast_object_list([list(units)])[0]
+    for start in range(0, len(units), world):
+        chunk = list(units[start : start + world])
+        error: BaseException | None = None
+        mine: tuple[str, Any] | None = None
+        if me < len(chunk):
+            try:
+                mine = ("ok", run(chunk[me]))
+            except Exception as e:  # the others must learn of it, or they would wait forever
+                if world == 1:
+                    raise
+                error, mine = e, ("error", f"{type(e).__name__}: {e}")
+        gathered = _gather(mine, world)
+        on_round([(u, r[1]) for u, r in zip(chunk, gathered) if r is not None and r[0] == "ok"])
+        if is_main():
+            save()
+        failed = [(i, r[1]) for i, r in enumerate(gathered) if r is not None and r[0] == "error"]
+        if error is not None:
+            raise error
+        if failed:
+            i, msg = failed[0]
+            raise RuntimeError(f"unit {chunk[i]!r} failed in process {i}: {msg}")
+
+
+def _gather(mine: Any, world: int) -> list[Any]:
+    """Every process's object, in rank order, on every process."""
+    if world == 1:
+        return [mine]
+    from accelerate.utils import gather_object
+
+    return gather_object([mine])
