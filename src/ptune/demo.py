@@ -282,7 +282,8 @@ def run_demo(output: str | Path = "runs/demo", config: DemoConfig | None = None,
     out = Path(output)
     t0 = time.perf_counter()
     worlds = []
-    with Progress(total=_runs(config) * len(config.seeds), desc="demo", unit="probe", enabled=progress) as bar:
+    with Progress(total=_runs(config) * len(config.seeds), desc="demo", unit="probe",
+                  enabled=progress and is_main()) as bar:
         for seed in config.seeds:
             world, source = demo_world(world_dir, seed)
             if on_world is not None:
