@@ -96,6 +96,15 @@ def pair(family: str, seed: int = 0, **kw):
     return tiny_model(family, tok, seed=seed, **kw), tok
 
 
+def saved_model(folder: Path, family: str = "gpt2") -> Path:
+    """A fresh tiny model of ``family`` (64 hidden, no dropout) and its tokenizer saved in
+    ``folder``, for commands that take a local ``--model`` folder."""
+    lm, tok = pair(family, hidden=64, init_range=0.2, dropout=0.0)
+    lm.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def sentiment(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     out = []

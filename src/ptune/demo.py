@@ -215,7 +215,7 @@ def _probe_world(world: Path, out: Path, config: DemoConfig, seed: int, bar: Pro
         bar.note(f"seed {seed} {which} {sub or 'table'}")
         res = probe(lm, tok, world / "lama", out / which / sub if sub else out / which,
                     config.probe_config(methods, seed, world, **kw), model_name=f"world/{which}",
-                    base_model=str((world / which).resolve()))
+                    base_model=str((world / which).resolve()), progress=bar.mode != "off")
         bar.update()
         return res
 
@@ -229,7 +229,8 @@ def _probe_world(world: Path, out: Path, config: DemoConfig, seed: int, bar: Pro
         random_lm = type(lm)(lm.config)  # same shape, random weights
         bar.note(f"seed {seed} {which} random-LM control")
         control = probe(random_lm, tok, world / "lama", out / f"{which}-random-lm",
-                        config.probe_config(("ptuning",), seed, world), model_name=f"world/{which}-random")
+                        config.probe_config(("ptuning",), seed, world), model_name=f"world/{which}-random",
+                        progress=bar.mode != "off")
         bar.update()
         rows[which][CONTROL] = _macro(control, "ptuning")
         seconds[f"{which}.table"] = round(time.perf_counter() - t, 1)

@@ -29,6 +29,7 @@ __all__ = ["Progress", "track", "set_quiet", "is_quiet", "format_duration"]
 
 T = TypeVar("T")
 _quiet: bool | None = None
+_open_bars: list["Progress"] = []  # terminal bars not closed yet, outermost first
 
 
 def set_quiet(quiet: bool | None) -> None:
@@ -74,7 +75,8 @@ class Progress:
         initial: units already done (a resumed run); the rate counts only what this step does.
         enabled: ``False`` shows nothing; quiet mode also shows nothing, whatever this says.
         interval: seconds between two lines when not on a terminal.
-        leave: keep the bar on the terminal once closed (``False`` for steps nested in another).
+        leave: keep the bar on the terminal once closed; default: unless it is nested in another
+            open bar (the inner bars of a long step then come and go under the outer one).
         stream: where to write (default ``sys.stderr``).
         tty: draw a bar (``True``) or write lines (``False``); default: whether ``stream`` is a terminal.
         clock: the time source (for tests).
@@ -82,7 +84,7 @@ class Progress:
     """
 
     def __init__(self, total: int | None = None, desc: str = "", unit: str = "it", *, initial: int = 0,
-                 enabled: bool = True, interval: float = 30.0, leave: bool = True, stream: IO[str] | None = None,
+                 enabled: bool = True, interval: float = 30.0, leave: bool | None = None, stream: IO[str] | None = None,
                  tty: bool | None = None, clock: Callable[[], float] = time.monotonic, heartbeat: bool = True):
         self.total, self.desc, self.unit = total, desc, unit
         self.n, self.initial = initial, initial
@@ -100,8 +102,9 @@ class Progress:
         if self.mode == "bar":
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=leave, file=self._stream,
-                             dynamic_ncols=True)
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self._stream, dynamic_ncols=True,
+                             leave=leave if leave is not None else not _open_bars)
+            _open_bars.append(self)
         elif self.mode == "lines" and heartbeat:
             self._stop = threading.Event()
             threading.Thread(target=_beat, args=(weakref.ref(self), self._stop, max(0.01, min(1.0, interval / 10))),
@@ -142,6 +145,7 @@ class Progress:
                 self._stop.set()
             if self._bar is not None:
                 self._bar.close()
+                _open_bars.remove(self)
             elif self.mode == "lines" and self._lines:
                 self._write(final=True)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from conftest import pair
+from conftest import pair, saved_model
 from ptune import PromptConfig, PTunedModel, TrainConfig, train
 from ptune.cli import main
 from ptune.data import iter_examples
@@ -24,9 +24,7 @@ VERB = '{"pos": "good", "neg": "bad"}'
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("dsin")
-    lm, tok = pair("gpt2", hidden=64, init_range=0.2, dropout=0.0)
-    lm.save_pretrained(root / "gpt2")
-    tok.save_pretrained(root / "gpt2")
+    saved_model(root / "gpt2")
     for split in ("train", "dev", "new"):
         ds = datasets.Dataset.from_json(str(EXAMPLE / f"{split}.jsonl"))
         ds.to_parquet(str(root / f"{split}.parquet"))

@@ -9,7 +9,7 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import pair, sentiment
+from conftest import pair, saved_model, sentiment
 from ptune import TrainConfig
 from ptune.cli import main
 from ptune.errors import ConfigError
@@ -19,9 +19,7 @@ from ptune.tracking import flat_config
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("track")
-    lm, tok = pair("gpt2", hidden=64, init_range=0.2, dropout=0.0)
-    lm.save_pretrained(root / "gpt2")
-    tok.save_pretrained(root / "gpt2")
+    saved_model(root / "gpt2")
     for name, rows in (("train", sentiment(32)), ("dev", sentiment(8, seed=1))):
         (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root

@@ -154,3 +154,12 @@ def test_cli_quiet_flag_turns_progress_off(tmp_path):
     assert not P.is_quiet()
     assert main(["--quiet", "inspect", "--checkpoint", str(tmp_path / "missing")]) == 2
     assert P.is_quiet()
+
+
+def test_a_bar_nested_in_another_is_not_left_on_the_terminal():
+    out = io.StringIO()
+    with Progress(2, "outer", stream=out, tty=True) as outer:
+        with Progress(3, "inner", stream=out, tty=True) as inner:
+            assert outer._bar.leave and not inner._bar.leave
+        assert not P._open_bars[1:]
+    assert P._open_bars == []
