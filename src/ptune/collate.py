@@ -26,7 +26,7 @@ from .data import as_examples
 from .errors import DataError
 from .lm import LMKind
 from .template import CompiledTemplate, Encoded, Template, check_fields
-from .verbalizer import CompiledVerbalizer, Verbalizer
+from .verbalizer import CompiledVerbalizer, Verbalizer, is_text
 
 __all__ = ["Collator"]
 
@@ -100,7 +100,7 @@ class Collator:
             if cands is None:
                 raise DataError(it.source, "missing (a list of candidate answers)", field=cf)
             if not isinstance(cands, (list, tuple)) or not cands or not all(
-                    isinstance(c, str) and c.strip() for c in cands):
+                    isinstance(c, str) and c.strip() and is_text(c) for c in cands):
                 raise DataError(it.source, f"expected a non-empty list of non-empty strings, got {cands!r}", field=cf)
             it.candidate_texts = [c.strip() for c in cands]
             texts += it.candidate_texts

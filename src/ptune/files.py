@@ -191,6 +191,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[io.BufferedWriter]:
             yield fh  # type: ignore[misc]
             fh.flush()
             os.fsync(fh.fileno())
+        crash_point("file-written")
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

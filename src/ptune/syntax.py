@@ -88,6 +88,9 @@ def parse_elements(text: str, x_field: str = "subject") -> tuple[Element, ...]:
     if len(text) > MAX_TEMPLATE_CHARS:
         raise TemplateError(text[:60] + "...", None, f"{len(text)} characters; a template has at most "
                             f"{MAX_TEMPLATE_CHARS}")
+    bad = next((i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff"), None)
+    if bad is not None:
+        raise TemplateError(text, bad, "a lone surrogate code point is not text (not encodable as UTF-8)")
     elements: list[Element] = []
     buf: list[str] = []
     buf_col = 0

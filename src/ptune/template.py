@@ -44,6 +44,7 @@ from typing import Any, Literal, Sequence
 from .errors import ConfigError, DataError, TemplateError
 from .lm import LMKind, kind_of
 from .syntax import Answer, Element, Field, Pseudo, Sep, Text, parse_elements
+from .verbalizer import is_text
 
 __all__ = [
     "Template",
@@ -429,3 +430,5 @@ def check_fields(template: Template, example: dict[str, Any], source: str) -> No
             raise DataError(source, "is null; a text is needed", field=name)
         if not isinstance(value, str):
             raise DataError(source, f"expected text, got {type(value).__name__} {value!r:.40}", field=name)
+        if not is_text(value):
+            raise DataError(source, "holds a lone surrogate code point, which is not text", field=name)

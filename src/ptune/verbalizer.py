@@ -32,7 +32,19 @@ import torch
 from .errors import ConfigError, DataError
 from .files import loads_json, read_text
 
-__all__ = ["Verbalizer", "CompiledVerbalizer", "label_logsumexp"]
+__all__ = ["Verbalizer", "CompiledVerbalizer", "label_logsumexp", "is_text"]
+
+
+def is_text(text: str) -> bool:
+    """Whether ``text`` is real text: no lone surrogate code point (JSON's ``"\\ud800"``),
+    which no tokenizer takes."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 class Verbalizer:
@@ -52,7 +64,7 @@ class Verbalizer:
             if str(label) in words:
                 raise ConfigError(f"verbalizer[{label!r}]", "the label is given twice")
             ws = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, (list, tuple)) else ()
-            if not ws or not all(isinstance(w, str) and w.strip() for w in ws):
+            if not ws or not all(isinstance(w, str) and w.strip() and is_text(w) for w in ws):
                 raise ConfigError(
                     f"verbalizer[{label!r}]", f"needs one or more non-empty words, got {value!r}"
                 )

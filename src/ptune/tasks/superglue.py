@@ -278,7 +278,7 @@ def build_model(spec: TaskSpec, config: SuperGlueConfig, lm: Any, tokenizer: Any
                                max_length=max_length, kind=kind)
         return ClassifierModel(lm, tokenizer, cfg, base_model=base_model, seed=seed)
     prompt = PromptConfig(**{
-        **recipe.prompt_defaults(spec.name, config, config.prompt, max_length=spec.max_length, tokenizer=tokenizer,
+        **recipe.prompt_defaults(spec.name, config, config.prompt, max_length=max_length, tokenizer=tokenizer,
                                  hidden_size=lm.get_input_embeddings().embedding_dim),
         "template": _template(spec, config, kind), "verbalizer": spec.verbalizer or {},
         "candidates_field": None if spec.mode == "classify" else "choices",
