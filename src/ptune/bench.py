@@ -202,18 +202,24 @@ def _side(name: str, model: torch.nn.Module, params: list[torch.nn.Parameter], l
     return Side(name, train_step, eval_step, sum(p.numel() for p in params), model, loss_fn)
 
 
-def _time(fn: Callable[[], None], device: str) -> float:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+"""``wall``: elapsed time; ``cpu``: this process's CPU time, which other processes on a
+shared machine do not inflate (CPU runs only)."""
+
+
+def _time(fn: Callable[[], None], device: str, clock: Callable[[], float] = time.perf_counter) -> float:
     _sync(device)
-    t = time.perf_counter()
+    t = clock()
     fn()
     _sync(device)
-    return time.perf_counter() - t
+    return clock() - t
 
 
 def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, device: str = "cpu", dtype: str = "fp32",
               steps: int = 10, warmup: int = 2, real_tokens: int = 24, n_pseudo: int = 9, n_candidates: int = 100,
               sides: tuple[str, ...] = SIDES, layout: str = "around",
-              compile: bool | str = False, peak_tflops: float | None = None) -> list[dict[str, Any]]:
+              compile: bool | str = False, peak_tflops: float | None = None,
+              clock: str = "wall") -> list[dict[str, Any]]:
     """Time ptune and PEFT alternately on one frozen model; one result row per side.
 
     ``layout`` places ptune's pseudo tokens: ``around`` the text (the paper's LAMA shape,
@@ -223,8 +229,11 @@ def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, devic
     see :func:`ptune.cache.answer_hidden_cached`. PEFT always puts them first.
     ``compile`` compiles the shared LM in place (``torch.compile``; a string is its mode):
     all sides run it. ``peak_tflops``: the device's peak at ``dtype``, for the rows'
-    ``*_peak_pct`` (useful TFLOP/s as a percentage of it).
+    ``*_peak_pct`` (useful TFLOP/s as a percentage of it). ``clock``: a key of
+    :data:`CLOCKS` (``cpu`` needs ``device="cpu"``).
     """
+    if clock not in CLOCKS or (clock == "cpu" and device != "cpu"):
+        raise ValueError(f"clock {clock!r}: wall, or cpu on the CPU")
     tdtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     lm, kind = random_model(arch)
     lm.to(device)
@@ -255,12 +264,13 @@ def run_bench(arch: str = "tiny", *, encoder: str = "mlp", batch: int = 8, devic
                 peak[s.name] = torch.cuda.max_memory_allocated()
         for _ in range(steps):
             for s in built:
-                times[s.name][phase].append(_time(s.train_step if phase == "train" else s.eval_step, device))
+                times[s.name][phase].append(_time(s.train_step if phase == "train" else s.eval_step, device,
+                                                  CLOCKS[clock]))
     tokens = real_tokens + n_pseudo
     rows = []
     for s in built:
         row: dict[str, Any] = {"side": s.name, "arch": arch, "kind": kind, "encoder": encoder, "batch": batch,
-                               "compiled": compile,
+                               "compiled": compile, "clock": clock,
                                "layout": layout if s.name == "ptune" else "pseudo-first",
                                "device": device, "dtype": dtype, "trainable_params": s.trainable,
                                "peak_memory_mb": round(peak[s.name] / 2**20, 1) if peak.get(s.name) else None}
@@ -333,6 +343,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(PEFT's layout) or all after it")
     p.add_argument("--compile", nargs="?", const=True, default=False, choices=COMPILE_MODES, metavar="MODE",
                    help="torch.compile the shared LM (both sides run it); MODE as in ptune train --compile")
+    p.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                   help="time steps by elapsed time (wall, default) or by this process's CPU time (cpu: on a shared "
+                        "CPU machine other processes do not inflate it; --device cpu only)")
     p.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s at --dtype: the rows then give "
                                                       "useful TFLOP/s as a percentage of it")
     p.add_argument("--json", help="append the result rows as JSON lines to this file")
@@ -344,7 +357,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 2
     rows = run_bench(args.arch, encoder=args.encoder, batch=args.batch, device=args.device, dtype=args.dtype,
                      steps=args.steps, warmup=args.warmup, layout=args.layout, compile=args.compile,
-                     peak_tflops=args.peak_tflops)
+                     peak_tflops=args.peak_tflops, clock=args.clock)
+    if args.clock == "cpu" and args.device != "cpu":
+        print("ptune: error: --clock cpu times CPU runs only", file=sys.stderr)
+        return 2
     if args.peak_tflops is not None and args.peak_tflops <= 0:
         print("ptune: error: --peak-tflops must be positive", file=sys.stderr)
         return 2

@@ -44,6 +44,7 @@ from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, TrainingError
 from .files import commit_dir, crash_point, dumps_json, write_json_atomic
 from .inference import iter_outputs
+from .placement import place
 from .lock import locks_folder
 from .runfolder import METRICS_NAME, STAGING_NAME, holds_run, recover_run
 from .progress import Progress
@@ -226,7 +227,7 @@ def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None,
 
     set_seed(config.seed)
     model.set_lm_trainable(config.finetune_lm, dropout=config.lm_dropout)
-    model.to(accelerator.device)
+    place(model, accelerator.device)  # a dispatched LM stays where it is (ptune.placement)
     if config.compile and not getattr(model.lm, "_compiled_by_ptune", False):
         model.lm.compile(mode=None if config.compile is True else config.compile)  # in place: same state dict
         model.lm._compiled_by_ptune = True
