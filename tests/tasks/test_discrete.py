@@ -178,12 +178,33 @@ def test_probe_autoprompt_and_mined_end_to_end(tmp_path, capsys):
     assert {c["template"]: c["support"] for c in mined["candidates"]} == {"[X] is a [Y] .": 6, "the [X] is a [Y] .": 6}
     assert mined["candidates"][0]["train p@1"] >= mined["candidates"][1]["train p@1"]
     assert res["relations"]["P2"]["methods"]["mined"]["skipped"].startswith("no corpus sentence")
+    cfg2 = lama.ProbeConfig(methods=("mined",), mining={"corpus": str(corpus), "mined_ensemble": 2})
+    both = lama.probe(lm, tok, data, tmp_path / "ensemble", cfg2, model_name="tiny")["relations"]["P1"]["methods"]
+    assert both["mined"]["ensemble"] == [c["template"] for c in mined["candidates"]]
+    assert both["mined"]["test"] == _mean_of_two(lm, tok, both["mined"]["ensemble"], test, data)
     assert main(["inspect", "--checkpoint", str(tmp_path / "out" / "checkpoints" / "P1" / "autoprompt"),
                  "--top", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1] == f"discrete prompt: {ap['prompt']}"
     assert out[2] == "tokens: " + " ".join(ap["trigger_tokens"])
     assert out[3].startswith("P1: ") and out[3].endswith("(1.00)")
+
+
+def _mean_of_two(lm, tok, templates, facts, data):
+    """P@1, P@10, MRR of the mean of two templates' candidate scores, computed apart."""
+    from ptune.inference import iter_outputs
+    from ptune.metrics import gold_ranks, rank_metrics
+    from ptune.verbalizer import Verbalizer
+
+    words = Verbalizer.from_vocabulary(lama.vocabulary("common", tok, data))
+    scores, gold = [], None
+    for t in templates:
+        m = PTunedModel(lm, tok, PromptConfig(template=t, verbalizer=words.to_dict(), label_field="object",
+                                              normalize="vocab"))
+        outs = list(iter_outputs(m, m.prepare(facts.examples, facts.sources, require_labels=True), 64))
+        scores.append(torch.cat([o.scores for _, _, o in outs]))
+        gold = torch.cat([b.labels for _, b, _ in outs])
+    return rank_metrics(gold_ranks((scores[0] + scores[1]) / 2, gold))
 
 
 def test_mined_needs_a_corpus(tmp_path, capsys):

@@ -260,13 +260,20 @@ class ProbeConfig:
             raise ConfigError("corpus", "the mined method needs a corpus file (one sentence per line)")
 
 
-def rank_eval(model: PTunedModel, examples: list[dict], sources: list[str], batch_size: int = 64) -> dict[str, float]:
-    """P@1, P@10, MRR of the gold object among the candidates."""
+def rank_eval(model: PTunedModel | Sequence[PTunedModel], examples: list[dict], sources: list[str],
+              batch_size: int = 64) -> dict[str, float]:
+    """P@1, P@10, MRR of the gold object among the candidates; for several prompts, of their
+    mean scores (LPAQA's ensemble: the mean log-probability of each candidate)."""
     if not examples:
         return rank_metrics([])
-    items = model.prepare(examples, sources, require_labels=True)
-    ranks = [gold_ranks(out.scores, batch.labels).cpu() for _, batch, out in iter_outputs(model, items, batch_size)]
-    return rank_metrics(torch.cat(ranks))
+    total, gold = None, None
+    for m in [model] if isinstance(model, PTunedModel) else model:
+        items = m.prepare(examples, sources, require_labels=True)
+        outs = [(batch.labels, out.scores.float()) for _, batch, out in iter_outputs(m, items, batch_size)]
+        gold, scores = torch.cat([g for g, _ in outs]), torch.cat([s for _, s in outs])
+        total = scores if total is None else total + scores
+    assert total is not None and gold is not None
+    return rank_metrics(gold_ranks(total, gold).cpu())
 
 
 def _p1_mrr(model: PTunedModel, dev: tuple[list[dict], list[str]], batch_size: int) -> tuple[float, float]:
@@ -322,8 +329,10 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
         pick = split.get("train") if method == "mined" else split.get("dev") or split.get("train")
         scored = sorted(((rank_eval(wrap(t), *pick, tc.eval_batch_size)["p@1"], -i, t) for i, t in enumerate(templates)),
                         reverse=True) if len(templates) > 1 and pick else [(None, 0, templates[0])]
-        model = wrap(scored[0][2])
-        out = {"template": scored[0][2], **{s: rank_eval(model, *split[s], tc.eval_batch_size) for s in evals}}
+        chosen = [wrap(t) for _, _, t in scored[:config.mining.mined_ensemble if method == "mined" else 1]]
+        out = {"template": scored[0][2], **{s: rank_eval(chosen, *split[s], tc.eval_batch_size) for s in evals}}
+        if len(chosen) > 1:
+            out["ensemble"] = [t for _, _, t in scored[:len(chosen)]]
         if method == "mined":
             support = {m.template: m.support for m in found}
             out["candidates"] = [{"template": t, "train p@1": p, "support": support[t]} for p, _, t in scored[:5]]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -48,9 +48,12 @@ class MiningConfig:
     training facts yield."""
     max_middle_words: int = 10
     """The longest span between subject and object, in words, that makes a template."""
+    mined_ensemble: int = 1
+    """How many of the best mined templates answer together (LPAQA's ensemble: the mean of
+    their log-probabilities); 1: the best alone."""
 
     def __post_init__(self) -> None:
-        for name in ("mined_candidates", "max_middle_words"):
+        for name in ("mined_candidates", "max_middle_words", "mined_ensemble"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(name, f"must be a positive integer, got {v!r}")
@@ -60,7 +63,7 @@ class MiningConfig:
         """The config itself, or one made from some of its fields."""
         if isinstance(value, cls):
             return value
-        names = {"corpus", "mined_candidates", "max_middle_words"}
+        names = {f.name for f in fields(cls)}
         unknown = set(value) - names
         if unknown:
             raise ConfigError(f"mining.{sorted(unknown)[0]}", "unknown key")
