@@ -186,15 +186,22 @@ class Candidates:
         return torch.stack([scoring.loss(s, labels, self.model.config.normalize) for s in scores])
 
 
-def _gradient(model: Any, batch: Batch, prompt: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """The loss's gradient with respect to the trigger embeddings (n, H), and the loss."""
-    prompt = prompt.detach().clone().requires_grad_(True)
+def _proposals(model: Any, batch: Batch, ids: list[int], pos: int, allowed: torch.Tensor, k: int) -> list[int]:
+    """The ``k`` tokens for trigger position ``pos`` whose swap lowers the batch's loss most
+    to first order: the largest ``-grad · e`` over the allowed tokens' embeddings ``e``,
+    the gradient taken with respect to the trigger embeddings."""
+    table = _embedding_table(model).detach()
+    prompt = table[torch.tensor(ids, device=table.device)].clone().requires_grad_(True)
     with torch.enable_grad(), model.runner.kernels(model.speed.lm_shortcuts):
         loss = scoring.score_batch(model, batch, prompt).loss
         if loss is None:
             raise ConfigError("train", "AutoPrompt needs labelled training examples")
         (grad,) = torch.autograd.grad(loss, prompt)
-    return grad, float(loss.detach())
+    estimate = -(table @ grad[pos].to(table.dtype))
+    estimate = estimate.masked_fill(~allowed, float("-inf"))
+    estimate[ids[pos]] = float("-inf")
+    k = min(k, int(torch.isfinite(estimate).sum()))
+    return estimate.topk(k).indices.tolist() if k else []
 
 
 def search(model: Any, train_items: Sequence[Item], dev_score: DevScore | None, train: TrainConfig,
@@ -215,8 +222,7 @@ def search(model: Any, train_items: Sequence[Item], dev_score: DevScore | None, 
     if not train_items:
         raise ConfigError("train", "AutoPrompt needs training examples")
     device = model_device(model)
-    table = _embedding_table(model).detach()
-    allowed = _allowed(model).to(table.device)
+    allowed = _allowed(model).to(_embedding_table(model).device)
     ids = [_init_id(model, config.trigger_init)] * model.encoder.n_pseudo if model.encoder is not None else []
     set_triggers(model, ids)
     per_epoch = math.ceil(len(train_items) / train.batch_size)
@@ -237,15 +243,8 @@ def search(model: Any, train_items: Sequence[Item], dev_score: DevScore | None, 
                 order = torch.randperm(len(train_items), generator=gen).tolist()
             batch_idx, order = order[: train.batch_size], order[train.batch_size:]
             chosen = [train_items[i] for i in batch_idx]
-            batch = model.collate(chosen).to(device)
-            prompt = table[torch.tensor(ids, device=table.device)]
-            grad, _ = _gradient(model, batch, prompt)
             pos = int(torch.randint(len(ids), (1,), generator=gen))
-            estimate = -(table @ grad[pos].to(table.dtype))  # larger: a larger first-order loss decrease
-            estimate = estimate.masked_fill(~allowed, float("-inf"))
-            estimate[ids[pos]] = float("-inf")
-            k = min(config.trigger_candidates, int(torch.isfinite(estimate).sum()))
-            cands = estimate.topk(k).indices.tolist() if k else []
+            cands = _proposals(model, model.collate(chosen).to(device), ids, pos, allowed, config.trigger_candidates)
             if cands:
                 losses = scorer.losses(chosen, [ids] + [ids[:pos] + [c] + ids[pos + 1:] for c in cands])
                 j = int(losses[1:].argmin())
