@@ -96,6 +96,14 @@ class SearchResult:
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
 
+    def record(self, template: str, tokenizer: Any) -> dict[str, Any]:
+        """What a results file keeps: the prompt in words (each token decoded on its own),
+        the tokens and their ids, and how the search went."""
+        words = [tokenizer.decode([i]).strip() or t for i, t in zip(self.ids, self.tokens)]
+        return {"prompt": prompt_in_words(template, words), "trigger_ids": self.ids, "trigger_tokens": self.tokens,
+                "rounds": self.rounds, "accepted": self.accepted, "best_round": self.best_round,
+                "stopped_early": self.stopped_early}
+
 
 def _embedding_table(model: Any) -> torch.Tensor:
     return model.lm.get_input_embeddings().weight

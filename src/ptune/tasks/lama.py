@@ -53,9 +53,9 @@ from ..lm import KINDS, detect_kind
 from ..model import PTunedModel
 from ..trainer import train
 from ..verbalizer import Verbalizer
-from .autoprompt import AutoPromptConfig, prompt_in_words
+from .autoprompt import AutoPromptConfig
 from .autoprompt import search as autoprompt_search
-from .mining import Mined, MiningConfig, mine, read_corpus
+from .mining import Mined, MiningConfig, mine, mined_record, read_corpus
 from .results import RESULTS_FILE, resume_results
 from .results import markdown_table as table
 
@@ -334,9 +334,7 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
         if len(chosen) > 1:
             out["ensemble"] = [t for _, _, t in scored[:len(chosen)]]
         if method == "mined":
-            support = {m.template: m.support for m in found}
-            out["candidates"] = [{"template": t, "train p@1": p, "support": support[t]} for p, _, t in scored[:5]]
-            out["mined"] = len(found)
+            out.update(mined_record(found, [(t, p) for p, _, t in scored]))
         return out
 
     template = config.prompt.get("template") or DEFAULT_TEMPLATES[kind]
@@ -352,10 +350,7 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
     if method == "autoprompt":
         dev_score = None if dev_items is None else lambda m: _p1_mrr(m, split["dev"], tc.eval_batch_size)
         found = autoprompt_search(model, train_items, dev_score, tc, config.autoprompt)  # type: ignore[arg-type]
-        words = [tokenizer.decode([i]).strip() or t for i, t in zip(found.ids, found.tokens)]
-        out = {"template": template, "prompt": prompt_in_words(template, words), "trigger_ids": found.ids,
-               "trigger_tokens": found.tokens, "rounds": found.rounds, "accepted": found.accepted,
-               "best_round": found.best_round, "stopped_early": found.stopped_early}
+        out = {"template": template, **found.record(template, tokenizer)}
     else:  # best weights are kept in memory
         result = train(model, train_items, dev_items, tc, None, progress=False, alone=True)
         out = {"template": template, "steps": result.steps, "best_step": result.best_step,
@@ -412,11 +407,11 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
     mined = None
     if "mined" in config.methods and any("mined" not in results["relations"].get(r, {}).get("methods", {})
                                          for r in wanted):
-        start = time.perf_counter()
-        pairs = {r: [(ex["subject"], ex["object"]) for ex in getattr(_kept_facts(data_dir, r, vocab_set)[0].get("train"),
-                                                                      "examples", [])] for r in wanted}
-        mined = mine(read_corpus(config.mining.corpus), pairs, config.mining.max_middle_words)
-        results["mining"] = {"seconds": round(time.perf_counter() - start, 2)}  # one pass for every relation
+        start = time.perf_counter()  # one pass over the corpus for every relation
+        train = {r: _kept_facts(data_dir, r, vocab_set)[0].get("train") for r in wanted}
+        mined = mine(read_corpus(config.mining.corpus), {r: [(ex["subject"], ex["object"]) for ex in f.examples]
+                                                          for r, f in train.items() if f}, config.mining.max_middle_words)
+        results["mining"] = {"seconds": round(time.perf_counter() - start, 2)}
     lm.eval()
     facts: dict[str, dict[str, Records]] = {}
     for rid in wanted:

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ConfigError, DataError
 
-__all__ = ["MiningConfig", "Mined", "mine", "read_corpus", "escape"]
+__all__ = ["MiningConfig", "Mined", "mine", "mined_record", "read_corpus", "escape"]
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -158,6 +158,14 @@ def _templates(line: str, spans: list[tuple[int, int]], sub: tuple[int, int], ob
         at = end
     out.append(("sentence", text + escape(line[at:])))
     return out
+
+
+def mined_record(found: Sequence[Mined], scored: Sequence[tuple[str, float | None]], top: int = 5) -> dict[str, Any]:
+    """What a results file keeps of a relation's mining: how many templates were mined, and
+    the ``top`` best of the scored ones (template, P@1 on the training facts, support)."""
+    support = {m.template: m.support for m in found}
+    return {"mined": len(found),
+            "candidates": [{"template": t, "train p@1": p, "support": support[t]} for t, p in scored[:top]]}
 
 
 def read_corpus(path: str | Path) -> Iterable[str]:
