@@ -330,14 +330,33 @@ def main(argv: list[str] | None = None) -> int:
     return run_from_args(parser.parse_args(argv))
 
 
+def _count(text: str) -> int:
+    """A whole number of at least 0 (argparse type)."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def _positive(text: str) -> int:
+    """A whole number of at least 1 (argparse type)."""
+    value = _count(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_count.__name__, _positive.__name__ = "whole number", "positive integer"  # argparse: "invalid positive integer value"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="tiny", choices=list(ARCHS))
     p.add_argument("--encoder", choices=["mlp", "lstm"], default="mlp")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=_positive, default=8)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per side and phase")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=_positive, default=10, help="timed steps per side and phase")
+    p.add_argument("--warmup", type=_count, default=2)
     p.add_argument("--layout", choices=["around", "pseudo-first", "text-first"], default="around",
                    help="where ptune's pseudo tokens go: around the text (default), all before it "
                         "(PEFT's layout) or all after it")

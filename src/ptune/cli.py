@@ -96,8 +96,6 @@ def _command(sub: argparse._SubParsersAction, name: str, func: Callable) -> tupl
     p = sub.add_parser(name.split()[-1], help=helptext, description=description or helptext, epilog=epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=func)
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="let model folders run their own modelling code (off: such a model is refused)")
     return p, CommandOptions(p)
 
 
@@ -442,6 +440,8 @@ def cmd_inspect(o: Resolved) -> int:
 
     from .tasks.autoprompt import prompt_in_words, trigger_ids
 
+    if o["top"] < 1:
+        raise ConfigError("--top", f"must be a positive integer, got {o['top']}")
     model = load_checkpoint(o["checkpoint"], o.get("model"))
     rows = model.nearest_tokens(o["top"])
     sys.stdout.write(f"template: {model.config.template}\n")

@@ -256,6 +256,9 @@ def atomic_dir(path: str | os.PathLike, *, commit: bool = True) -> Iterator[Path
     on an error it is deleted and ``path`` is left as it was. With ``commit=False`` the
     caller commits later with :func:`commit_dir`."""
     path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise OutputError(f"{path}: is {'a symbolic link' if path.is_symlink() else 'not a folder'}; ptune puts a "
+                          "folder here only in place of a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:

@@ -307,6 +307,8 @@ class CommandOptions:
         self.prefixes: set[str] = set()  # config file keys that hold a group
         self.exclusive: list[tuple[str, str]] = []
         parser.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+        parser.add_argument("--trust-remote-code", action="store_true",
+                            help="let model folders run their own modelling code (off: such a model is refused)")
         parser.set_defaults(_options=self)
 
     def _register(self, option: _Option) -> None:

@@ -384,6 +384,41 @@ CASES: list[Case] = [
     Case("inspect-not-checkpoint", lambda r, d: ["inspect", "--checkpoint", str(d)], ("{d}: not a ptune checkpoint",)),
     Case("inspect-edited", lambda r, d: ["inspect", "--checkpoint", str(_flip_byte(_ckpt(r, d) / "prompt.safetensors").parent)],
          ("{d}/ck/prompt.safetensors: its content differs",)),
+    # ------------------------------------------------------------ generate, export, import, serve, bench, inspect
+    Case("generate-not-checkpoint", lambda r, d: ["generate", "--checkpoint", str(d), "--text", "hi"],
+         ("{d}: not a ptune checkpoint",)),
+    Case("generate-no-input", lambda r, d: ["generate", "--checkpoint", str(r / "run")], ("--data",)),
+    Case("generate-max-new-tokens-zero", lambda r, d: ["generate", "--checkpoint", str(r / "run"), "--text", "hi",
+                                                       "--max-new-tokens", "0"], ("max_new_tokens",)),
+    Case("generate-data-not-utf8", lambda r, d: ["generate", "--checkpoint", str(r / "run"), "--data",
+                                                 str(_w(d, "g.jsonl", b'{"text": "\xfe"}\n'))], ("{d}/g.jsonl:1: not UTF-8",)),
+    Case("generate-edited-checkpoint", lambda r, d: ["generate", "--checkpoint", str(_flip_byte(
+        _ckpt(r, d) / "prompt.safetensors").parent), "--text", "hi"], ("{d}/ck/prompt.safetensors: its content",)),
+    Case("export-not-checkpoint", lambda r, d: ["export", "--checkpoint", str(d), "--format", "embeddings", "--output",
+                                                str(d / "x")], ("{d}: not a ptune checkpoint",)),
+    Case("export-edited-template", lambda r, d: ["export", "--checkpoint", str(_edit_config(ck := _ckpt(r, d), lambda m: m[
+        "prompt"].update(template="[P*2] {text} [MASK]")) or ck), "--format", "embeddings", "--output", str(d / "x")],
+         ("{d}/ck/ptune_config.json", "changed after the checkpoint was saved")),
+    Case("export-output-is-file", lambda r, d: ["export", "--checkpoint", str(r / "run"), "--format", "embeddings",
+                                                "--output", str(_w(d, "x", "keep"))], ("{d}/x: is not a folder",)),
+    Case("export-output-is-link", lambda r, d: ["export", "--checkpoint", str(r / "run"), "--format", "embeddings",
+                                                "--output", str(_link(d / "x", (d / "real").mkdir() or d / "real"))],
+         ("{d}/x: is a symbolic link",)),
+    Case("import-no-adapter", lambda r, d: ["import", "--peft", str(d / "none"), "--output", str(d / "o"), "--template",
+                                            "{text}[MASK]", "--verbalizer", VERB], ("{d}/none: not a PEFT adapter",)),
+    Case("import-adapter-syntax", lambda r, d: ["import", "--peft", str(_w(d, "p/adapter_config.json", "{x").parent),
+                                                "--output", str(d / "o"), "--template", "{text}[MASK]", "--verbalizer",
+                                                VERB], ("{d}/p/adapter_config.json",)),
+    Case("serve-prompts-missing", lambda r, d: ["serve", "--base", str(r / "gpt2"), "--prompts", str(d / "none")],
+         ("{d}/none",)),
+    Case("serve-port-out-of-range", lambda r, d: ["serve", "--base", str(r / "gpt2"), "--prompts", str(r / "run"),
+                                                  "--port", "70000"], ("port",)),
+    Case("serve-base-missing", lambda r, d: ["serve", "--base", str(d / "none"), "--prompts", str(r / "run")],
+         ("cannot load", "{d}/none")),
+    Case("bench-batch-zero", lambda r, d: ["bench", "--batch", "0"], ("--batch", "invalid positive integer value: '0'")),
+    Case("bench-steps-text", lambda r, d: ["bench", "--steps", "ten"], ("--steps",)),
+    Case("inspect-top-zero", lambda r, d: ["inspect", "--checkpoint", str(r / "run"), "--top", "0"], ("--top",)),
+    Case("inspect-top-negative", lambda r, d: ["inspect", "--checkpoint", str(r / "run"), "--top", "-3"], ("--top",)),
     # ------------------------------------------------------------ outputs and run folders
     Case("output-is-folder", lambda r, d: _eval(r / "run", r, "--output", str((d / "o").mkdir() or d / "o")),
          ("{d}/o: is a folder",)),
@@ -507,6 +542,11 @@ def _rewrite(ck: Path, change: Callable[[bytes], bytes]) -> None:
     f.write_bytes(change(f.read_bytes()))
     digest = hashlib.sha256(f.read_bytes()).hexdigest()
     _edit_config(ck, lambda m: m["sha256"].update({"prompt.safetensors": digest}))
+
+
+def _link(link: Path, target: Path) -> Path:
+    link.symlink_to(target)
+    return link
 
 
 def _read_only(path: Path) -> Path:
