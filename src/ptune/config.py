@@ -302,6 +302,10 @@ class TrainConfig(_Mapped):
         object.__setattr__(self, "report_to", tuple(self.report_to))
         check_trackers(self.report_to)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON holds them (``select_all`` as a list)."""
+        return {**asdict(self), "select_all": list(self.select_all)}
+
     def updated(self, changes: Mapping[str, Any]) -> "TrainConfig":
         """A copy with ``changes`` (field -> value); ``steps`` replaces ``epochs`` and the
         other way round, so a harness's default length gives way to the one asked for.
