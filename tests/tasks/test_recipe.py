@@ -307,3 +307,14 @@ def test_paper_examples_lowercase_copa_choices_and_cut_all_final_punctuation():
     assert recipe.paper_examples("COPA", PTUNE, [copa]) == [copa]
     rte = {"hypothesis": 'He said "no."', "hypothesis_stem": 'He said "no."'}
     assert recipe.paper_examples("RTE", PAPER, [rte])[0]["hypothesis_stem"] == 'He said "no'
+
+
+def test_causal_lms_keep_their_patterns_and_read_each_choice_as_a_continuation():
+    lm, tok = pair("gpt2", seed=0)
+    cb = sg.build_model(sg.SPECS["CB"], PAPER, lm, tok, "causal", 0, "t")
+    assert cb.template.text == sg.SPECS["CB"].patterns["p2"]  # the paper's CB pattern holds a [SEP]
+    copa = sg.build_model(sg.SPECS["COPA"], PAPER, lm, tok, "causal", 0, "t")
+    assert isinstance(copa, RecipeModel) and (copa.train_loss, copa.train_masks) == ("hinge", "per_candidate")
+    with pytest.raises(ConfigError, match="masked LM"):  # asked for explicitly: refused
+        sg.build_model(sg.SPECS["COPA"], sg.SuperGlueConfig(recipe="paper", copa_masks="longest"), lm, tok,
+                       "causal", 0, "t")

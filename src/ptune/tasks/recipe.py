@@ -119,9 +119,12 @@ def chosen(options: RecipeOptions, name: str) -> str:
     return value if value is not None else _CHOICES[name][options.recipe]
 
 
-def paper_template(task: str, options: RecipeOptions) -> str | None:
-    """The paper's pattern text for ``task`` when ``patterns`` is ``paper`` and it differs."""
-    return PAPER_PATTERNS.get(task) if chosen(options, "patterns") == "paper" else None
+def paper_template(task: str, options: RecipeOptions, default: str) -> str | None:
+    """The paper's pattern text for ``task`` when ``patterns`` is ``paper``, it differs from
+    ptune's and it stands for ``default``, the pattern the task uses by default for the
+    model's kind: the paper's is ``p1``; causal LMs keep their own (CB's and WiC's ``p1``
+    hold a ``[SEP]``)."""
+    return PAPER_PATTERNS.get(task) if chosen(options, "patterns") == "paper" and default == "p1" else None
 
 
 def paper_examples(task: str, options: RecipeOptions, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:

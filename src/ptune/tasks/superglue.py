@@ -259,7 +259,7 @@ def _with_answer_index(spec: TaskSpec, examples: list[dict[str, Any]]) -> list[d
 
 # ----------------------------------------------------------------------------- models
 def _template(spec: TaskSpec, config: SuperGlueConfig, kind: str) -> str:
-    name = config.pattern or recipe.paper_template(spec.name, config) or spec.default[kind]
+    name = config.pattern or recipe.paper_template(spec.name, config, spec.default[kind]) or spec.default[kind]
     template = spec.patterns.get(name, name if ("[MASK]" in name or "[Y]" in name) else None)
     if template is None:
         raise ConfigError("pattern", f"{name!r} is neither a pattern of {spec.name} "
