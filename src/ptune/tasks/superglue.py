@@ -62,6 +62,7 @@ from ..lm import load_base, max_positions
 from ..model import PTunedModel
 from ..trainer import train
 from . import recipe
+from .superglue_losses import wsc_match
 from .results import RESULTS_FILE, mean_std_cell, resume_results, summarize_seeds
 from .results import markdown_table as table
 from .submission import EVAL_SETS, prediction_rows, publish, run_file
@@ -176,8 +177,7 @@ def strip_pseudo(template: str) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class SuperGlueConfig(recipe.RecipeOptions):
-    """One ``ptune superglue`` run (every field is recorded in ``results.json``); the recipe
-    options: :mod:`ptune.tasks.recipe`."""
+    """One ``ptune superglue`` run (every field is recorded in ``results.json``; recipe: :mod:`ptune.tasks.recipe`)."""
 
     tasks: tuple[str, ...] = TASKS
     """Task names (any case), or ``all``."""
@@ -289,18 +289,6 @@ def build_model(spec: TaskSpec, config: SuperGlueConfig, lm: Any, tokenizer: Any
 
 
 # ----------------------------------------------------------------------------- evaluation
-def _words(text: str) -> list[str]:
-    return [w for w in re.split(r"[^a-z]+", text.lower()) if w]
-
-
-def wsc_match(generated: str, referent: str) -> bool:
-    """PET's lenient WSC decision: one word list is contained in the other."""
-    a, b = _words(generated), _words(referent)
-    if not a or not b:
-        return False
-    return all(w in b for w in a) or all(w in a for w in b)
-
-
 def _predict_indices(model: Any, items: Sequence[Any], batch_size: int) -> list[int]:
     return [i for _, _, out in iter_outputs(model, items, batch_size) for i in out.scores.argmax(-1).tolist()]
 

@@ -19,7 +19,8 @@ tasks whose answers are per-example texts:
   the batch (padding targets included), instead of the per-example sum.
 
 :class:`RecipeModel` is a :class:`~ptune.model.PTunedModel` with these options; in eval
-mode, and in training with ptune's choices, it is the plain model.
+mode, and in training with ptune's choices, it is the plain model. :func:`wsc_match` is
+PET's reading of a written WSC answer, which both recipes use.
 
 Example:
     >>> model = RecipeModel(lm, tok, prompt, train_loss="hinge", train_masks="longest")  # doctest: +SKIP
@@ -28,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import random
+import re
 from typing import Any, Literal, Sequence
 
 import torch
@@ -37,8 +39,8 @@ from ..errors import ConfigError
 from ..model import PTunedModel
 from ..scoring import loss as scoring_loss
 
-__all__ = ["RecipeModel", "hinge_loss", "token_mean_loss", "candidate_logprobs", "with_pad_masks", "LOSSES",
-           "MASKS", "PAD_SEED"]
+__all__ = ["RecipeModel", "hinge_loss", "token_mean_loss", "candidate_logprobs", "with_pad_masks", "wsc_match",
+           "LOSSES", "MASKS", "PAD_SEED"]
 
 TrainLoss = Literal["ce", "hinge", "token_mean"]
 LOSSES: tuple[str, ...] = ("ce", "hinge", "token_mean")
@@ -47,6 +49,18 @@ MASKS: tuple[str, ...] = ("per_candidate", "longest")
 PAD_SEED = 42
 """The seed of the extra WSC masks' counts (PET's pattern draws them with its own ``Random(42)``)."""
 IGNORE = -100
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.split(r"[^a-z]+", text.lower()) if w]
+
+
+def wsc_match(generated: str, referent: str) -> bool:
+    """PET's lenient WSC decision: one word list is contained in the other."""
+    a, b = _words(generated), _words(referent)
+    if not a or not b:
+        return False
+    return all(w in b for w in a) or all(w in a for w in b)
 
 
 def _gold_and_other(sums: torch.Tensor, counts: torch.Tensor, labels: torch.Tensor, other: bool):
