@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import pickle
 import shutil
@@ -51,9 +50,10 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .card import Card, RunFacts, write_card
 from .config import PromptConfig
-from .errors import CheckpointError, ConfigError, DataError, TrainingError
-from .files import atomic_dir, read_json, write_json_atomic
+from .errors import CheckpointError, ConfigError, DataError
+from .files import atomic_dir, read_json, sha256_file, write_json_atomic
 from .finetune import ClassifierConfig, ClassifierModel
+from .integrity import check_finite, config_digest, verify_hashes
 from .lm import hub_kwargs, load_base
 from .model import PTunedModel
 
@@ -67,10 +67,8 @@ OPTIMIZER_NAME = "optimizer.pt"
 STATE_NAME = "trainer_state.json"
 _SAMPLE_ROWS = 8
 _SAMPLE_DIMS = 16
-_CONFIG_KEYS = ("prompt", "classifier", "labels", "n_pseudo", "head", "lm_included")  # what config_sha256 covers
 READ_ERRORS = (OSError, SafetensorError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError)
 """What reading a damaged weights, optimizer or resume-state file raises."""
-logger = logging.getLogger(__name__)
 
 Model = PTunedModel | ClassifierModel
 
@@ -130,28 +128,6 @@ def _classifier_parts(model: ClassifierModel) -> tuple[str, dict[str, torch.Tens
     return HEAD_NAME, tensors, meta
 
 
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def config_digest(meta: Mapping[str, Any]) -> str:
-    """SHA-256 of what a checkpoint's config says the prompt is (template, verbalizer,
-    labels, encoder, ...): ``config_sha256`` in ``ptune_config.json``."""
-    covered = {k: meta[k] for k in _CONFIG_KEYS if k in meta}
-    return hashlib.sha256(json.dumps(covered, sort_keys=True).encode()).hexdigest()
-
-
-def _check_finite(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise TrainingError(f"{path}: {', '.join(sorted(bad))} hold NaN or infinite values; not saved "
-                            "(training diverged: a lower learning rate or gradient clipping helps)")
-
-
 def save_checkpoint(
     model: Model,
     path: str | os.PathLike,
@@ -184,10 +160,10 @@ def save_checkpoint(
     """
     parts = _prompt_parts(model) if isinstance(model, PTunedModel) else _classifier_parts(model)
     weights_name, tensors, meta = parts
-    _check_finite(tensors, Path(path))
+    check_finite(tensors, Path(path))
     with_lm = bool(model.lm_trainable or getattr(model, "own_lm", False))
     if with_lm:
-        _check_finite(dict((model.seq if isinstance(model, ClassifierModel) else model.lm).named_parameters()),
+        check_finite(dict((model.seq if isinstance(model, ClassifierModel) else model.lm).named_parameters()),
                       Path(path) / "lm")
     meta = {"ptune_version": __version__, **meta, "base_model": model.base_model,
             "base": base_fingerprint(model.lm, model.tokenizer), "lm_included": with_lm,
@@ -198,7 +174,7 @@ def save_checkpoint(
             _save_lm(model.seq if isinstance(model, ClassifierModel) else model.lm, tmp / "lm")
             model.tokenizer.save_pretrained(tmp / "lm")
         files = [tmp / weights_name] + sorted(f for f in (tmp / "lm").rglob("*") if f.is_file())
-        meta["sha256"] = {f.relative_to(tmp).as_posix(): _sha256(f) for f in files}
+        meta["sha256"] = {f.relative_to(tmp).as_posix(): sha256_file(f) for f in files}
         meta["config_sha256"] = config_digest(meta)
         write_json_atomic(tmp / CONFIG_NAME, meta)
         if optimizer is not None:
@@ -289,28 +265,6 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def _verify(path: Path, meta: dict[str, Any]) -> None:
-    """The content hashes recorded at save against the config and the files now."""
-    file = path / CONFIG_NAME
-    if "config_sha256" not in meta:
-        logger.warning("%s: saved without content hashes (by ptune %s); its files are not verified", path,
-                       meta.get("ptune_version", "before 0.1"))
-        return
-    if meta["config_sha256"] != config_digest(meta):
-        raise CheckpointError(f"{file}: the template, verbalizer or prompt settings were changed after the "
-                              "checkpoint was saved (config_sha256 differs); a prompt only works with the config "
-                              "it was trained with")
-    for rel, digest in (meta.get("sha256") or {}).items():
-        target = path / rel
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise CheckpointError(f"{file}: sha256: {rel!r} is not a file inside the checkpoint")
-        if not target.is_file():
-            raise CheckpointError(f"{target}: missing (the checkpoint was saved with it)")
-        if _sha256(target) != digest:
-            raise CheckpointError(f"{target}: its content differs from the SHA-256 recorded when it was saved "
-                                  "(edited or damaged)")
-
-
 def _config(path: Path, meta: dict[str, Any]) -> PromptConfig | ClassifierConfig:
     try:
         if "classifier" in meta:
@@ -377,7 +331,7 @@ def load_checkpoint(
     meta = read_meta(path)
     classifier = "classifier" in meta
     config = _config(path, meta)
-    _verify(path, meta)
+    verify_hashes(path, meta, CONFIG_NAME)
     if not classifier and list(config.verbalizer) != meta.get("labels", list(config.verbalizer)):
         raise CheckpointError(f"{path / CONFIG_NAME}: the verbalizer's labels are not in the recorded order {meta['labels']}")
     if meta.get("lm_included"):
@@ -414,7 +368,7 @@ def load_weights(model: Model, path: str | os.PathLike) -> None:
     if saved is None or _config(path, meta) != type(model.config).from_dict(
             {**model.config.to_dict(), "kind": model.kind}):
         raise CheckpointError(f"{path}: saved for another {key} config ({saved or 'none'})")
-    _verify(path, meta)
+    verify_hashes(path, meta, CONFIG_NAME)
     if meta.get("lm_included") and (path / "lm").is_dir():
         target = model.seq if isinstance(model, ClassifierModel) else model.lm
         try:

@@ -26,7 +26,7 @@ from .config import PromptConfig, TrainConfig
 from .distributed import is_main, world_size
 from .errors import ConfigError
 from .files import dumps_json, write_output
-from .guard import guarded, input_error_line
+from .guard import guarded, parsed
 from .lock import locks_folder
 from .options import CommandOptions, Parser, Resolved
 from .serve import add_command as add_serve_command
@@ -274,6 +274,7 @@ def cmd_train(o: Resolved) -> int:
 
     from .data import read_examples
     from .model import PTunedModel
+    from .runfolder import check_resume
     from .template import Template
     from .trainer import train
 
@@ -282,7 +283,7 @@ def cmd_train(o: Resolved) -> int:
         prompt_cfg = PromptConfig(**o.section("prompt"))
     Template.parse(prompt_cfg.template)  # template errors before loading any model
     if o["resume"]:
-        _check_resume(Path(o["output"]), prompt_cfg)
+        check_resume(Path(o["output"]), prompt_cfg)
     train_data = read_examples(o["train"], split=o["train_split"])
     dev_data = read_examples(o["dev"], split=o["dev_split"]) if o.get("dev") else None
     set_seed(train_cfg.seed)
@@ -404,23 +405,6 @@ def cmd_world_build(o: Resolved) -> int:
     return 1
 
 
-def _check_resume(out: Path, wanted: Any) -> None:
-    """A resumed run must be asked for with the prompt it was started with."""
-    from .checkpoint import read_meta
-    from .runfolder import holds_run, recover_run
-
-    recover_run(out)  # under the folder's lock (cmd_train holds it)
-    if not holds_run(out):
-        raise ConfigError("--resume", f"{out} holds no run to resume (no last/)")
-    if not (out / "last").is_dir():
-        return  # killed before its first checkpoint: it starts again
-    saved = read_meta(out / "last")["prompt"]
-    now = wanted.to_dict()
-    diff = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now if k != "kind" and now[k] != saved.get(k)]
-    if diff:
-        raise ConfigError("--resume", f"the run in {out} was started with {', '.join(diff)}")
-
-
 def _load(o: Resolved):
     from .checkpoint import load_checkpoint
     from .data import read_examples
@@ -507,15 +491,9 @@ def _prediction_row(ex: dict[str, Any], src: str, p: dict[str, Any], bar: Any, r
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ptune`` command."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except Exception as e:  # noqa: BLE001 - usage errors are one line; anything else stays visible
-        line = input_error_line(e)
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 2
+    args = parsed(build_parser(), argv)
+    if isinstance(args, int):
+        return args  # a usage error, said in one line
     if args.quiet:
         set_quiet(True)
     logging.basicConfig(

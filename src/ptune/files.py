@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -40,7 +41,7 @@ from .errors import DataError, OutputError
 
 __all__ = ["atomic_file", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "write_jsonl_atomic", "atomic_dir",
            "commit_dir", "recover_dir", "remove_temporaries", "save_figure", "write_output", "dumps_json",
-           "loads_json", "read_text", "read_json", "crash_point", "CRASH_ENV"]
+           "loads_json", "read_text", "read_json", "sha256_file", "crash_point", "CRASH_ENV"]
 
 CRASH_ENV = "PTUNE_CRASH_AT"
 """Tests only: ``NAME`` or ``NAME#K`` kills the process (SIGKILL) the K-th time (default
@@ -113,6 +114,15 @@ def loads_json(text: str, source: str) -> Any:
         raise DataError(source, f"invalid JSON: {e}") from None
     except RecursionError:
         raise DataError(source, "invalid JSON: nested too deeply") from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_text(path: str | os.PathLike) -> str:

@@ -20,14 +20,15 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 from .errors import PtuneError
 
-__all__ = ["guarded", "input_error_line", "EXIT_INPUT", "EXIT_BUG"]
+__all__ = ["guarded", "parsed", "input_error_line", "EXIT_INPUT", "EXIT_BUG"]
 
 EXIT_INPUT = 2
 EXIT_BUG = 1
@@ -67,6 +68,18 @@ def input_error_line(e: BaseException) -> str | None:
     if isinstance(e, _input_only()):
         return f"ptune: error: unreadable input ({type(e).__name__}): {_one_line(str(e))}"
     return None
+
+
+def parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """The parsed command line, or :data:`EXIT_INPUT` after a usage error's one line."""
+    try:
+        return parser.parse_args(argv)
+    except Exception as e:  # noqa: BLE001 - usage errors are one line; anything else stays visible
+        line = input_error_line(e)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return EXIT_INPUT
 
 
 def guarded(run: Callable[[], int], *, verbose: bool) -> int:

@@ -26,12 +26,13 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from .checkpoint import load_training_state, read_meta
-from .errors import PtuneError
-from .files import recover_dir, remove_temporaries, write_text_atomic
+from .errors import ConfigError, PtuneError
+from .files import crash_point, dumps_json, recover_dir, remove_temporaries, write_text_atomic
 
-__all__ = ["recover_run", "holds_run", "truncate_metrics", "METRICS_NAME", "STAGING_NAME"]
+__all__ = ["recover_run", "holds_run", "check_resume", "truncate_metrics", "MetricsLog", "METRICS_NAME", "STAGING_NAME"]
 
 METRICS_NAME = "metrics.jsonl"
 STAGING_NAME = ".last.accelerate"  # where the trainer collects Accelerate's state before it moves into last/
@@ -41,6 +42,25 @@ def holds_run(out: str | os.PathLike) -> bool:
     """Whether ``out`` holds (part of) a training run: a ``last/`` checkpoint or a metrics log."""
     out = Path(out)
     return (out / "last").exists() or (out / METRICS_NAME).exists()
+
+
+def check_resume(out: Path, wanted: Any) -> None:
+    """Before loading anything: ``out`` (recovered first, under its lock) holds a run to
+    resume, started with the prompt config ``wanted``.
+
+    Raises:
+        ConfigError: ``--resume``: nothing to resume, or a run with another prompt.
+    """
+    recover_run(out)
+    if not holds_run(out):
+        raise ConfigError("--resume", f"{out} holds no run to resume (no last/)")
+    if not (out / "last").is_dir():
+        return  # killed before its first checkpoint: it starts again
+    saved = read_meta(out / "last")["prompt"]
+    now = wanted.to_dict()
+    diff = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now if k != "kind" and now[k] != saved.get(k)]
+    if diff:
+        raise ConfigError("--resume", f"the run in {out} was started with {', '.join(diff)}")
 
 
 def _staged_best_is_current(out: Path) -> bool:
@@ -87,3 +107,21 @@ def truncate_metrics(path: Path, step: int) -> None:
             kept.append(line + "\n")
     if "".join(kept) != text:
         write_text_atomic(path, "".join(kept))
+
+
+class MetricsLog:
+    """``metrics.jsonl`` of run folder ``out`` (None: no log), appended one strict JSON
+    line per record and flushed, so a kill loses at most the line being written."""
+
+    def __init__(self, out: Path | None):
+        self.fh = open(out / METRICS_NAME, "a", encoding="utf-8") if out is not None else None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.fh is not None:
+            self.fh.write(dumps_json(record) + "\n")
+            self.fh.flush()
+            crash_point("metrics-logged")
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()

@@ -225,19 +225,8 @@ class CompiledTemplate:
 
         elements = list(template.elements)
         answer_at = next(k for k, e in enumerate(elements) if isinstance(e, Answer))
-        if not kind.answer_in_input and answer_at + 1 < len(elements):
-            dropped = elements[answer_at + 1 :]
-            late = next((e for e in dropped if isinstance(e, Field)), None)
-            if late is not None:
-                raise TemplateError(text, late.column, f"{{{late.name}}} comes after the answer slot, which a causal "
-                                    "LM never sees (it reads the answer as the continuation); move it before [MASK]")
-            if any(isinstance(e, Pseudo) for e in dropped):
-                logger.warning(
-                    "template %r: a causal LM reads the answer as the continuation, so the "
-                    "pseudo tokens after the answer slot are dropped",
-                    text,
-                )
-            elements = elements[: answer_at + 1]
+        if not kind.answer_in_input:
+            elements = _causal_elements(elements, answer_at, text)
         self.elements: list[Element] = elements
         self.answer: Answer = elements[answer_at]  # type: ignore[assignment]
         self.n_pseudo = sum(e.count for e in elements if isinstance(e, Pseudo))
@@ -405,6 +394,24 @@ class CompiledTemplate:
                 keep[name] -= 1
                 excess -= 1
         return keep
+
+
+def _causal_elements(elements: list[Element], answer_at: int, text: str) -> list[Element]:
+    """What a causal LM sees of a template: everything up to the answer slot (it reads the
+    answer as the continuation). Pseudo tokens after the slot are dropped with a warning.
+
+    Raises:
+        TemplateError: a field after the answer slot (it would never be seen).
+    """
+    dropped = elements[answer_at + 1 :]
+    late = next((e for e in dropped if isinstance(e, Field)), None)
+    if late is not None:
+        raise TemplateError(text, late.column, f"{{{late.name}}} comes after the answer slot, which a causal LM "
+                            "never sees (it reads the answer as the continuation); move it before [MASK]")
+    if any(isinstance(e, Pseudo) for e in dropped):
+        logger.warning("template %r: a causal LM reads the answer as the continuation, so the pseudo tokens "
+                       "after the answer slot are dropped", text)
+    return elements[: answer_at + 1]
 
 
 def _placeholder_id(tokenizer: Any) -> int:

@@ -42,11 +42,11 @@ from .card import RunFacts
 from .checkpoint import READ_ERRORS, load_training_state, load_weights, save_checkpoint
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, TrainingError
-from .files import commit_dir, crash_point, dumps_json, write_json_atomic
+from .files import commit_dir, crash_point, write_json_atomic
 from .inference import iter_outputs
 from .placement import place
 from .lock import locks_folder
-from .runfolder import METRICS_NAME, STAGING_NAME, holds_run, recover_run
+from .runfolder import STAGING_NAME, MetricsLog, holds_run, recover_run
 from .progress import Progress
 from .selection import judge, remember
 from .tracking import Tracking, accelerator_kwargs
@@ -247,6 +247,8 @@ def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None,
                alone=alone)
     if resume and (out / "last").is_dir():  # type: ignore[operator]
         _resume(run)  # (a run killed before its first checkpoint starts again from step 0)
+    if out is not None and accelerator.is_main_process:
+        write_json_atomic(out / "train_config.json", config.to_dict())
     return run
 
 
@@ -315,6 +317,7 @@ def _snapshot(model: Any) -> dict[str, torch.Tensor]:
 
 
 def _dev_metrics(run: _Run, dev: list[Item], metric_fn: MetricFn, eval_fn: EvalFn | None) -> dict[str, float]:
+    _check_weights(run, run.state["step"])
     if eval_fn is None:
         metrics = evaluate(run.model, dev, batch_size=run.config.eval_batch_size, metric_fn=metric_fn,
                            accelerator=None if run.alone else run.accelerator)
@@ -352,6 +355,7 @@ def _save_last(run: _Run) -> None:
     """``last/``: the checkpoint, the trainer state and Accelerate's state (every process
     writes its RNG state), put in place in one rename."""
     assert run.out is not None
+    _check_weights(run, run.state["step"])
     acc = run.accelerator
     staging = run.out / STAGING_NAME
     if acc.is_main_process:
@@ -422,9 +426,7 @@ def train(
     run = _setup(model, _items(model, train_items), config, out, resume, alone)
     acc, state = run.accelerator, run.state
     main = acc.is_main_process or alone
-    if out is not None and main:
-        write_json_atomic(out / "train_config.json", config.to_dict())
-    log = _Log(out / METRICS_NAME if out is not None and main else None)
+    log = MetricsLog(out if main else None)
     tracking = Tracking(acc, config.report_to, {"train": config.to_dict(), "model": _config_of(model)})
     bar = Progress(run.total, "train", "step", initial=state["step"], enabled=progress is not False and main)
     eval_every = config.eval_every or run.steps_per_epoch
@@ -434,18 +436,9 @@ def train(
         t0 = time.perf_counter()
         loss = _step(run)
         step = state["step"]
-        if not math.isfinite(loss):
-            raise TrainingError(f"step {step}: the training loss is {loss}; training stopped (a lower learning rate "
-                                f"or gradient clipping helps){'; ' + str(out) + ' keeps its last finite checkpoint' if out else ''}")
-        log.write({"step": step, "epoch": (step - 1) // run.steps_per_epoch, "loss": loss,
-                   "lr": run.scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 4)})
-        tracking.step(step, loss, {g["name"]: lr for g, lr in zip(run.optimizer.param_groups, run.scheduler.get_last_lr())})
-        bar.update(1)
-        bar.note(f"loss {loss:.4f}" + (f", best {config.metric} {state['best']:.4f}" if state["best"] is not None else ""))
+        _report_step(run, loss, time.perf_counter() - t0, log, tracking, bar)
         at_eval = step % eval_every == 0 or step == run.total
         stopping = stop_at_step is not None and step >= stop_at_step
-        if at_eval or stopping:
-            _check_weights(run, step)
         if at_eval and dev:
             last_metrics = _dev_metrics(run, dev, metric_fn, eval_fn)
             log.write({"step": step, "eval": "dev", **last_metrics, "improved": _record_eval(run, last_metrics)})
@@ -458,16 +451,39 @@ def train(
     bar.close()
     log.close()
     tracking.end()
-    if out is not None and main and not dev:
-        save_checkpoint(model, out / "best", facts=RunFacts(training=config.to_dict()))
+    best_metrics = _finish(run, main and not dev, alone)
+    return TrainResult(state["step"], state["best_step"], best_metrics, last_metrics, stopped_early, out,
+                       state["history"], 1 if alone else acc.num_processes)
+
+
+def _report_step(run: _Run, loss: float, seconds: float, log: MetricsLog, tracking: Tracking, bar: Progress) -> None:
+    """A step's line in ``metrics.jsonl``, the trackers and the progress bar; a loss that is
+    not finite stops training."""
+    step, lrs = run.state["step"], run.scheduler.get_last_lr()
+    if not math.isfinite(loss):
+        kept = f"; {run.out} keeps its last finite checkpoint" if run.out is not None else ""
+        raise TrainingError(f"step {step}: the training loss is {loss}; training stopped (a lower learning rate "
+                            f"or gradient clipping helps){kept}")
+    log.write({"step": step, "epoch": (step - 1) // run.steps_per_epoch, "loss": loss, "lr": lrs[0],
+               "seconds": round(seconds, 4)})
+    tracking.step(step, loss, {g["name"]: lr for g, lr in zip(run.optimizer.param_groups, lrs)})
+    bar.update(1)
+    best = run.state["best"]
+    bar.note(f"loss {loss:.4f}" + (f", best {run.config.metric} {best:.4f}" if best is not None else ""))
+
+
+def _finish(run: _Run, save_best: bool, alone: bool) -> dict[str, Any] | None:
+    """After the last step: ``best/`` of a run without dev data (``save_best``); the best
+    weights back in the model. Returns the best evaluation's metrics."""
+    model, state = run.model, run.state
+    if save_best and run.out is not None:
+        save_checkpoint(model, run.out / "best", facts=RunFacts(training=run.config.to_dict()))
     if run.best_weights is not None and state["best_step"] != state["step"]:
         model.load_state_dict(run.best_weights, strict=False)
     if not alone:
-        acc.wait_for_everyone()
+        run.accelerator.wait_for_everyone()
     model.eval()
-    best_metrics = next((h for h in state["history"] if h["step"] == state["best_step"]), None)
-    return TrainResult(state["step"], state["best_step"], best_metrics, last_metrics, stopped_early, out,
-                       state["history"], 1 if alone else acc.num_processes)
+    return next((h for h in state["history"] if h["step"] == state["best_step"]), None)
 
 
 def _config_of(model: Any) -> dict[str, Any]:
@@ -475,19 +491,3 @@ def _config_of(model: Any) -> dict[str, Any]:
     config = getattr(model, "config", None)
     values = config.to_dict() if hasattr(config, "to_dict") else {}
     return {**values, "base_model": getattr(model, "base_model", None)}
-
-
-class _Log:
-    def __init__(self, path: Path | None):
-        self.fh = open(path, "a", encoding="utf-8") if path is not None else None
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.fh is not None:
-            self.fh.write(dumps_json(record) + "\n")
-            self.fh.flush()
-            crash_point("metrics-logged")
-
-    def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import SHARED_DATA, pair, sentiment
+from conftest import SHARED_DATA, saved_model, sentiment
 from ptune.checkpoint import CONFIG_NAME, config_digest
 from ptune.cli import main
 from ptune.lock import LOCK_NAME
@@ -35,13 +35,8 @@ FEWGLUE = SHARED_DATA / "fewglue"
 def root(tmp_path_factory):
     """Models, data and a trained run shared by every case (never written by a case)."""
     r = tmp_path_factory.mktemp("corpus")
-    for family in ("gpt2", "bert"):
-        lm, tok = pair(family, hidden=32, init_range=0.2, dropout=0.0)
-        lm.save_pretrained(r / family)
-        tok.save_pretrained(r / family)
-    lm, tok = pair("gpt2", hidden=32, positions=128)
-    lm.save_pretrained(r / "gpt2-128")
-    tok.save_pretrained(r / "gpt2-128")
+    saved_model(r / "gpt2", "gpt2")
+    saved_model(r / "bert", "bert")
     for name, rows in (("train", sentiment(16)), ("dev", sentiment(8, seed=1))):
         (r / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
     assert main(["train", "--model", str(r / "gpt2"), "--train", str(r / "train.jsonl"), "--dev", str(r / "dev.jsonl"),
@@ -359,7 +354,7 @@ CASES: list[Case] = [
         ("pseudo-nan", lambda t: t["pseudo_embeddings"].fill_(float("nan")), ("pseudo_embeddings holds NaN",)),
         ("pseudo-inf", lambda t: t["pseudo_embeddings"].__setitem__((0, 0), float("inf")), ("holds NaN or infinite",)),
         ("pseudo-int", lambda t: t.update(pseudo_embeddings=t["pseudo_embeddings"].long()), ("pseudo_embeddings is torch.int64",)),
-        ("pseudo-shape", lambda t: t.update(pseudo_embeddings=torch.zeros(3, 32)), ("wrong shape ['pseudo_embeddings']",)),
+        ("pseudo-shape", lambda t: t.update(pseudo_embeddings=torch.zeros(3, 8)), ("wrong shape ['pseudo_embeddings']",)),
         ("encoder-missing", lambda t: t.pop(next(k for k in t if k.startswith("encoder."))), ("missing [",)),
         ("extra-tensor", lambda t: t.update(extra=torch.zeros(1)), ("unexpected ['extra']",)),
         ("encoder-nan", lambda t: next(v for k, v in t.items() if k.startswith("encoder.")).fill_(float("nan")),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import pair, sentiment
+from conftest import saved_model, sentiment
 from ptune.checkpoint import CONFIG_NAME, load_checkpoint, read_meta
 from ptune.cli import main
 from ptune.errors import OutputError
@@ -28,9 +28,7 @@ VERB = '{"pos": "yes", "neg": "no"}'
 def run(tmp_path_factory):
     """A tiny model, data and a trained run folder."""
     r = tmp_path_factory.mktemp("safety")
-    lm, tok = pair("gpt2", hidden=32, init_range=0.2, dropout=0.0)
-    lm.save_pretrained(r / "gpt2")
-    tok.save_pretrained(r / "gpt2")
+    saved_model(r / "gpt2")
     (r / "data.jsonl").write_text("".join(json.dumps(x) + "\n" for x in sentiment(16)))
     assert main(_train_args(r, r / "run")) == 0
     return r

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import pair, sentiment
+from conftest import saved_model, sentiment
 
 HERE = Path(__file__).resolve().parent
 POINTS = {  # kill point (ptune.files.crash_point name#hit) -> what the kill interrupts
@@ -31,9 +31,7 @@ POINTS = {  # kill point (ptune.files.crash_point name#hit) -> what the kill int
 @pytest.fixture(scope="module")
 def crashed(tmp_path_factory):
     root = tmp_path_factory.mktemp("crash")
-    lm, tok = pair("gpt2", hidden=32, init_range=0.2, dropout=0.0)
-    lm.save_pretrained(root / "gpt2")
-    tok.save_pretrained(root / "gpt2")
+    saved_model(root / "gpt2")
     for name, rows in (("train", sentiment(16)), ("dev", sentiment(8, seed=1))):
         (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "logs").mkdir()

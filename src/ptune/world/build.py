@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from ..files import atomic_dir, read_json, write_json_atomic, write_text_atomic
+from ..files import atomic_dir, read_json, sha256_file, write_json_atomic, write_text_atomic
 from .facts import _make_world, _World, _write_lama, corpus
 from .pretrain import _best, _masked, _models, _pack, _pretrain, _probe, _tokenizers
 from .spec import _SPECIALS, RELATIONS, WorldConfig
@@ -149,14 +149,6 @@ def shipped_world_dir() -> Path:
     return Path(__file__).resolve().parent / "data" / f"tiny-seed{SHIPPED_SEED}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _world_files(world_dir: Path) -> list[str]:
     """The world's files as sorted POSIX paths relative to ``world_dir`` (the manifest excluded)."""
     return sorted(p.relative_to(world_dir).as_posix() for p in world_dir.rglob("*")
@@ -166,7 +158,7 @@ def _world_files(world_dir: Path) -> list[str]:
 def write_manifest(world_dir: str | os.PathLike[str]) -> Path:
     """Write ``MANIFEST.json`` into ``world_dir``: the sha256 and size of every file."""
     root = Path(world_dir)
-    files = {rel: {"sha256": _sha256(root / rel), "size": (root / rel).stat().st_size} for rel in _world_files(root)}
+    files = {rel: {"sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size} for rel in _world_files(root)}
     return write_json_atomic(root / MANIFEST, {"files": files})
 
 
@@ -204,7 +196,7 @@ def verify_manifest(world_dir: str | os.PathLike[str]) -> Path:
         if not path.is_file():
             raise DataError(str(path), f"missing from the world (listed in {MANIFEST}); reinstall ptune or "
                                        f"rebuild the world: {REBUILD_HINT}")
-        if path.stat().st_size != want["size"] or _sha256(path) != want["sha256"]:
+        if path.stat().st_size != want["size"] or sha256_file(path) != want["sha256"]:
             raise DataError(str(path), f"differs from the sha256 in {MANIFEST} (damaged or edited); reinstall "
                                        f"ptune or rebuild the world: {REBUILD_HINT}")
     return root
@@ -235,7 +227,7 @@ def compare_with_shipped(world_dir: str | os.PathLike[str], shipped: str | os.Pa
         elif rel == "world.json":
             if _world_record(path) != _world_record(ref / rel):
                 diffs.append(f"{rel} (config, counts or memorization differ)")
-        elif _sha256(path) != entry["sha256"]:
+        elif sha256_file(path) != entry["sha256"]:
             diffs.append(f"{rel} (sha256 differs)")
     return sorted(diffs)
 
