@@ -24,6 +24,8 @@ from .cli_prompts import add_commands as add_prompt_commands
 from .cli_prompts import verbalizer_option
 from .config import PromptConfig, TrainConfig
 from .distributed import is_main, world_size
+from .placement import add_arguments as placement_arguments
+from .placement import load_placed
 from .errors import ConfigError
 from .files import dumps_json, write_output
 from .guard import guarded, parsed
@@ -114,7 +116,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="split of --dev where it has several (default validation)")
     p.add_argument("--output", required=True, help="run folder (best/, last/, metrics.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
-    _placement_args(p)
+    placement_arguments(p)
     opts.adopt()
     opts.fields(PromptConfig, "prompt", required=("template",), flags=ENCODER_FLAG,
                 parse={"verbalizer": verbalizer_option}, notes={"verbalizer": "Inline JSON or a JSON file."})
@@ -133,33 +135,6 @@ def _add_eval(sub: argparse._SubParsersAction, name: str, func: Callable) -> Non
     opts.fields(TrainConfig, "train", only=("eval_batch_size",), flags={"eval_batch_size": ("--batch-size",)})
 
 
-def _placement_args(p: argparse.ArgumentParser) -> None:
-    """--device-map, --max-memory, --offload-folder: one frozen LM over several devices."""
-    p.add_argument("--device-map", choices=["auto"], help="spread the LM over the GPUs, the CPU and disk "
-                   "(Accelerate's big-model dispatch; the prompt trains through it): docs/scaling.md")
-    p.add_argument("--max-memory", help="with --device-map auto: memory per device, e.g. 0=20GiB,1=20GiB,cpu=60GiB "
-                                        "(default: what each device has)")
-    p.add_argument("--offload-folder", help="with --device-map auto: where layers past --max-memory go "
-                                            "(default: a temporary folder)")
-
-
-def _load_lm(o: Resolved, kind: str | None = None):
-    """The command's LM: ``load_base``, or spread over the devices with --device-map auto."""
-    from .lm import load_base
-    from .placement import load_dispatched, parse_max_memory
-
-    if not o.get("device_map"):
-        for flag in ("max_memory", "offload_folder"):
-            if o.get(flag):
-                raise ConfigError("--" + flag.replace("_", "-"), "applies with --device-map auto only")
-        return load_base(o["model"], kind)
-    if world_size() > 1:
-        raise ConfigError("--device-map", "spreads one LM over this machine's devices from one process; run it "
-                          "without accelerate launch / torchrun (several processes: FSDP, docs/scaling.md)")
-    memory = parse_max_memory(o["max_memory"]) if o.get("max_memory") else None
-    return load_dispatched(o["model"], memory, kind, o.get("offload_folder"))
-
-
 def _harness(sub: argparse._SubParsersAction, name: str, func: Callable, data_help: str,
              placement: bool = False) -> CommandOptions:
     """A harness command: --model, --data-dir and --output, then its config's fields."""
@@ -168,7 +143,7 @@ def _harness(sub: argparse._SubParsersAction, name: str, func: Callable, data_he
     p.add_argument("--data-dir", required=True, help=data_help)
     p.add_argument("--output", required=True, help="output folder (a rerun with the same settings resumes it)")
     if placement:
-        _placement_args(p)
+        placement_arguments(p)
     opts.adopt()
     return opts
 
@@ -287,7 +262,7 @@ def cmd_train(o: Resolved) -> int:
     train_data = read_examples(o["train"], split=o["train_split"])
     dev_data = read_examples(o["dev"], split=o["dev_split"]) if o.get("dev") else None
     set_seed(train_cfg.seed)
-    lm, tokenizer, kind = _load_lm(o, prompt_cfg.kind)
+    lm, tokenizer, kind = load_placed(o, prompt_cfg.kind, processes=world_size())
     model = PTunedModel(lm, tokenizer, PromptConfig(**{**prompt_cfg.to_dict(), "kind": kind}),
                         base_model=_model_ref(o["model"]), seed=train_cfg.seed)
     train_items = model.prepare(train_data.examples, train_data.sources, require_labels=True)
@@ -328,7 +303,7 @@ def cmd_probe(o: Resolved) -> int:
         from .errors import DataError
 
         raise DataError(str(Path(o["data_dir"]) / "relations.jsonl"), "no such file (is --data-dir a LAMA folder?)")
-    lm, tokenizer, _ = _load_lm(o)
+    lm, tokenizer, _ = load_placed(o, processes=world_size())
     results = probe(lm, tokenizer, o["data_dir"], o["output"], config, model_name=o["model"],
                     base_model=_model_ref(o["model"]), progress=True)
     if is_main():  # once, also under torchrun / accelerate launch

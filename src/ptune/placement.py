@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from typing import Any, Mapping
 
@@ -26,7 +27,8 @@ from torch import nn
 from .errors import ConfigError
 from .lm import detect_kind, hub_kwargs, kind_of, load_base
 
-__all__ = ["device_map_for", "load_dispatched", "is_dispatched", "main_device", "place", "parse_max_memory"]
+__all__ = ["device_map_for", "load_dispatched", "load_placed", "add_arguments", "is_dispatched", "main_device", "place",
+           "parse_max_memory"]
 
 _OFF = ("disk", "meta")
 
@@ -95,6 +97,31 @@ def load_dispatched(name_or_path: str, max_memory: Mapping[int | str, str] | Non
         folder = tempfile.mkdtemp(prefix="ptune-offload-")
     return load_base(name_or_path, kind, device_map=device_map, offload_folder=folder,
                      **({"max_memory": dict(max_memory)} if max_memory else {}))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``--device-map``, ``--max-memory``, ``--offload-folder`` of the commands that load an LM."""
+    p.add_argument("--device-map", choices=["auto"], help="spread the LM over the GPUs, the CPU and disk "
+                   "(Accelerate's big-model dispatch; the prompt trains through it): docs/scaling.md")
+    p.add_argument("--max-memory", help="with --device-map auto: memory per device, e.g. 0=20GiB,1=20GiB,cpu=60GiB "
+                                        "(default: what each device has)")
+    p.add_argument("--offload-folder", help="with --device-map auto: where layers past --max-memory go "
+                                            "(default: a temporary folder)")
+
+
+def load_placed(options: Mapping[str, Any], kind: str | None = None, processes: int = 1) -> tuple[nn.Module, Any, str]:
+    """The LM of a command's ``options`` (``model`` and :func:`add_arguments`' options):
+    ``load_base``, or spread over the devices with ``device_map="auto"``."""
+    if not options.get("device_map"):
+        for flag in ("max_memory", "offload_folder"):
+            if options.get(flag):
+                raise ConfigError("--" + flag.replace("_", "-"), "applies with --device-map auto only")
+        return load_base(options["model"], kind)
+    if processes > 1:
+        raise ConfigError("--device-map", "spreads one LM over this machine's devices from one process; run it "
+                          "without accelerate launch / torchrun (several processes: FSDP, docs/scaling.md)")
+    memory = parse_max_memory(options["max_memory"]) if options.get("max_memory") else None
+    return load_dispatched(options["model"], memory, kind, options.get("offload_folder"))
 
 
 def is_dispatched(lm: nn.Module) -> bool:

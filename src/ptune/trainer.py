@@ -45,6 +45,7 @@ from .errors import CheckpointError, ConfigError, TrainingError
 from .files import commit_dir, crash_point, write_json_atomic
 from .inference import iter_outputs
 from .placement import place
+from .sharding import average_gradients, shard_for_launch
 from .lock import locks_folder
 from .runfolder import STAGING_NAME, MetricsLog, holds_run, recover_run
 from .progress import Progress
@@ -98,6 +99,7 @@ class _Run:
     best_weights: dict[str, torch.Tensor] | None = None
     best_staged: bool = False  # best/ written as .best.new, committed after last/
     alone: bool = False  # this process only, also under a multi-process launch
+    sharded: bool = False  # the LM's layers sharded across the processes (ptune.sharding)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -228,6 +230,7 @@ def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None,
     set_seed(config.seed)
     model.set_lm_trainable(config.finetune_lm, dropout=config.lm_dropout)
     place(model, accelerator.device)  # a dispatched LM stays where it is (ptune.placement)
+    sharded = not alone and shard_for_launch(model, accelerator, config.finetune_lm, out is not None)
     if config.compile and not getattr(model.lm, "_compiled_by_ptune", False):
         model.lm.compile(mode=None if config.compile is True else config.compile)  # in place: same state dict
         model.lm._compiled_by_ptune = True
@@ -236,7 +239,7 @@ def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None,
         model.speed = dataclasses.replace(model.speed, pad_to_multiple_of=8)
     optimizer = torch.optim.AdamW(_param_groups(model, config), fused=on_gpu)
     scheduler = make_scheduler(optimizer, config, total, steps_per_epoch)
-    if alone:  # no DDP wrapper: the other processes run other work
+    if alone or sharded:  # no DDP wrapper: other work elsewhere, or ptune averages the prompt's gradients
         wrapped, optimizer = model, accelerator.prepare_optimizer(optimizer)
     else:
         wrapped, optimizer = accelerator.prepare(model, optimizer)
@@ -244,7 +247,7 @@ def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None,
     state: dict[str, Any] = {"step": 0, "best": None, "best_loss": None, "best_step": None, "bad_evals": 0,
                              "history": []}
     run = _Run(model, wrapped, accelerator, optimizer, scheduler, config, items, out, total, steps_per_epoch, state,
-               alone=alone)
+               alone=alone, sharded=sharded)
     if resume and (out / "last").is_dir():  # type: ignore[operator]
         _resume(run)  # (a run killed before its first checkpoint starts again from step 0)
     if out is not None and accelerator.is_main_process:
@@ -292,8 +295,12 @@ def _step(run: _Run) -> float:
             loss = run.wrapped(batch).loss * (len(idx) / per_process)
             acc.backward(loss)
         loss_sum += float(loss.detach())
+    params = [p for g in run.optimizer.param_groups for p in g["params"]]
+    if run.sharded:  # the replicated prompt: every process's gradient made the mean, as DDP does
+        average_gradients(params)
     if cfg.max_grad_norm is not None:
-        acc.clip_grad_norm_([p for g in run.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
+        clip = torch.nn.utils.clip_grad_norm_ if run.sharded else acc.clip_grad_norm_
+        clip(params, cfg.max_grad_norm)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
@@ -320,7 +327,7 @@ def _dev_metrics(run: _Run, dev: list[Item], metric_fn: MetricFn, eval_fn: EvalF
     _check_weights(run, run.state["step"])
     if eval_fn is None:
         metrics = evaluate(run.model, dev, batch_size=run.config.eval_batch_size, metric_fn=metric_fn,
-                           accelerator=None if run.alone else run.accelerator)
+                           accelerator=None if run.alone or run.sharded else run.accelerator)
     else:
         was = run.model.training
         with run.accelerator.autocast():
