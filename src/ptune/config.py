@@ -303,8 +303,8 @@ class TrainConfig(_Mapped):
         check_trackers(self.report_to)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON holds them (``select_all`` as a list)."""
-        return {**asdict(self), "select_all": list(self.select_all)}
+        """The fields as JSON holds them (``select_all`` and ``report_to`` as lists)."""
+        return {**asdict(self), "select_all": list(self.select_all), "report_to": list(self.report_to)}
 
     def updated(self, changes: Mapping[str, Any]) -> "TrainConfig":
         """A copy with ``changes`` (field -> value); ``steps`` replaces ``epochs`` and the
