@@ -78,11 +78,13 @@ def start_server(base: Path, prompts: list[Path], max_batch: int, threads: int) 
            "--prompts", ",".join(f"{p.name}={p}" for p in prompts), "--max-batch", str(max_batch),
            "--threads", str(threads), "--max-queue", "1024", "--rescan-s", "0"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
-    line = proc.stderr.readline()  # "ptune serve: ... at http://127.0.0.1:PORT"
-    if " at http" not in line:
-        proc.kill()
-        raise SystemExit(f"the server did not start: {line.strip()}")
-    return proc, line.rsplit(" at ", 1)[1].strip()
+    lines = []
+    for line in proc.stderr:  # up to "ptune serve: ... at http://127.0.0.1:PORT"
+        if line.startswith("ptune serve: ") and " at http" in line:
+            return proc, line.rsplit(" at ", 1)[1].strip()
+        lines.append(line.strip())
+    proc.wait()
+    raise SystemExit(f"the server did not start: {' | '.join(lines[-3:])}")
 
 
 def stop_server(proc: subprocess.Popen) -> None:

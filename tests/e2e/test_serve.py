@@ -249,10 +249,10 @@ def test_the_serve_command(world, capsys, monkeypatch):
         err = ""
         for _ in range(3000):
             err += capsys.readouterr().err
-            if "\n" in err or not thread.is_alive():
+            if "ptune serve: " in err and "\n" in err.split("ptune serve: ", 1)[1] or not thread.is_alive():
                 break
             time.sleep(0.01)
-        line = err.splitlines()[0]
+        line = next(x for x in err.splitlines() if x.startswith("ptune serve: "))
         assert line.startswith("ptune serve: 1 prompt(s) (sent)"), line
         url = line.rsplit(" at ", 1)[1].strip()
         r = httpx.post(url + "/v1/predict", json={"prompt": "sent", "inputs": [{"text": "fine"}]}, timeout=30)
