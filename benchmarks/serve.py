@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ def start_server(base: Path, prompts: list[Path], max_batch: int, threads: int) 
     lines = []
     for line in proc.stderr:  # up to "ptune serve: ... at http://127.0.0.1:PORT"
         if line.startswith("ptune serve: ") and " at http" in line:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe from filling
             return proc, line.rsplit(" at ", 1)[1].strip()
         lines.append(line.strip())
     proc.wait()
