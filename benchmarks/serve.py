@@ -78,7 +78,8 @@ def start_server(base: Path, prompts: list[Path], max_batch: int, threads: int) 
     cmd = [sys.executable, "-m", "ptune.cli", "serve", "--base", str(base), "--port", "0",
            "--prompts", ",".join(f"{p.name}={p}" for p in prompts), "--max-batch", str(max_batch),
            "--threads", str(threads), "--max-queue", "1024", "--rescan-s", "0"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     lines = []
     for line in proc.stderr:  # up to "ptune serve: ... at http://127.0.0.1:PORT"
         if line.startswith("ptune serve: ") and " at http" in line:

@@ -6,8 +6,9 @@ collecting jobs while they keep coming (each within ``window_s`` of the one befo
 most ``max_wait_s`` after the first, and until the batch holds ``max_rows`` rows; then it
 hands the batch to ``run``, which settles every job's future. Clients that all send their
 next request when a batch answers thus land in one batch, while a lone request waits only
-``window_s``. A job larger than ``max_rows`` runs in a batch of its own. The queue holds at most ``max_queue`` jobs; beyond
-that :meth:`submit` raises :class:`Overloaded` at once instead of growing memory.
+``window_s``. A job larger than ``max_rows`` runs in a batch of its own. The queue holds at
+most ``max_queue`` jobs; beyond that :meth:`submit` raises :class:`Overloaded` at once
+instead of growing memory.
 
 The worker is the only thread that runs ``run``, so whatever it uses (a model, a
 tokenizer) needs no locks. An exception escaping ``run`` fails the batch's unsettled jobs

@@ -134,7 +134,8 @@ class PromptBank:
         return len(self.prompts)
 
     # ------------------------------------------------------------------ scoring
-    def prepare(self, name: str, examples: Sequence[dict[str, Any]], sources: Sequence[str] | None = None) -> list[Item]:
+    def prepare(self, name: str, examples: Sequence[dict[str, Any]],
+                sources: Sequence[str] | None = None) -> list[Item]:
         """Validate and tokenize examples for the prompt ``name`` (see :meth:`PTunedModel.prepare`)."""
         return self[name].prepare(examples, sources)
 
@@ -184,7 +185,8 @@ class PromptBank:
             if items[i] is None:
                 todo.setdefault(name, []).append(i)
         for name, idx in todo.items():
-            prepared = self.prepare(name, [rows[i][1] for i in idx], [f"example {i + 1}" for i in idx])  # type: ignore[misc]
+            examples = [rows[i][1] for i in idx]
+            prepared = self.prepare(name, examples, [f"example {i + 1}" for i in idx])  # type: ignore[arg-type]
             for i, item in zip(idx, prepared):
                 items[i] = item
         return items  # type: ignore[return-value]

@@ -49,6 +49,11 @@ class PromptRegistry:
         self._stamps: dict[str, str] = {}  # name -> stamp of the loaded files
         self._last = float("-inf")
 
+    @property
+    def age_s(self) -> float:
+        """Seconds since the last refresh."""
+        return time.monotonic() - self._last
+
     def candidates(self) -> dict[str, Path]:
         """Prompt name -> checkpoint path, as the files stand now."""
         if self.folder is None:

@@ -76,8 +76,8 @@ class ServeConfig:
     timeout_s: float = 60.0
     """A request not answered within this many seconds answers 503."""
     rescan_s: float = 5.0
-    """Look for new, changed or removed checkpoints when idle for this many seconds (0: only
-    when a request names an unknown prompt or the list is asked for)."""
+    """Look for new, changed or removed checkpoints every this many seconds (0: only when a
+    request names an unknown prompt or the list is asked for)."""
     device: str | None = None
     """Device of the model, e.g. ``cuda`` (default: CPU)."""
     threads: int | None = None
@@ -127,7 +127,8 @@ class Service:
         self.bank, self.registry, self.config = bank, registry, config
         self.stats = {"batches": 0, "rows": 0, "max_rows": 0, "max_prompts": 0}
         self.batcher = Batcher(self._run, max_rows=config.max_batch, window_s=config.batch_window_ms / 1000,
-                               max_wait_s=config.batch_max_wait_ms / 1000, max_queue=config.max_queue, idle_s=config.rescan_s or None,
+                               max_wait_s=config.batch_max_wait_ms / 1000, max_queue=config.max_queue,
+                               idle_s=config.rescan_s or None,
                                on_idle=self.registry.refresh)
 
     @classmethod
@@ -148,6 +149,8 @@ class Service:
         self.batcher.close()
 
     def _run(self, jobs: list[Job]) -> None:
+        if self.config.rescan_s and self.registry.age_s >= self.config.rescan_s:
+            self.registry.refresh()  # also under traffic that never leaves the worker idle
         predict = [j for j in jobs if j.payload[0] == "predict"]
         if predict:
             self._isolated(predict, self._predict)

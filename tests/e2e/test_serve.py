@@ -123,7 +123,8 @@ def test_200_concurrent_requests_over_8_prompts_equal_ptune_predict(server, worl
     (b'{"prompt": "manual", "inputs": [{"txt": "x"}]}', 422, "inputs[0]"),
     (b'{"prompt": "choices", "inputs": [{"text": "x", "choices": []}]}', 422, "choices"),
     (json.dumps({"prompt": "manual", "inputs": [{"text": "x"}] * 65}).encode(), 413, "65 inputs exceed"),
-    (json.dumps({"prompt": "manual", "inputs": [{"text": "x" * 4001}]}).encode(), 413, "inputs[0]: 4005 characters exceed"),
+    (json.dumps({"prompt": "manual", "inputs": [{"text": "x" * 4001}]}).encode(), 413,
+     "inputs[0]: 4005 characters exceed"),
     (b'{"prompt": "manual", "inputs": [{"text": "' + b"x" * 3_000_000 + b'"}]}', 413, "request body"),
 ])
 def test_bad_predict_requests_get_one_line_4xx(server, body, status, message):
