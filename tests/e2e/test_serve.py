@@ -265,3 +265,20 @@ def test_the_serve_command(world, capsys, monkeypatch):
     assert codes == [0]
     assert main(["serve", "--base", str(world / "base"), "--prompts", str(world / "nowhere")]) == 2
     assert "--prompts: " in capsys.readouterr().err
+
+
+def test_the_folder_is_rescanned_periodically(world, tmp_path):
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    service = Service.start(str(world / "base"), str(folder), ServeConfig(rescan_s=0.2))
+    try:
+        with running(service) as url:
+            assert httpx.get(url + "/health", timeout=10).json()["prompts"] == 0
+            shutil.copytree(world / "prompts" / "manual", folder / "manual")
+            for _ in range(100):  # /health does not look at the folder itself
+                if httpx.get(url + "/health", timeout=10).json()["prompts"] == 1:
+                    break
+                time.sleep(0.05)
+            assert httpx.get(url + "/health", timeout=10).json()["prompts"] == 1
+    finally:
+        service.close()
