@@ -132,7 +132,10 @@ def mine(lines: Iterable[str], facts: Mapping[str, Sequence[tuple[str, str]]],
                         first.setdefault((rel, template), (kind, line))
     out: dict[str, list[Mined]] = {}
     for rel in facts:
-        found = [Mined(t, *first[rel, t][:1], len(f), first[rel, t][1]) for t, f in support.get(rel, {}).items()]
+        found = []
+        for template, facts_seen in support.get(rel, {}).items():
+            kind, sentence = first[rel, template]
+            found.append(Mined(template, kind, len(facts_seen), sentence))
         out[rel] = sorted(found, key=lambda m: (-m.support, m.kind != "middle", m.template))
     return out
 
