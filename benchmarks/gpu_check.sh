@@ -1,31 +1,36 @@
 #!/usr/bin/env bash
-# The GPU rows of benchmarks/RESULTS.md, in under 3 minutes on an H100/H200 with torch,
-# transformers and peft installed and no internet (models are built from configs).
-# Usage: bash benchmarks/gpu_check.sh   -> prints the tables, appends JSON lines to $OUT
-# Smoke test without a GPU (tests/test_bench.py):
-#   DEVICE=cpu GPT=tiny BERT=bert-tiny STEPS=1 WARMUP=1 bash benchmarks/gpu_check.sh
+# The GPU check: ptune vs PEFT P-tuning (as documented and as a careful user runs it), side by
+# side on one GPU, bf16: gpt2-medium and bert-base built from configs (no download), batch 32 and
+# 128, eager and torch.compile with CUDA graphs (reduce-overhead). Prints one table with useful
+# training TFLOP/s and its share of the bf16 matmul peak; appends the rows to $OUT.
+# Usage: bash benchmarks/gpu_check.sh        (one GPU; a few minutes, most of it compiling)
+#        PEAK_TFLOPS=989 bash ...            (the datasheet's dense bf16 peak; default: measured)
+#        TINY=1 bash benchmarks/gpu_check.sh (every row with tiny models on the CPU: a smoke test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
-OUT=${OUT:-benchmarks/gpu.jsonl}
+export TRANSFORMERS_VERBOSITY=error PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+if [ "${TINY:-0}" = 1 ]; then
+  DEVICE=cpu GPT=tiny BERT=bert-tiny STEPS=${STEPS:-1} WARMUP=${WARMUP:-1} OUT=${OUT:-/dev/null}
+fi
 DEVICE=${DEVICE:-cuda}
 GPT=${GPT:-gpt2-medium}
 BERT=${BERT:-bert-base}
-export TRANSFORMERS_VERBOSITY=error PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+OUT=${OUT:-benchmarks/gpu.jsonl}
 if [ "$DEVICE" = cuda ]; then nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true; fi
-bench() { "$PY" -m ptune.bench --device "$DEVICE" --dtype bf16 --encoder mlp --steps "${STEPS:-20}" --warmup "${WARMUP:-5}" --json "$OUT" "$@"; }
-for batch in 32 128; do
-  bench --arch "$GPT" --batch "$batch"
+PEAK=${PEAK_TFLOPS:-$("$PY" -c "from ptune.bench import matmul_tflops as m; print(round(m('$DEVICE', 'bf16', $([ "$DEVICE" = cuda ] && echo 8192 || echo 256)), 1))")}
+echo "bf16 matmul peak: $PEAK TFLOP/s (${PEAK_TFLOPS:+datasheet}${PEAK_TFLOPS:-measured})"
+RUN=$(mktemp)
+trap 'rm -f "$RUN"' EXIT
+for arch in "$GPT" "$BERT"; do
+  for batch in 32 128; do
+    for compile in no reduce-overhead; do
+      extra=()
+      if [ "$compile" != no ]; then extra=(--compile "$compile"); fi
+      "$PY" -m ptune.bench --arch "$arch" --batch "$batch" --device "$DEVICE" --dtype bf16 --encoder mlp \
+        --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --peak-tflops "$PEAK" --json "$RUN" "${extra[@]}" > /dev/null
+    done
+  done
 done
-bench --arch "$BERT" --batch 32
-# PEFT's own layout (every pseudo token before the text)
-bench --arch "$GPT" --batch 128 --layout pseudo-first
-# pseudo tokens after the text: the frozen causal LM runs the text without autograd
-bench --arch "$GPT" --batch 32 --layout text-first
-# optional (COMPILE=1, or a torch.compile mode such as COMPILE=reduce-overhead for CUDA graphs;
-# compilation takes extra minutes): the LM compiled, both sides
-if [ "${COMPILE:-0}" = 1 ]; then
-  bench --arch "$GPT" --batch 32 --compile
-elif [ "${COMPILE:-0}" != 0 ]; then
-  bench --arch "$GPT" --batch 32 --compile "$COMPILE"
-fi
+cat "$RUN" >> "$OUT"
+"$PY" benchmarks/gpu_table.py "$RUN"

@@ -207,6 +207,18 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 shared machine do not inflate (CPU runs only)."""
 
 
+def matmul_tflops(device: str = "cuda", dtype: str = "bf16", n: int = 8192, reps: int = 20) -> float:
+    """The device's measured dense matmul rate at ``dtype`` (``n``×``n`` products): the
+    peak that ``--peak-tflops`` compares with when the datasheet's is not given."""
+    tdtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    a = torch.randn(n, n, device=device, dtype=tdtype)
+    b = torch.randn(n, n, device=device, dtype=tdtype)
+    for _ in range(3):
+        a @ b
+    seconds = min(_time(lambda: a @ b, device) for _ in range(reps))
+    return 2 * n**3 / seconds / 1e12
+
+
 def _time(fn: Callable[[], None], device: str, clock: Callable[[], float] = time.perf_counter) -> float:
     _sync(device)
     t = clock()

@@ -53,9 +53,9 @@ def test_careful_peft_side_keeps_one_position_and_scores_the_candidates():
     torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(full, target))
 
 
-@pytest.mark.slow  # six benchmark rows, each a subprocess
+@pytest.mark.slow  # eight benchmark runs, four of them compiled
 def test_gpu_check_script_runs_its_rows_on_cpu(tmp_path):
-    """benchmarks/gpu_check.sh with tiny models on the CPU: every row it would run on a GPU."""
+    """benchmarks/gpu_check.sh with TINY=1: every row it runs on a GPU, with tiny models on the CPU."""
     import os
     import subprocess
     import sys
@@ -63,13 +63,14 @@ def test_gpu_check_script_runs_its_rows_on_cpu(tmp_path):
 
     root = Path(__file__).resolve().parents[2]
     out = tmp_path / "gpu.jsonl"
-    env = {**os.environ, "DEVICE": "cpu", "GPT": "tiny", "BERT": "bert-tiny", "STEPS": "1", "WARMUP": "1",
-           "PY": sys.executable, "OUT": str(out)}
+    env = {**os.environ, "TINY": "1", "PY": sys.executable, "OUT": str(out), "PEAK_TFLOPS": "1"}
     proc = subprocess.run(["bash", str(root / "benchmarks/gpu_check.sh")], env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(x) for x in out.read_text().splitlines()]
-    ptune_rows = [(r["arch"], r["batch"], r["layout"]) for r in rows if r["side"] == "ptune"]
-    assert ptune_rows == [("tiny", 32, "around"), ("tiny", 128, "around"), ("bert-tiny", 32, "around"),
-                          ("tiny", 128, "pseudo-first"), ("tiny", 32, "text-first")]
-    assert all(r["dtype"] == "bf16" for r in rows) and proc.stdout.count("ptune/PEFT (careful use)") == 5
+    runs = [(r["arch"], r["batch"], r["compiled"] or "no") for r in rows if r["side"] == "ptune"]
+    assert runs == [(a, b, c) for a in ("tiny", "bert-tiny") for b in (32, 128) for c in ("no", "reduce-overhead")]
+    assert [r["side"] for r in rows] == ["ptune", "peft", "peft-careful"] * 8
+    assert all(r["dtype"] == "bf16" and r["train_peak_pct"] == round(100 * r["train_tflops"], 1) for r in rows)
+    table = proc.stdout.splitlines()
+    assert "% of peak" in table[1] and sum(line.startswith("| tiny |") for line in table) == 12
