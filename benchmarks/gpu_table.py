@@ -18,8 +18,8 @@ def table(rows: list[dict]) -> str:
     head = ["model", "batch", "compile", "side", "train samples/s", "eval samples/s", "train TFLOP/s",
             "% of peak", "ptune / PEFT documented (train, eval)", "ptune / PEFT careful (train, eval)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    key = lambda r: (r["arch"], r["batch"], str(r.get("compiled") or "no"), r.get("layout", ""))  # noqa: E731
-    for (arch, batch, compiled, _), group in groupby(rows, key=key):
+    key = lambda r: (r["arch"], r["batch"], str(r.get("compiled") or "no"))  # noqa: E731
+    for (arch, batch, compiled), group in groupby(rows, key=key):
         group = list(group)
         r = ratios(group)
         cells = {side: f"{v['train']:.2f}x, {v['eval']:.2f}x" for side, v in r.items()}

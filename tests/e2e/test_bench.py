@@ -53,9 +53,10 @@ def test_careful_peft_side_keeps_one_position_and_scores_the_candidates():
     torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(full, target))
 
 
-@pytest.mark.slow  # eight benchmark runs, four of them compiled
+@pytest.mark.slow  # four benchmark runs
 def test_gpu_check_script_runs_its_rows_on_cpu(tmp_path):
-    """benchmarks/gpu_check.sh with TINY=1: every row it runs on a GPU, with tiny models on the CPU."""
+    """benchmarks/gpu_check.sh with TINY=1: its eager rows with tiny models on the CPU (the compiled
+    rows take minutes to compile there)."""
     import os
     import subprocess
     import sys
@@ -69,8 +70,8 @@ def test_gpu_check_script_runs_its_rows_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     runs = [(r["arch"], r["batch"], r["compiled"] or "no") for r in rows if r["side"] == "ptune"]
-    assert runs == [(a, b, c) for a in ("tiny", "bert-tiny") for b in (32, 128) for c in ("no", "reduce-overhead")]
-    assert [r["side"] for r in rows] == ["ptune", "peft", "peft-careful"] * 8
+    assert runs == [(a, b, "no") for a in ("tiny", "bert-tiny") for b in (32, 128)]
+    assert [r["side"] for r in rows] == ["ptune", "peft", "peft-careful"] * 4
     assert all(r["dtype"] == "bf16" and r["train_peak_pct"] == round(100 * r["train_tflops"], 1) for r in rows)
     table = proc.stdout.splitlines()
-    assert "% of peak" in table[1] and sum(line.startswith("| tiny |") for line in table) == 12
+    assert "% of peak" in table[1] and sum(line.startswith("| tiny |") for line in table) == 6
