@@ -2,14 +2,16 @@
 # The main job, offline on CPU: `ptune demo`. It probes the two small LMs of ptune's
 # synthetic knowledge world (a knowledge base, a corpus that states every fact, a tokenizer,
 # a GPT-2-style and a BERT-style LM pretrained on it) with LAMA's manual prompts, the best
-# pretraining wording (oracle), P-tuning and a random-LM control, and prints the table.
+# pretraining wording (oracle), P-tuning, hybrid prompts and a random-LM control, measures
+# how much manual and hybrid prompts depend on the wording and how the prompt encoders
+# compare, and prints the report with the paper's claims checked.
 # Seed 0 uses the world shipped with ptune (checked against its sha256 manifest; `ptune world
 # build --output DIR --check` rebuilds it and compares); other seeds build a world first
-# (about 6 minutes) and cache it in .cache/ptune. A fresh clone to the printed table, set-up
-# included, takes about 2 minutes on a 2-core x86_64 CPU VM; docs/lama.md has details.
+# (minutes each) and cache it in .cache/ptune. docs/lama.md has the numbers and timings.
 #
 #   bash scripts/demo.sh                      # results in runs/demo
-#   bash scripts/demo.sh --output runs/other --seed 1
+#   bash scripts/demo.sh --seeds 0,1,2        # three worlds: every cell as mean ± std
+#   bash scripts/demo.sh --output runs/other --wordings 1 --encoders lstm   # the table only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -117,6 +117,8 @@ class DemoConfig:
     """Training epochs per relation and prompt (early stopping on dev P@1)."""
     patience: int = 6
     """Epochs without a dev P@1 gain before a prompt stops training."""
+    batch_size: int = 16
+    """Training facts per step (a world relation has 60)."""
 
     def __post_init__(self) -> None:
         for name in ("seeds", "methods", "encoders"):
@@ -127,9 +129,11 @@ class DemoConfig:
             _method(m)
         if not self.encoders:
             raise ConfigError("encoders", "need at least one encoder")
-        if self.wordings < 0 or self.epochs < 1 or self.patience < 1:
-            raise ConfigError("wordings" if self.wordings < 0 else "epochs" if self.epochs < 1 else "patience",
-                              "must be positive")
+        for name in ("epochs", "patience", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
+        if self.wordings < 0:
+            raise ConfigError("wordings", f"must be 0 or more, got {self.wordings}")
 
     def probe_config(self, methods: tuple[str, ...], seed: int, world: Path, *, encoder: str | None = None,
                      wording: int = 0) -> ProbeConfig:
@@ -141,7 +145,8 @@ class DemoConfig:
                 options.update(spec.options(world))
         return ProbeConfig(methods=methods, vocab="common", wording=wording,  # type: ignore[arg-type]
                            prompt={"encoder": encoder or self.encoders[0]},
-                           train={"epochs": self.epochs, "patience": self.patience, "seed": seed}, **options)
+                           train={"epochs": self.epochs, "patience": self.patience, "batch_size": self.batch_size,
+                                  "seed": seed}, **options)
 
 
 def default_world_dir(seed: int = 0) -> Path:

@@ -11,7 +11,7 @@ import pytest
 from ptune.config import TrainConfig
 from ptune.errors import ConfigError
 from ptune.demo import DEMO_METHODS, DemoConfig, DemoMethod, run_demo
-from ptune.report import summary_markdown, world_checks
+from ptune.report import CONTROL, summary_markdown, world_checks
 from ptune.lm import load_base
 from ptune.tasks import lama
 from ptune.world import WorldConfig
@@ -96,6 +96,8 @@ def test_demo_checks_are_the_issue_targets():
     assert _names(checks(rows={"bert": {**good, "autoprompt": 0.7}})["bert"])[beats]
     lost = [c for c in checks(rows={"bert": {**good, "autoprompt": 0.96}})["bert"] if c["check"] == beats]
     assert lost == [{"check": beats, "pass": False, "numbers": "0.950 vs 0.960"}]
+    partial = world_checks({"rows": {"bert": {"ptuning": 0.9, CONTROL: 0.1}}})["bert"]  # only P-tuning was run
+    assert partial == []
 
 
 def test_demo_methods_are_a_list_that_new_methods_join(monkeypatch, tmp_path):

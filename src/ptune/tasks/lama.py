@@ -206,7 +206,7 @@ def hybrid_template(manual: str, kind: str) -> str:
     A causal LM reads nothing after the answer slot, so its second block stands right before
     ``[Y]`` instead. A masked LM keeps the manual words next to its mask: with a pseudo block
     between them and ``[MASK]``, prompt training stays at the majority guess on the demo
-    world's BERT, even around its best pretraining wording (docs/lama.md).
+    world's BERT (docs/lama.md measures the placements).
     """
     if KINDS[kind].answer_in_input:
         return f"[P*3] {manual} [P*3]"
