@@ -24,9 +24,10 @@ def table(rows: list[dict]) -> str:
         r = ratios(group)
         cells = {side: f"{v['train']:.2f}x, {v['eval']:.2f}x" for side, v in r.items()}
         for i, row in enumerate(group):
+            first = i == 0  # the ratios once per model, batch and compile mode
             lines.append(f"| {arch} | {batch} | {compiled} | {row['side']} | {row['train_samples_per_s']} | "
                          f"{row['eval_samples_per_s']} | {row['train_tflops']} | {row.get('train_peak_pct', '–')} | "
-                         f"{cells.get('peft', '–') if i == 0 else ''} | {cells.get('peft-careful', '–') if i == 0 else ''} |")
+                         f"{cells.get('peft', '–') if first else ''} | {cells.get('peft-careful', '–') if first else ''} |")
     return "\n".join(lines) + "\n"
 
 

@@ -308,7 +308,8 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     if "ptune" not in by:
         return {}
     p = by["ptune"]
-    return {side: {phase: p[f"{phase}_samples_per_s"] / by[side][f"{phase}_samples_per_s"] for phase in ("train", "eval")}
+    return {side: {phase: p[f"{phase}_samples_per_s"] / by[side][f"{phase}_samples_per_s"]
+                   for phase in ("train", "eval")}
             for side in SIDES[1:] if side in by}
 
 
@@ -321,7 +322,8 @@ def ratio_lines(rows: list[dict[str, Any]]) -> list[str]:
 def markdown(rows: list[dict[str, Any]]) -> str:
     """A table of the sides and ptune's ratios to each PEFT side."""
     pct = any("train_peak_pct" in r for r in rows)
-    lines = ["| arch | encoder | batch | device | dtype | compiled | side | layout | train samples/s | eval samples/s | "
+    lines = ["| arch | encoder | batch | device | dtype | compiled | side | layout | train samples/s | "
+             "eval samples/s | "
              "train step ms (p10–p90) | trainable | train TFLOP/s |" + (" train % of peak |" if pct else ""),
              "|" + "---|" * (14 if pct else 13)]
     for r in rows:

@@ -384,8 +384,8 @@ def run_one(spec: TaskSpec, config: SuperGlueConfig, splits: dict[str, Records],
         def eval_fn(m: Any, items: Sequence[Any]) -> dict[str, float]:
             return evaluate_task(spec, m, items, dev.examples, batch_size=tcfg.eval_batch_size)[0]
 
-        result = train(model, prepared["train"].items, dev.items, tcfg, output_dir=None, eval_fn=eval_fn, alone=True,
-                       progress=progress)
+        result = train(model, prepared["train"].items, dev.items, tcfg, output_dir=None, eval_fn=eval_fn,
+                       alone=True, progress=progress)
         trained = {"trained": True, "steps": result.steps, "best_step": result.best_step,
                    "stopped_early": result.stopped_early}
     else:
