@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 
-__all__ = ["world_size", "rank", "is_main", "device", "barrier", "run_units"]
+__all__ = ["world_size", "rank", "is_main", "device", "barrier", "run_units", "grid", "in_order"]
 
 U = TypeVar("U")
 
@@ -108,6 +108,21 @@ def run_units(units: Sequence[U], run: Callable[[U], Any], *, on_round: Callable
         if failed:
             i, msg = failed[0]
             raise RuntimeError(f"unit {chunk[i]!r} failed in process {i}: {msg}")
+
+
+def grid(rows: Sequence[Any], cols: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """The units ``(row, col)``: row by row in one process; column by column under several,
+    so that a round's units (one column: e.g. one LAMA method) cost about the same."""
+    if world_size() == 1:
+        return [(r, c) for r in rows for c in cols]
+    return [(r, c) for c in cols for r in rows]
+
+
+def in_order(mapping: dict[Any, Any], order: Sequence[Any]) -> dict[Any, Any]:
+    """``mapping`` with its keys in ``order`` (keys not in it after them, as they were): a
+    result file's layout does not depend on which process finished first."""
+    rank_of = {k: i for i, k in enumerate(order)}
+    return {k: mapping[k] for k in sorted(mapping, key=lambda k: rank_of.get(k, len(order)))}
 
 
 def _gather(mine: Any, world: int) -> list[Any]:

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import pair, sentiment
 from ptune import PromptConfig, PTunedModel, TrainConfig
-from ptune.distributed import run_units
+from ptune.distributed import grid, in_order, run_units
 from ptune.errors import ConfigError
 from ptune.trainer import train
 
@@ -41,3 +41,10 @@ def test_a_run_alone_trains_as_the_plain_run_and_keeps_its_weights_in_memory(tmp
     assert (b.steps, b.num_processes, b.history) == (a.steps, 1, a.history)
     for (name, x), y in zip(plain.encoder.state_dict().items(), alone.encoder.state_dict().values()):
         assert torch.equal(x, y), name
+
+
+def test_unit_order_and_result_layout_do_not_depend_on_the_processes(monkeypatch):
+    assert grid("ab", "xy") == [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")]
+    monkeypatch.setenv("WORLD_SIZE", "2")  # column by column: a round's units are alike
+    assert grid("ab", "xy") == [("a", "x"), ("b", "x"), ("a", "y"), ("b", "y")]
+    assert list(in_order({"old": 0, "y": 1, "x": 2}, ["x", "y"])) == ["x", "y", "old"]

@@ -42,7 +42,7 @@ import torch
 from ..checkpoint import save_checkpoint
 from ..config import PromptConfig, TrainConfig
 from ..data import Records, read_examples
-from ..distributed import is_main, run_units, world_size
+from ..distributed import grid, in_order, is_main, run_units
 from ..errors import ConfigError, DataError, PtuneError
 from ..files import read_json, read_text, save_figure, write_json_atomic, write_text_atomic
 from ..progress import Progress
@@ -417,9 +417,7 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
     for rid in wanted:
         entry = results["relations"].setdefault(rid, {"label": relations[rid].label, "methods": {}})
         facts[rid], entry["facts"] = _kept_facts(data_dir, rid, vocab_set)
-    # one method after the other under several processes: a round's units cost about the same
-    order = [(r, m) for r in wanted for m in config.methods] if world_size() == 1 else \
-        [(r, m) for m in config.methods for r in wanted]
+    order = grid(wanted, config.methods)
     todo = [(r, m) for r, m in order if m not in results["relations"][r]["methods"]]
     bar = Progress(len(order), f"probe {model_name}", "run", initial=len(order) - len(todo),
                    enabled=progress and is_main())
@@ -438,9 +436,8 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
     def on_round(done: list[tuple[tuple[str, str], tuple[dict[str, Any], float]]]) -> None:
         for (rid, method), (record, seconds) in done:
             entry = results["relations"][rid]
-            for key, value in (("methods", record), ("seconds", seconds)):  # in the methods' order
-                runs = {**entry.get(key, {}), method: value}
-                entry[key] = {m: runs[m] for m in sorted(runs, key=lambda m: _rank(config.methods, m))}
+            for key, value in (("methods", record), ("seconds", seconds)):
+                entry[key] = in_order({**entry.get(key, {}), method: value}, config.methods)
         results["summary"] = summarize(results, config.methods)
         bar.update(len(done))
 
@@ -452,11 +449,6 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
         write_text_atomic(out / "results.md", markdown_table(results, config.methods))
         plot_p_at_1(results, config.methods, out / "p_at_1.png")
     return results
-
-
-def _rank(methods: Sequence[str], method: str) -> int:
-    """Where ``method`` goes in the results: in ``methods``' order, others after them."""
-    return methods.index(method) if method in methods else len(methods)
 
 
 def summarize(results: dict[str, Any], methods: Sequence[str]) -> dict[str, Any]:
