@@ -16,10 +16,8 @@ Methods, all with the LM frozen and one prompt per relation:
   (causal): subject before the answer, unlike the original code (spec §4 item 1);
 * ``hybrid`` — pseudo tokens around the manual template's words (the paper's v2);
 * ``oracle`` — the best pretraining wording on dev (only where ``train_templates`` exist);
-* ``autoprompt`` — real tokens at the P-tuning template's pseudo positions, found by
-  AutoPrompt's gradient-guided search (:mod:`ptune.tasks.autoprompt`);
-* ``mined`` — the best of the templates mined from a corpus, ranked on the training facts
-  (LPAQA; :mod:`ptune.tasks.mining`);
+* ``autoprompt`` and ``mined`` — discrete prompts (:mod:`ptune.tasks.autoprompt`,
+  :mod:`ptune.tasks.mining`);
 * ``majority`` — the most frequent training object, no model.
 
 Trained prompts are selected on dev P@1 with early stopping and reported on test with
@@ -55,7 +53,7 @@ from ..trainer import train
 from ..verbalizer import Verbalizer
 from .autoprompt import AutoPromptConfig
 from .autoprompt import search as autoprompt_search
-from .mining import Mined, MiningConfig, mine, mined_record, read_corpus
+from .mining import Mined, MiningConfig, mine_corpus, mined_record
 from .results import RESULTS_FILE, resume_results
 from .results import markdown_table as table
 
@@ -276,12 +274,6 @@ def rank_eval(model: PTunedModel | Sequence[PTunedModel], examples: list[dict], 
     return rank_metrics(gold_ranks(total, gold).cpu())
 
 
-def _p1_mrr(model: PTunedModel, dev: tuple[list[dict], list[str]], batch_size: int) -> tuple[float, float]:
-    """Dev selection of a discrete search: P@1, ties broken by MRR."""
-    m = rank_eval(model, *dev, batch_size)
-    return m["p@1"], m["mrr"]
-
-
 def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: str, facts: dict[str, Records],
                     words: list[str], config: ProbeConfig, ckpt_dir: Path, model_name: str,
                     mined: Mapping[str, list[Mined]] | None = None) -> dict[str, Any]:
@@ -348,7 +340,8 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
     if tc.batch_size > len(train_items):
         tc = dataclasses.replace(tc, batch_size=len(train_items))
     if method == "autoprompt":
-        dev_score = None if dev_items is None else lambda m: _p1_mrr(m, split["dev"], tc.eval_batch_size)
+        dev_score = None if dev_items is None else lambda m: [rank_eval(m, *split["dev"], tc.eval_batch_size)[k]
+                                                              for k in ("p@1", "mrr")]  # ties broken by MRR
         found = autoprompt_search(model, train_items, dev_score, tc, config.autoprompt)  # type: ignore[arg-type]
         out = {"template": template, **found.record(template, tokenizer)}
     else:  # best weights are kept in memory
@@ -407,11 +400,8 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
     mined = None
     if "mined" in config.methods and any("mined" not in results["relations"].get(r, {}).get("methods", {})
                                          for r in wanted):
-        start = time.perf_counter()  # one pass over the corpus for every relation
         train = {r: _kept_facts(data_dir, r, vocab_set)[0].get("train") for r in wanted}
-        mined = mine(read_corpus(config.mining.corpus), {r: [(ex["subject"], ex["object"]) for ex in f.examples]
-                                                          for r, f in train.items() if f}, config.mining.max_middle_words)
-        results["mining"] = {"seconds": round(time.perf_counter() - start, 2)}
+        mined, results["mining"] = mine_corpus(config.mining, {r: f.examples for r, f in train.items() if f})
     lm.eval()
     facts: dict[str, dict[str, Records]] = {}
     for rid in wanted:

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import re
+import time
 from collections import defaultdict
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ConfigError, DataError
 
-__all__ = ["MiningConfig", "Mined", "mine", "mined_record", "read_corpus", "escape"]
+__all__ = ["MiningConfig", "Mined", "mine", "mine_corpus", "mined_record", "read_corpus", "escape"]
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -161,6 +162,18 @@ def _templates(line: str, spans: list[tuple[int, int]], sub: tuple[int, int], ob
         at = end
     out.append(("sentence", text + escape(line[at:])))
     return out
+
+
+def mine_corpus(config: MiningConfig, facts: Mapping[str, Sequence[Mapping[str, str]]]
+                ) -> tuple[dict[str, list[Mined]], dict[str, float]]:
+    """:func:`mine` over ``config.corpus`` for every relation's training facts (examples with
+    ``subject`` and ``object``) in one pass; also ``{"seconds": ...}``, the time it took."""
+    if config.corpus is None:
+        raise ConfigError("corpus", "the mined method needs a corpus file (one sentence per line)")
+    start = time.perf_counter()
+    pairs = {rel: [(ex["subject"], ex["object"]) for ex in exs] for rel, exs in facts.items()}
+    mined = mine(read_corpus(config.corpus), pairs, config.max_middle_words)
+    return mined, {"seconds": round(time.perf_counter() - start, 2)}
 
 
 def mined_record(found: Sequence[Mined], scored: Sequence[tuple[str, float | None]], top: int = 5) -> dict[str, Any]:
