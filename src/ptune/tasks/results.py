@@ -17,10 +17,11 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..distributed import is_main
 from ..errors import ConfigError, DataError
-from ..files import dumps_json, loads_json, read_json
+from ..files import dumps_json, loads_json, read_json, remove_temporaries
 
-__all__ = ["RESULTS_FILE", "resume_results", "summarize_seeds", "mean_std_cell", "markdown_table"]
+__all__ = ["RESULTS_FILE", "resume_results", "sweep_temporaries", "summarize_seeds", "mean_std_cell", "markdown_table"]
 
 RESULTS_FILE = "results.json"
 
@@ -28,7 +29,8 @@ RESULTS_FILE = "results.json"
 def resume_results(output_dir: str | Path, settings: dict[str, Any], body: str, *,
                    may_grow: Sequence[str] = ()) -> dict[str, Any]:
     """``{"settings": settings, body: {...}}``: empty, or the finished part of an earlier run
-    in ``output_dir`` made with the same settings.
+    in ``output_dir`` made with the same settings. Temporaries that a killed run left in the
+    folder are removed (by rank 0, before any unit runs).
 
     Args:
         output_dir: the run folder holding ``results.json``.
@@ -45,6 +47,7 @@ def resume_results(output_dir: str | Path, settings: dict[str, Any], body: str, 
     settings = loads_json(dumps_json(settings), "settings")  # as the file records them: tuples become lists
     results: dict[str, Any] = {"settings": settings, body: {}}
     if not path.is_file():
+        _sweep(output_dir)
         return results
     previous = read_json(path)
     if not isinstance(previous, dict) or not isinstance(previous.get(body, {}), dict):
@@ -56,7 +59,27 @@ def resume_results(output_dir: str | Path, settings: dict[str, Any], body: str, 
     if fixed(previous.get("settings")) != fixed(settings):
         raise ConfigError("output", f"{output_dir} holds a run with other settings; choose another folder")
     results[body] = previous.get(body, {})
+    _sweep(output_dir)
     return results
+
+
+def _sweep(output_dir: str | Path) -> None:
+    if is_main():  # before any unit runs (other ranks wait for rank 0's list of units)
+        sweep_temporaries(output_dir)
+
+
+def sweep_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files and folders (``.NAME.tmp-*``) that a killed run left
+    anywhere under ``folder`` (results files, checkpoints); returns them. Only for a folder
+    that this process holds (the harnesses lock their output folder)."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    gone: list[Path] = []
+    for parent in sorted({p.parent for p in root.rglob(".*.tmp-*")}, key=lambda p: len(p.parts)):
+        if parent.is_dir() and not any(g in parent.parents for g in gone):
+            gone += remove_temporaries(parent)
+    return gone
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
