@@ -81,13 +81,19 @@ def check_types(cls: type, d: Mapping[str, Any], where: str) -> None:
 C = TypeVar("C", bound="_Mapped")
 
 
+def _json_shaped(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``asdict``'s mapping with tuples as lists, as JSON gives them back."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in items}
+
+
 class _Mapped:
     """``to_dict``/``from_dict`` of a config dataclass; unknown keys name the nearest field."""
 
     key: ClassVar[str]  # the config's name in messages ("train.lrr: unknown key")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
+        """The fields as JSON holds them (tuples as lists)."""
+        return asdict(self, dict_factory=_json_shaped)  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls: type[C], d: dict[str, Any]) -> C:
@@ -173,7 +179,7 @@ class PromptConfig(_Mapped):
             raise ConfigError("max_length", f"must be at least 2, got {self.max_length}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "encoder": self.encoder.to_dict()}
+        return {**asdict(self, dict_factory=_json_shaped), "encoder": self.encoder.to_dict()}
 
     @classmethod
     def check_fields(cls, given: Mapping[str, Any], fixed: tuple[str, ...], who: str) -> dict[str, Any]:
@@ -301,10 +307,6 @@ class TrainConfig(_Mapped):
             object.__setattr__(self, "report_to", tuple(t.strip() for t in self.report_to.split(",") if t.strip()))
         object.__setattr__(self, "report_to", tuple(self.report_to))
         check_trackers(self.report_to)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON holds them (``select_all`` and ``report_to`` as lists)."""
-        return {**asdict(self), "select_all": list(self.select_all), "report_to": list(self.report_to)}
 
     def updated(self, changes: Mapping[str, Any]) -> "TrainConfig":
         """A copy with ``changes`` (field -> value); ``steps`` replaces ``epochs`` and the
