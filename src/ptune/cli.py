@@ -23,7 +23,7 @@ from . import __version__
 from .cli_prompts import add_commands as add_prompt_commands
 from .cli_prompts import verbalizer_option
 from .config import PromptConfig, TrainConfig
-from .distributed import is_main, world_size
+from .distributed import finish_at_exit, is_main, world_size
 from .placement import add_arguments as placement_arguments
 from .placement import load_placed
 from .errors import ConfigError
@@ -483,6 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             hf_logging.disable_progress_bar()
         except ImportError:  # pragma: no cover
             pass
+    if world_size() > 1:
+        finish_at_exit()
     return guarded(lambda: _run(args), verbose=args.verbose)
 
 

@@ -19,12 +19,13 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 
-__all__ = ["world_size", "rank", "is_main", "device", "barrier", "run_units", "grid", "in_order"]
+__all__ = ["world_size", "rank", "is_main", "device", "barrier", "finish", "finish_at_exit", "run_units", "grid", "in_order"]
 
 U = TypeVar("U")
 
@@ -63,6 +64,27 @@ def barrier() -> None:
     """Wait until every process gets here (nothing in one process)."""
     if world_size() > 1:
         _state().wait_for_everyone()
+
+
+def finish() -> None:
+    """Leave the process group, if this process joined one. A process that exits with the
+    group's threads still alive can abort at shutdown (``terminate called without an active
+    exception``), so the CLI calls this at exit under a launcher."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def finish_at_exit() -> None:
+    """Call :func:`finish` when the interpreter exits (once, however often this is asked)."""
+    global _FINISH_REGISTERED
+    if not _FINISH_REGISTERED:
+        atexit.register(finish)
+        _FINISH_REGISTERED = True
+
+
+_FINISH_REGISTERED = False
 
 
 def run_units(units: Sequence[U], run: Callable[[U], Any], *, on_round: Callable[[list[tuple[U, Any]]], None],
