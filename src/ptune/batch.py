@@ -81,20 +81,16 @@ def pad_view(encs: list[Encoded], targets: torch.Tensor, cand_index: torch.Tenso
     puts the padding first)."""
     t = max(len(e.input_ids) for e in encs)
     t = -(-t // multiple) * multiple  # round up to a bucket
-    r = len(encs)
-    ids = torch.full((r, t), pad_id, dtype=torch.long)
-    mask = torch.zeros((r, t), dtype=torch.long)
-    pseudo = torch.full((r, t), -1, dtype=torch.long)
-    types = torch.zeros((r, t), dtype=torch.long)
-    answer = torch.zeros((r, len(encs[0].answer_positions)), dtype=torch.long)
-    for i, e in enumerate(encs):
+    cols: tuple[list[list[int]], ...] = ([], [], [], [], [])  # ids, mask, pseudo, types, answer
+    for e in encs:  # rows as lists, then one tensor per field: far cheaper than a tensor per row
         n = len(e.input_ids)
-        sl = slice(t - n, t) if left else slice(0, n)
-        ids[i, sl] = torch.tensor(e.input_ids)
-        mask[i, sl] = 1
-        pseudo[i, sl] = torch.tensor(e.pseudo_index)
-        types[i, sl] = torch.tensor(e.token_type_ids)
-        answer[i] = torch.tensor(e.answer_positions) + (t - n if left else 0)
+        gap = t - n
+        row = (list(e.input_ids), [1] * n, list(e.pseudo_index), list(e.token_type_ids))
+        fill = ([pad_id] * gap, [0] * gap, [-1] * gap, [0] * gap)
+        for col, values, padding in zip(cols, row, fill):
+            col.append(padding + values if left else values + padding)
+        cols[4].append([p + gap for p in e.answer_positions] if left else list(e.answer_positions))
+    ids, mask, pseudo, types, answer = (torch.tensor(c, dtype=torch.long) for c in cols)
     return View(ids, mask, pseudo, types, answer, targets.contiguous(), cand_index.contiguous(), rows, shared,
                  common_prefix(encs))
 

@@ -174,19 +174,41 @@ class Service:
                 jobs[0].future.set_exception(_client_error(e))
 
     def _prepared(self, jobs: list[Job]) -> list[tuple[Job, Any, list]]:
-        """Each job's prompt and prepared inputs; a job whose prompt or inputs are bad gets its error."""
-        out = []
+        """Each job's prompt and prepared inputs, the jobs of one prompt tokenized in one
+        call; a job whose prompt or inputs are bad gets its error, the others go on."""
+        by_prompt: dict[str, list[Job]] = {}
         for job in jobs:
-            if job.future.done():
-                continue
-            _, name, inputs = job.payload[:3]
+            if not job.future.done():
+                by_prompt.setdefault(job.payload[1], []).append(job)
+        out = []
+        for name, group in by_prompt.items():
             try:
                 model = self.registry.get(name)
-                items = model.prepare(inputs, [f"inputs[{i}]" for i in range(len(inputs))])
             except (KeyError, PtuneError) as e:
-                job.future.set_exception(_client_error(e))
+                for job in group:
+                    job.future.set_exception(_client_error(e))
                 continue
-            out.append((job, model, items))
+            try:
+                items = model.prepare([ex for job in group for ex in job.payload[2]],
+                                      [f"inputs[{i}]" for job in group for i in range(len(job.payload[2]))])
+            except PtuneError:  # some job's inputs are bad: prepare each job alone to find it
+                out += self._prepared_alone(model, group)
+                continue
+            k = 0
+            for job in group:
+                out.append((job, model, items[k : k + len(job.payload[2])]))
+                k += len(job.payload[2])
+        return out
+
+    @staticmethod
+    def _prepared_alone(model: Any, jobs: list[Job]) -> list[tuple[Job, Any, list]]:
+        out = []
+        for job in jobs:
+            inputs = job.payload[2]
+            try:
+                out.append((job, model, model.prepare(inputs, [f"inputs[{i}]" for i in range(len(inputs))])))
+            except PtuneError as e:
+                job.future.set_exception(_client_error(e))
         return out
 
     def _predict(self, jobs: list[Job]) -> None:

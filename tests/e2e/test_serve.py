@@ -136,6 +136,24 @@ def test_bad_predict_requests_get_one_line_4xx(server, body, status, message):
     assert httpx.get(url + "/health", timeout=10).json()["status"] == "ok"
 
 
+def test_a_bad_request_fails_alone_in_a_batch_of_its_prompt(server):
+    """Requests of one prompt are tokenized together; one with a bad input gets its 422 and
+    the others of the same batch their answers, equal to each asked alone."""
+    service, url = server
+    from ptune.batcher import Job
+
+    good = [Job(("predict", "manual", [{"text": t}]), 1) for t in TEXTS[:3]]
+    bad = Job(("predict", "manual", [{"text": "fine"}, {"txt": "x"}]), 2)
+    service.batcher.submit(("prompts",)).result(timeout=30)  # the worker is idle: run the batch here
+    service._run([good[0], bad, *good[1:]])
+    with pytest.raises(Exception, match=r"inputs\[1\]") as e:
+        bad.future.result(timeout=0)
+    assert e.value.status == 422
+    for job, text in zip(good, TEXTS):
+        alone = httpx.post(url + "/v1/predict", json={"prompt": "manual", "inputs": [{"text": text}]}, timeout=30)
+        assert job.future.result(timeout=0) == alone.json()
+
+
 @pytest.mark.parametrize("extra,status,message", [
     ({"max_new_tokens": 1000}, 413, "max_new_tokens 1000 exceeds"),
     ({"temperature": 0.5}, 400, "temperature: applies to sampling only"),
