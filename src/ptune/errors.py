@@ -28,6 +28,9 @@ class TemplateError(PtuneError, ValueError):
         where = f"column {column + 1}" if column is not None else "template"
         super().__init__(f"template {template!r}, {where}: {message}")
 
+    def __reduce__(self) -> tuple:  # picklable, e.g. from a worker process
+        return type(self), (self.template, self.column, self.reason)
+
     def pretty(self) -> str:
         """The message with the template and a caret under the offending column."""
         if self.column is None:
@@ -48,13 +51,20 @@ class DataError(PtuneError, ValueError):
         where = f"{source}: field {field!r}: " if field else f"{source}: "
         super().__init__(where + message)
 
+    def __reduce__(self) -> tuple:
+        return type(self), (self.source, self.reason, self.field)
+
 
 class ConfigError(PtuneError, ValueError):
     """A configuration value that is not accepted; names the field."""
 
     def __init__(self, field: str, message: str):
         self.field = field
+        self.reason = message
         super().__init__(f"{field}: {message}")
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.field, self.reason)
 
 
 class CheckpointError(PtuneError, ValueError):

@@ -18,6 +18,7 @@ from conftest import pair
 from ptune import EncoderConfig, PromptConfig, PTunedModel, save_checkpoint
 from ptune.cli import main
 from ptune.serve import ServeConfig, Service, running
+from ptune.worker import WorkerProcess
 
 SENT = {"pos": "great", "neg": "terrible"}
 PROMPTS = {  # eight prompts of one base: templates, encoders, answer kinds and fields differ
@@ -78,8 +79,21 @@ def _predict_cli(checkpoint: Path, inputs: list[dict], tmp: Path, capsys) -> lis
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
-def test_200_concurrent_requests_over_8_prompts_equal_ptune_predict(server, world, tmp_path, capsys):
-    service, url = server
+@pytest.fixture(scope="module")
+def process_server(world):
+    """The service in a worker process of its own, as ``ptune serve`` runs it."""
+    service = WorkerProcess.start(str(world / "base"), str(world / "prompts"),
+                                  ServeConfig(max_batch=32, batch_window_ms=20, rescan_s=0))
+    try:
+        with running(service) as url:
+            yield service, url
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("where", ["thread", "process"])
+def test_200_concurrent_requests_over_8_prompts_equal_ptune_predict(where, request, world, tmp_path, capsys):
+    service, url = request.getfixturevalue("server" if where == "thread" else "process_server")
     names = list(PROMPTS)
     requests = [(names[i % 8], [_input(names[i % 8], i)] + ([_input(names[i % 8], i + 1)] if i % 5 == 0 else []))
                 for i in range(200)]
@@ -89,7 +103,7 @@ def test_200_concurrent_requests_over_8_prompts_equal_ptune_predict(server, worl
             return await asyncio.gather(*(client.post("/v1/predict", json={"prompt": n, "inputs": xs})
                                           for n, xs in requests))
 
-    before = dict(service.stats)
+    before = service.health()
     answers = asyncio.run(send_all())
     assert [a.status_code for a in answers] == [200] * 200, answers[0].text
     want = {n: iter(_predict_cli(world / "prompts" / n, [x for m, xs in requests if m == n for x in xs],
@@ -104,8 +118,40 @@ def test_200_concurrent_requests_over_8_prompts_equal_ptune_predict(server, worl
             b = ref["scores"].values() if isinstance(ref["scores"], dict) else ref["scores"]
             assert max(abs(x - y) for x, y in zip(a, b)) <= 2e-6  # both rounded to 6 decimals
     assert all(next(it, None) is None for it in want.values())  # none lost, none extra
-    batches = service.stats["batches"] - before["batches"]
-    assert batches < 100 and service.stats["max_prompts"] >= 4  # shared passes across prompts
+    after = service.health()
+    assert after["batches"] - before["batches"] < 100 and after["max_prompts"] >= 4  # shared passes across prompts
+
+
+def test_the_worker_process_answers_errors_and_the_prompt_list_as_in_process(server, process_server):
+    bodies = [{"prompt": "manual", "inputs": [{"text": "fine"}, {"txt": "x"}]},  # 422 from the worker
+              {"prompt": "nope", "inputs": [{"text": "x"}]},  # 404
+              {"prompt": "three", "inputs": [{"text": t} for t in TEXTS]}]
+    for body in bodies:
+        a, b = (httpx.post(url + "/v1/predict", json=body, timeout=30) for _, url in (server, process_server))
+        assert (a.status_code, a.json()) == (b.status_code, b.json())
+    a, b = (httpx.get(url + "/v1/prompts", timeout=30).json() for _, url in (server, process_server))
+    assert a == b and len(a["prompts"]) == len(PROMPTS)
+    health = httpx.get(process_server[1] + "/health", timeout=30).json()
+    assert health["status"] == "ok" and health["prompts"] == len(PROMPTS) and health["waiting"] == 0
+
+
+def test_a_worker_process_that_dies_fails_requests_with_503_not_a_hang(world):
+    service = WorkerProcess.start(str(world / "base"), str(world / "prompts"), ServeConfig(rescan_s=0))
+    try:
+        with running(service) as url:
+            body = {"prompt": "manual", "inputs": [{"text": "fine"}]}
+            assert httpx.post(url + "/v1/predict", json=body, timeout=30).status_code == 200
+            service.process.kill()
+            service.process.join(10)
+            for _ in range(200):  # the reader notices the closed pipe
+                r = httpx.post(url + "/v1/predict", json=body, timeout=30)
+                if r.status_code == 503:
+                    break
+                time.sleep(0.02)
+            assert r.status_code == 503 and "the model worker stopped" in r.json()["error"]
+            assert r.headers["retry-after"] == "1"
+    finally:
+        service.close()
 
 
 @pytest.mark.parametrize("body,status,message", [
