@@ -4,18 +4,21 @@ forward pass.
 The server is ``ptune serve`` in its own process on loopback, over a random-init model of a
 named size (``ptune.bench.random_model``: config only, no download) saved once to a work
 folder, with 1 or 8 P-tuned prompts (random-init prompt encoders; templates, encoders and
-verbalizers differ). Closed-loop clients in this process (httpx): each sends one request of
-one input (8 to 16 words), waits for the answer and sends the next, for a warm-up and then
-``--seconds`` of measurement; requests/s counts the answers within the measurement. With
-more clients than ``--max-batch``, the server always has a full batch waiting. Every
-(prompts, server) pair runs once, in this order: 1 prompt and 8 prompts, each with
-``--max-batch 32`` (batching across requests and prompts) and ``--max-batch 1`` (one request
-per forward pass). The table gives requests/s, latency
-p50/p99 and the mean rows per forward pass (the server's ``/health`` counters).
+verbalizers differ). Closed-loop clients in this process (plain asyncio streams, one
+kept-alive connection each): each sends one request of one input (8 to 16 words), waits for
+the answer and sends the next, for a warm-up and then ``--seconds`` of measurement;
+requests/s counts the answers within the measurement. With more clients than
+``--max-batch``, the server always has a full batch waiting. Every combination runs once, in
+this order: 1 prompt and 8 prompts; the model in a worker process (the default) and on a
+thread of the server's process; ``--max-batch 32`` (batching across requests and prompts)
+and ``--max-batch 1`` (one request per forward pass). The table gives requests/s, latency
+p50/p99, the mean rows per forward pass (the server's ``/health`` counters) and, for each
+batching server, its requests/s over the faster of the two one-request-per-pass servers.
 
 Usage:
     nice -n 10 .venv/bin/python benchmarks/serve.py [--arch gpt2-small] [--clients 64]
-        [--seconds 60] [--warmup 30] [--threads 1] [--json benchmarks/serve.jsonl]
+        [--seconds 60] [--warmup 30] [--threads 1] [--workers process,thread]
+        [--json benchmarks/serve.jsonl]
 """
 
 from __future__ import annotations
@@ -73,10 +76,13 @@ def build(work: Path, arch: str) -> tuple[Path, list[Path]]:
     return base, prompts
 
 
-def start_server(base: Path, prompts: list[Path], max_batch: int, threads: int) -> tuple[subprocess.Popen, str]:
-    """``ptune serve`` in its own process; returns it and its URL."""
+def start_server(base: Path, prompts: list[Path], max_batch: int, threads: int,
+                 worker: str = "process") -> tuple[subprocess.Popen, str]:
+    """``ptune serve`` in its own process (its model in a worker process, or on a thread);
+    returns it and its URL."""
     cmd = [sys.executable, "-m", "ptune.cli", "serve", "--base", str(base), "--port", "0",
            "--prompts", ",".join(f"{p.name}={p}" for p in prompts), "--max-batch", str(max_batch),
+           "--worker-process", "true" if worker == "process" else "false",
            "--threads", str(threads), "--max-queue", "1024", "--rescan-s", "0"]
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
@@ -157,13 +163,16 @@ async def closed_loop(url: str, names: list[str], clients: int, warmup: float, s
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    out = ["| prompts | server | requests/s | p50 ms | p99 ms | rows per pass | batching / one per pass |",
-           "|---|---|---|---|---|---|---|"]
+    """The table: each batching row's ratio is over the faster one-request-per-pass server
+    (either worker) with the same prompts."""
+    out = ["| prompts | model runs in | server | requests/s | p50 ms | p99 ms | rows per pass | "
+           "batching / best one per pass |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ratio = next((r["rps"] / o["rps"] for o in rows if o["prompts"] == r["prompts"] and o["max_batch"] == 1
-                      and r["max_batch"] > 1), None)
+        base = [o["rps"] for o in rows if o["prompts"] == r["prompts"] and o["max_batch"] == 1]
+        ratio = r["rps"] / max(base) if base and r["max_batch"] > 1 else None
         server = f"`--max-batch {r['max_batch']}`" + (" (one request per pass)" if r["max_batch"] == 1 else "")
-        out.append(f"| {r['prompts']} | {server} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+        where = "a worker process" if r.get("worker", "process") == "process" else "a thread"
+        out.append(f"| {r['prompts']} | {where} | {server} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
                    f"{r['rows_per_pass']:.1f} | {f'**{ratio:.2f}x**' if ratio else ''} |")
     return "\n".join(out) + "\n"
 
@@ -176,25 +185,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=30.0, help="warm-up seconds per run (default 30)")
     p.add_argument("--batch", type=int, default=32, help="the batching server's --max-batch (default 32)")
     p.add_argument("--threads", type=int, default=1, help="the server's torch threads (default 1)")
+    p.add_argument("--workers", default="process,thread",
+                   help="where the server runs the model: process, thread or both (default process,thread)")
     p.add_argument("--work", help="folder for the base model and prompts (default: a temporary one)")
     p.add_argument("--json", help="append the rows to this JSON lines file")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         base, prompts = build(Path(args.work or tmp), args.arch)
         rows = []
-        for n in (1, 8):
-            for max_batch in (args.batch, 1):
-                proc, url = start_server(base, prompts[:n], max_batch, args.threads)
-                try:
-                    result = asyncio.run(closed_loop(url, [p.name for p in prompts[:n]], args.clients, args.warmup,
-                                                     args.seconds, seed=n))
-                finally:
-                    stop_server(proc)
-                row = {"arch": args.arch, "prompts": n, "max_batch": max_batch, "clients": args.clients,
-                       "seconds": args.seconds, "threads": args.threads, **result,
-                       "torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count()}
-                print(json.dumps(row), file=sys.stderr, flush=True)
-                rows.append(row)
+        for n, worker, max_batch in [(n, w, b) for n in (1, 8) for w in args.workers.split(",")
+                                     for b in (args.batch, 1)]:
+            proc, url = start_server(base, prompts[:n], max_batch, args.threads, worker)
+            try:
+                result = asyncio.run(closed_loop(url, [p.name for p in prompts[:n]], args.clients, args.warmup,
+                                                 args.seconds, seed=n))
+            finally:
+                stop_server(proc)
+            row = {"arch": args.arch, "prompts": n, "worker": worker, "max_batch": max_batch,
+                   "clients": args.clients, "seconds": args.seconds, "threads": args.threads, **result,
+                   "torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count()}
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            rows.append(row)
     sys.stdout.write(markdown(rows))
     if args.json:
         path = Path(args.json)

@@ -36,5 +36,8 @@ def test_the_serve_benchmark_on_a_tiny_model(tmp_path):
         assert result["failures"] == {} and result["requests"] > 2 and result["p99_ms"] >= result["p50_ms"] > 0
         assert (result["rows_per_pass"] == 1.0) == (max_batch == 1)
         rows.append({"prompts": 8, "max_batch": max_batch, **result})
+    rows.append({**rows[-1], "worker": "thread", "rps": rows[-1]["rps"] / 2})  # a slower one-per-pass server
     table = bench.markdown(rows)
-    assert "| 8 | `--max-batch 8` |" in table and "x** |" in table
+    ratio = rows[0]["rps"] / rows[1]["rps"]  # over the faster of the two
+    assert f"| 8 | a worker process | `--max-batch 8` | {rows[0]['rps']:.1f} |" in table
+    assert f"**{ratio:.2f}x** |" in table and table.count("x** |") == 1
