@@ -111,7 +111,7 @@ def _sync(device: str) -> None:
 
 def _ptune_side(lm: Any, kind: str, ids: torch.Tensor, target: torch.Tensor, encoder: str, n_pseudo: int,
                 n_cand: int, device: str, dtype: torch.dtype, layout: str = "around") -> Side:
-    from .tasks.lama import single_token_words
+    from .tasks.lama_vocab import single_token_words
 
     tok = _tokenizer(kind)
     words = single_token_words(_WORDS, tok, space_before=True)[:n_cand]

@@ -207,7 +207,8 @@ def _budgets(config: DemoConfig) -> dict[str, Any]:
     assert isinstance(train, TrainConfig)
     return {"epochs": config.epochs, "patience": config.patience, "batch_size": train.batch_size,
             "trigger_candidates": AutoPromptConfig.of(probe_config.autoprompt).trigger_candidates,
-            "mined_candidates": MiningConfig.of(probe_config.mining).mined_candidates}
+            "mined_candidates": MiningConfig.of(probe_config.mining).mined_candidates,
+            "restarts": probe_config.restarts, "restart_below": probe_config.restart_below}
 
 
 def _probe_world(world: Path, out: Path, config: DemoConfig, seed: int, bar: Progress) -> dict[str, Any]:

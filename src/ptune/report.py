@@ -176,7 +176,10 @@ def _budget_lines(summary: Mapping[str, Any], n: int) -> list[str]:
     if b:
         lines += ["", f"Budgets: the trained prompts (P-tuning, hybrid, the random-LM control) take up to "
                       f"{b['epochs']} epochs of batches of {b['batch_size']} training facts and stop after "
-                      f"{b['patience']} epochs without a dev P@1 gain, keeping the best prompt on dev. AutoPrompt "
+                      f"{b['patience']} epochs without a dev P@1 gain, keeping the best prompt on dev"
+                      + (f"; one whose best dev P@1 stays below {b['restart_below']} (a stall) trains again with "
+                         f"the next seed, up to {b['restarts']} times, and the best on dev is kept"
+                         if b.get("restarts") and b.get("restart_below") else "") + ". AutoPrompt "
                       f"takes one search round per such step, on the same batches, with the same dev selection and "
                       f"stopping ({b['trigger_candidates']} candidate tokens re-scored per round). `mined` scores "
                       f"the {b['mined_candidates']} templates that the most training facts yield on the training "

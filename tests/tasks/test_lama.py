@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -215,3 +216,28 @@ def test_manual_wordings_from_relations_file_pick_the_manual_and_hybrid_template
     (data / "relations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rels))
     with pytest.raises(lama.DataError, match="manual_templates"):
         lama.load_relations(data)
+
+
+def test_a_stalled_prompt_trains_again_and_the_best_attempt_on_dev_is_kept(tmp_path):
+    """restart_below above any dev P@1: every attempt stalls, so ptuning and hybrid train
+    1 + restarts times (seeds seed, seed+1, ...); the best on dev is kept and its checkpoint
+    saved; restart_below 0 trains once."""
+    data = _mini_lama(tmp_path / "lama")
+    lm, tok = pair("bert", hidden=32)
+    train = lama.TrainConfig(steps=2, batch_size=4, seed=3)
+    cfg = lama.ProbeConfig(methods=("manual", "ptuning", "hybrid"), relations=("P1",), train=train,
+                           restarts=2, restart_below=1.1)
+    res = lama.probe(lm, tok, data, tmp_path / "out", cfg, model_name="tiny")
+    methods = res["relations"]["P1"]["methods"]
+    assert "attempts" not in methods["manual"]
+    for m in ("ptuning", "hybrid"):
+        tries = methods[m]["attempts"]
+        assert [a["seed"] for a in tries] == [3, 4, 5] and [a["kept"] for a in tries].count(True) == 1
+        kept = next(a for a in tries if a["kept"])
+        assert kept["dev"] == max(a["dev"] for a in tries) == methods[m]["dev"]["p@1"]
+        assert kept["attempt"] == min(a["attempt"] for a in tries if a["dev"] == kept["dev"])
+    assert res["settings"]["restarts"] == {"restarts": 2, "restart_below": 1.1}
+    once = lama.probe(lm, tok, data, tmp_path / "once", dataclasses.replace(cfg, restart_below=0.0), model_name="tiny")
+    assert all("attempts" not in once["relations"]["P1"]["methods"][m] for m in ("ptuning", "hybrid"))
+    with pytest.raises(lama.ConfigError, match="restarts"):
+        lama.ProbeConfig(restarts=-1)

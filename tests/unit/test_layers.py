@@ -7,9 +7,9 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "ptune"
 ORDER = ["errors", "progress", "batcher", "files", "lock", "integrity", "data", "tracking", "kernels", "lm", "placement", "encoder", "verbalizer", "syntax", "template", "batch", "config", "selection", "inference",
-         "cache", "scoring", "collate", "generate", "model", "metrics", "finetune", "card", "checkpoint", "multi", "registry", "export", "runfolder", "sharding", "trainer",
+         "cache", "scoring", "collate", "generate", "model", "metrics", "finetune", "card", "checkpoint", "multi", "registry", "export", "runfolder", "sharding", "trainer", "restarts",
          "distributed", "tiny", "tasks.results", "tasks.autoprompt", "tasks.mining",
-         "tasks.lama", "tasks.superglue_data", "tasks.submission", "tasks.superglue_losses", "tasks.recipe",
+         "tasks.lama_vocab", "tasks.lama", "tasks.superglue_data", "tasks.submission", "tasks.superglue_losses", "tasks.recipe",
          "tasks.superglue", "world.spec", "world.facts",
          "world.pretrain", "world.build", "world", "report", "demo", "bench", "config_file", "options", "cli_prompts", "service", "worker", "serve", "guard", "cli"]
 

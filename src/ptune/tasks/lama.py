@@ -42,18 +42,19 @@ from ..config import PromptConfig, TrainConfig
 from ..data import Records, read_examples
 from ..distributed import grid, in_order, is_main, run_units
 from ..errors import ConfigError, DataError, PtuneError
-from ..files import read_json, read_text, save_figure, write_json_atomic, write_text_atomic
+from ..files import save_figure, write_json_atomic, write_text_atomic
 from ..progress import Progress
 from ..inference import iter_outputs
 from ..lock import locks_folder
 from ..metrics import gold_ranks, macro_micro, rank_metrics
 from ..lm import KINDS, detect_kind
 from ..model import PTunedModel
-from ..trainer import train
+from ..restarts import RestartConfig, train_restarts
 from ..verbalizer import Verbalizer
 from .autoprompt import AutoPromptConfig
 from .autoprompt import search as autoprompt_search
 from .mining import Mined, MiningConfig, mine_corpus, mined_record
+from .lama_vocab import VOCABS, Vocab, vocabulary
 from .results import RESULTS_FILE, resume_results
 from .results import markdown_table as table
 
@@ -66,8 +67,6 @@ logger = logging.getLogger(__name__)
 
 Method = Literal["manual", "ptuning", "hybrid", "oracle", "majority", "autoprompt", "mined"]
 METHODS: tuple[str, ...] = get_args(Method)
-Vocab = Literal["common", "original", "29k"]
-VOCABS: tuple[str, ...] = get_args(Vocab)
 DEFAULT_TEMPLATES = {"masked": "[P*3] [X] [P*3] [MASK] [P*3]", "causal": "[P*3] [X] [P*3] [MASK]"}
 SPLITS = ("train", "dev", "test")
 
@@ -145,59 +144,6 @@ def load_facts(data_dir: str | Path, relation: str, split: str) -> Records | Non
     return Records(examples, raw.sources)
 
 
-def single_token_words(words: Sequence[str], tokenizer: Any, space_before: bool) -> list[str]:
-    lead = " " if space_before else ""
-    words = [w for w in dict.fromkeys(w.strip() for w in words) if w]
-    ids = tokenizer([lead + w for w in words], add_special_tokens=False)["input_ids"]
-    seen: set[int] = set()
-    out = []
-    for w, t in zip(words, ids):
-        if len(t) == 1 and t[0] not in seen and t[0] not in tokenizer.all_special_ids:
-            seen.add(t[0])
-            out.append(w)
-    return out
-
-
-def vocabulary(strategy: str, tokenizer: Any, data_dir: str | Path | None = None, *,
-               space_before: bool = True, key: str | None = None, model_type: str | None = None) -> list[str]:
-    """Candidate answer words that are one token for this tokenizer.
-
-    Args:
-        strategy: ``original`` (the tokenizer's whole vocabulary), ``common`` (LAMA's
-            ``common_vocab_cased.txt``) or ``29k`` (the paper's ``29k-vocab.json``).
-        tokenizer: the model's tokenizer.
-        data_dir: folder with the vocabulary files.
-        space_before: words are spelled as after a space (BPE ``Ġ``, SentencePiece ``▁``).
-        key: the ``29k-vocab.json`` key (default: chosen from ``model_type``).
-        model_type: the model's ``config.model_type``.
-    """
-    if strategy not in VOCABS:
-        raise ConfigError("vocab", f"{strategy!r}; accepted: {', '.join(VOCABS)}")
-    if strategy == "original":
-        tokens = [t for t in tokenizer.get_vocab() if t not in tokenizer.all_special_tokens]
-        words = [tokenizer.convert_tokens_to_string([t]).strip() for t in tokens]
-        return single_token_words(sorted(w for w in words if w), tokenizer, space_before)
-    root = Path(data_dir) if data_dir is not None else None
-    if strategy == "common":
-        path = root / "common_vocab_cased.txt" if root else None
-        if path is None or not path.is_file():
-            raise ConfigError("vocab", f"common: no common_vocab_cased.txt in {data_dir}")
-        return single_token_words(read_text(path).split("\n"), tokenizer, space_before)
-    path = root / "29k-vocab.json" if root else None
-    if path is None or not path.is_file():
-        raise ConfigError("vocab", f"29k: no 29k-vocab.json in {data_dir}")
-    table = read_json(path)
-    if not isinstance(table, dict):
-        raise DataError(str(path), "expected an object: model name -> list of words")
-    if key is None:  # the paper's mapping: GPT models -> gpt2-xl, RoBERTa -> roberta-large
-        mt = model_type or ""
-        key = "gpt2-xl" if mt.startswith("gpt") else "roberta-large" if "roberta" in mt else "bert-base-cased"
-    if key not in table:
-        raise ConfigError("vocab", f"29k: no key {key!r} in {path}; keys: {', '.join(table)}")
-    words = [tokenizer.convert_tokens_to_string([t]).strip() if t[:1] in ("Ġ", "▁") else t for t in table[key]]
-    return single_token_words(words, tokenizer, space_before)
-
-
 def hybrid_template(manual: str, kind: str) -> str:
     """Pseudo tokens around the manual template's words: ``[P*3] <manual> [P*3]``.
 
@@ -238,6 +184,11 @@ class ProbeConfig:
     """AutoPrompt's search (its rounds, batches and dev selection follow ``train``)."""
     mining: MiningConfig | Mapping[str, Any] = field(default_factory=MiningConfig)
     """The corpus of the ``mined`` method and how many mined templates it scores."""
+    restarts: int = 2
+    """ptuning and hybrid: a prompt whose best dev P@1 is below ``restart_below`` (a stall)
+    trains again with the next seed, at most this many times; the best on dev is kept."""
+    restart_below: float = 0.5
+    """The dev P@1 below which a trained prompt counts as stalled; 0 turns restarts off."""
 
     def __post_init__(self) -> None:
         if self.relations is not None and [r.strip().lower() for r in self.relations] == ["all"]:
@@ -254,6 +205,7 @@ class ProbeConfig:
             object.__setattr__(self, "train", LAMA_TRAIN.updated(self.train))
         object.__setattr__(self, "autoprompt", AutoPromptConfig.of(self.autoprompt))
         object.__setattr__(self, "mining", MiningConfig.of(self.mining))
+        RestartConfig(restarts=self.restarts, restart_below=self.restart_below)  # validates both
         if "mined" in self.methods and self.mining.corpus is None:
             raise ConfigError("corpus", "the mined method needs a corpus file (one sentence per line)")
 
@@ -295,11 +247,11 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
     tc = config.train
     assert isinstance(tc, TrainConfig)
 
-    def wrap(template: str, **fixed: Any) -> PTunedModel:
-        set_seed(tc.seed)
+    def wrap(template: str, seed: int = tc.seed, **fixed: Any) -> PTunedModel:
+        set_seed(seed)
         cfg = PromptConfig(**{**config.prompt, "template": template, "verbalizer": verbalizer,
                               "label_field": "object", "normalize": "vocab", "kind": kind, **fixed})
-        return PTunedModel(lm, tokenizer, cfg, base_model=model_name, seed=tc.seed)
+        return PTunedModel(lm, tokenizer, cfg, base_model=model_name, seed=seed)
 
     manual = rel.wording(config.wording)
     if manual is None and method in ("manual", "hybrid"):
@@ -334,20 +286,26 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
         template = hybrid_template(manual, kind)
     if not split.get("train") or len(split["train"][0]) < 2:
         return {"skipped": "too few training facts"}
-    model = wrap(template, **({"encoder": "none"} if method == "autoprompt" else {}))
-    train_items = model.prepare(*split["train"], require_labels=True)
-    dev_items = model.prepare(*split["dev"], require_labels=True) if "dev" in evals else None
-    if tc.batch_size > len(train_items):
-        tc = dataclasses.replace(tc, batch_size=len(train_items))
+    tc = dataclasses.replace(tc, batch_size=min(tc.batch_size, len(split["train"][0])))
+
+    def make(attempt: int, cfg: TrainConfig) -> tuple[PTunedModel, list, list | None, dict[str, Any]]:
+        m = wrap(template, cfg.seed, **({"encoder": "none"} if method == "autoprompt" else {}))
+        return (m, m.prepare(*split["train"], require_labels=True),
+                m.prepare(*split["dev"], require_labels=True) if "dev" in evals else None, {})
+
     if method == "autoprompt":
+        model, train_items, dev_items, _ = make(0, tc)
         dev_score = None if dev_items is None else lambda m: [rank_eval(m, *split["dev"], tc.eval_batch_size)[k]
                                                               for k in ("p@1", "mrr")]  # ties broken by MRR
         found = autoprompt_search(model, train_items, dev_score, tc, config.autoprompt)  # type: ignore[arg-type]
         out = {"template": template, **found.record(template, tokenizer)}
-    else:  # best weights are kept in memory
-        result = train(model, train_items, dev_items, tc, None, progress=False, alone=True)
+    else:  # best weights are kept in memory; a stalled prompt trains again (ptune.restarts)
+        kept = train_restarts(make, tc, RestartConfig(restarts=config.restarts, restart_below=config.restart_below),
+                              progress=False, alone=True)
+        model, result = kept.model, kept.result
         out = {"template": template, "steps": result.steps, "best_step": result.best_step,
-               "stopped_early": result.stopped_early}
+               "stopped_early": result.stopped_early,
+               **({"attempts": kept.attempts} if len(kept.attempts) > 1 else {})}
     save_checkpoint(model, ckpt_dir)  # one serving checkpoint
     for s in evals:
         out[s] = rank_eval(model, *split[s], tc.eval_batch_size)
@@ -392,6 +350,7 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
     assert isinstance(config.train, TrainConfig)
     settings = {"model": model_name, "kind": kind, "data_dir": str(data_dir), "vocab": config.vocab,
                 "vocab_size": len(words), "prompt": dict(config.prompt), "train": config.train.to_dict(),
+                "restarts": {"restarts": config.restarts, "restart_below": config.restart_below},
                 **({"wording": config.wording} if config.wording else {}),
                 **{k: dataclasses.asdict(v) for k, v in (("autoprompt", config.autoprompt), ("mining", config.mining))
                    if v != type(v)()}}  # recorded where not the default: earlier runs stay resumable
