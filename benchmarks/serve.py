@@ -45,7 +45,7 @@ import torch
 from ptune import EncoderConfig, PromptConfig, PTunedModel, save_checkpoint
 from ptune.bench import _WORDS, _tokenizer, random_model
 from ptune.files import write_jsonl_atomic
-from ptune.tasks.lama import single_token_words
+from ptune.tasks.lama_vocab import single_token_words
 
 TEMPLATES = [  # (template, encoder, number of labels)
     ("[P*3] {text} [P*3] [MASK]", "lstm", 2),
@@ -82,7 +82,7 @@ def start_server(base: Path, prompts: list[Path], max_batch: int, threads: int,
     returns it and its URL."""
     cmd = [sys.executable, "-m", "ptune.cli", "serve", "--base", str(base), "--port", "0",
            "--prompts", ",".join(f"{p.name}={p}" for p in prompts), "--max-batch", str(max_batch),
-           "--worker-process", "true" if worker == "process" else "false",
+           "--worker-process" if worker == "process" else "--no-worker-process",
            "--threads", str(threads), "--max-queue", "1024", "--rescan-s", "0"]
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
