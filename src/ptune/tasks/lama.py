@@ -226,6 +226,18 @@ def rank_eval(model: PTunedModel | Sequence[PTunedModel], examples: list[dict], 
     return rank_metrics(gold_ranks(total, gold).cpu())
 
 
+def _majority(facts: dict[str, Records], evals: list[str]) -> dict[str, Any]:
+    """The most frequent training object as the answer to every fact."""
+    if not facts.get("train") or not facts["train"].examples:
+        return {"skipped": "no training facts"}
+    top = Counter(ex["object"] for ex in facts["train"].examples).most_common(1)[0][0]
+    out: dict[str, Any] = {"answer": top}
+    for s in evals:
+        hits = [ex["object"] == top for ex in facts[s].examples]
+        out[s] = {"n": len(hits), "p@1": sum(hits) / len(hits)}
+    return out
+
+
 def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: str, facts: dict[str, Records],
                     words: list[str], config: ProbeConfig, ckpt_dir: Path, model_name: str,
                     mined: Mapping[str, list[Mined]] | None = None) -> dict[str, Any]:
@@ -234,14 +246,7 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
     split = {s: (r.examples, r.sources) for s, r in facts.items()}
     evals = [s for s in ("dev", "test") if split.get(s) and split[s][0]]
     if method == "majority":
-        if not split.get("train") or not split["train"][0]:
-            return {"skipped": "no training facts"}
-        top = Counter(ex["object"] for ex in split["train"][0]).most_common(1)[0][0]
-        out: dict[str, Any] = {"answer": top}
-        for s in evals:
-            hits = [ex["object"] == top for ex in split[s][0]]
-            out[s] = {"n": len(hits), "p@1": sum(hits) / len(hits)}
-        return out
+        return _majority(facts, evals)
     verbalizer = Verbalizer.from_vocabulary(words).to_dict()
 
     tc = config.train
