@@ -75,9 +75,9 @@ class Collator:
         items = [Item(f, y, s) for f, y, s in zip(field_ids, labels, sources)]
         if self.answers is None:
             self._tokenize_candidates(examples, items)
-        for it in items:  # fail now, not in the middle of training
+        for it in items:  # fail now, not in the middle of training (what encode checks)
             longest = max(self.answer_seqs(it), key=len)
-            self.compiled.encode(it.fields, answer_len=len(longest), answer_ids=longest, source=it.source)
+            self.compiled.kept_lengths(it.fields, answer_len=len(longest), answer_ids=longest, source=it.source)
         return items
 
     def _label_index(self, ex: dict[str, Any], src: str) -> int:
