@@ -83,6 +83,7 @@ class WorkerProcess:
     def submit(self, payload: tuple, rows: int) -> Future:
         """Send a request to the child (see :meth:`Service.submit`)."""
         future: Future = Future()
+        future.set_running_or_notify_cancel()  # as the in-process batcher does: a caller that gives up cannot cancel it
         with self._lock:
             if self._stopped is not None:
                 raise ClientError(503, self._stopped, retry_after=1)

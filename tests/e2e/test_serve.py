@@ -135,6 +135,22 @@ def test_the_worker_process_answers_errors_and_the_prompt_list_as_in_process(ser
     assert health["status"] == "ok" and health["prompts"] == len(PROMPTS) and health["waiting"] == 0
 
 
+def test_answers_that_come_after_the_timeout_do_not_break_the_worker_process(world):
+    service = WorkerProcess.start(str(world / "base"), str(world / "prompts"), ServeConfig(rescan_s=0, timeout_s=1e-4))
+    try:
+        with running(service) as url:
+            body = {"prompt": "manual", "inputs": [{"text": "fine"}]}
+            codes = [httpx.post(url + "/v1/predict", json=body, timeout=30).status_code for _ in range(5)]
+            assert set(codes) <= {200, 503} and 503 in codes
+            for _ in range(200):  # the late answers arrive and are dropped
+                if service.health()["waiting"] == 0:
+                    break
+                time.sleep(0.02)
+            assert service.health()["waiting"] == 0 and service._reader.is_alive()
+    finally:
+        service.close()
+
+
 def test_a_worker_process_that_dies_fails_requests_with_503_not_a_hang(world):
     service = WorkerProcess.start(str(world / "base"), str(world / "prompts"), ServeConfig(rescan_s=0))
     try:
