@@ -60,8 +60,8 @@ class WorkerProcess:
         config = config or ServeConfig()
         ctx = multiprocessing.get_context("spawn")
         conn, child_conn = ctx.Pipe()
-        process = ctx.Process(target=_child_main, args=(child_conn, base, prompts, config), name="ptune-worker",
-                              daemon=True)
+        process = ctx.Process(target=_child_main, args=(child_conn, base, prompts, config, _transformers_logging()),
+                              name="ptune-worker", daemon=True)
         process.start()
         child_conn.close()
         try:
@@ -144,9 +144,22 @@ class WorkerProcess:
             future.set_exception(ClientError(503, self._stopped, retry_after=1))
 
 
-def _child_main(conn: Any, base: str, prompts: str, config: ServeConfig) -> None:
+def _transformers_logging() -> tuple[int, bool]:
+    """This process's transformers verbosity and whether its progress bars show (the
+    ``ptune`` command turns both down), for the child to do the same."""
+    from transformers.utils import logging as hf_logging
+
+    return hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+
+
+def _child_main(conn: Any, base: str, prompts: str, config: ServeConfig, hf: tuple[int, bool]) -> None:
     """The child: load, report ready (or the error), then serve requests until told to stop."""
+    from transformers.utils import logging as hf_logging
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the child
+    hf_logging.set_verbosity(hf[0])
+    if not hf[1]:
+        hf_logging.disable_progress_bar()
     try:
         service = Service.start(base, prompts, config)
     except PtuneError as e:
