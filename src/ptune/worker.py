@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
 import signal
 import threading
 from concurrent.futures import Future
@@ -157,6 +158,9 @@ def _child_main(conn: Any, base: str, prompts: str, config: ServeConfig, hf: tup
     from transformers.utils import logging as hf_logging
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the child
+    # the worker tokenizes a few inputs per prompt and batch: the tokenizer's thread pool costs
+    # more than it saves there, and takes cores from the server's process (a user's setting wins)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     hf_logging.set_verbosity(hf[0])
     if not hf[1]:
         hf_logging.disable_progress_bar()
