@@ -10,6 +10,9 @@ next request when a batch answers thus land in one batch, while a lone request w
 most ``max_queue`` jobs; beyond that :meth:`submit` raises :class:`Overloaded` at once
 instead of growing memory.
 
+After each batch, ``on_batch`` (if set) sees its jobs, every one settled by then (e.g. to
+send the answers elsewhere in one message).
+
 The worker is the only thread that runs ``run``, so whatever it uses (a model, a
 tokenizer) needs no locks. An exception escaping ``run`` fails the batch's unsettled jobs
 and the worker carries on.
@@ -73,6 +76,8 @@ class Batcher:
         self._carry: Job | None = None
         self.batches = 0
         """Batches run so far (each a call of ``run``)."""
+        self.on_batch: Callable[[list[Job]], None] | None = None
+        """Called on the worker thread with each batch's jobs once every one is settled."""
         self._thread = threading.Thread(target=self._loop, name="ptune-batcher", daemon=True)
         self._thread.start()
 
@@ -124,6 +129,9 @@ class Batcher:
             if live:
                 self.batches += 1
                 self._guarded(lambda: self.run(live), live)
+                if self.on_batch is not None:
+                    on_batch = self.on_batch
+                    self._guarded(lambda: on_batch(live))
             if stop:
                 return
 

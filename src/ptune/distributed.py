@@ -78,13 +78,8 @@ def finish() -> None:
 
 def finish_at_exit() -> None:
     """Call :func:`finish` when the interpreter exits (once, however often this is asked)."""
-    global _FINISH_REGISTERED
-    if not _FINISH_REGISTERED:
-        atexit.register(finish)
-        _FINISH_REGISTERED = True
-
-
-_FINISH_REGISTERED = False
+    atexit.unregister(finish)
+    atexit.register(finish)
 
 
 def run_units(units: Sequence[U], run: Callable[[U], Any], *, on_round: Callable[[list[tuple[U, Any]]], None],

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .batcher import Batcher, Job, Overloaded
 from .config import GenerateConfig
@@ -113,8 +113,6 @@ class Service:
     def __init__(self, bank: PromptBank, registry: PromptRegistry, config: ServeConfig) -> None:
         self.bank, self.registry, self.config = bank, registry, config
         self.stats = {"batches": 0, "rows": 0, "max_rows": 0, "max_prompts": 0}
-        self.on_batch: Callable[[list[Job]], None] | None = None
-        """Called on the worker thread with each batch's jobs once they are answered."""
         self.batcher = Batcher(self._run, max_rows=config.max_batch, window_s=config.batch_window_ms / 1000,
                                max_wait_s=config.batch_max_wait_ms / 1000, max_queue=config.max_queue,
                                idle_s=config.rescan_s or None,
@@ -160,17 +158,6 @@ class Service:
         self.batcher.close()
 
     def _run(self, jobs: list[Job]) -> None:
-        try:
-            self._answer(jobs)
-        except Exception as e:  # noqa: BLE001 - each job's answer; the worker carries on
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(e)
-        finally:
-            if self.on_batch is not None:
-                self.on_batch(jobs)
-
-    def _answer(self, jobs: list[Job]) -> None:
         if self.config.rescan_s and self.registry.age_s >= self.config.rescan_s:
             self.registry.refresh()  # also under traffic that never leaves the worker idle
         predict = [j for j in jobs if j.payload[0] == "predict"]

@@ -186,12 +186,12 @@ def _child_main(conn: Any, base: str, prompts: str, config: ServeConfig, hf: tup
         for job, rid in zip(batch, rids):
             if rid is None:
                 continue
-            e = job.future.exception() if job.future.done() else RuntimeError("the batch gave no answer")
+            e = job.future.exception()  # the batcher has settled every job of the batch
             out.append((rid, True, job.future.result()) if e is None else (rid, False, _client_error(e)))
         if out:
             send(out)
 
-    service.on_batch = answered
+    service.batcher.on_batch = answered
     conn.send(("ready", {"health": service.health(), "summary": service.summary()}))
     while True:
         try:

@@ -78,3 +78,19 @@ def test_jobs_that_keep_coming_join_one_batch_until_max_wait():
     assert sizes == [4]
     with pytest.raises(ValueError, match="max_wait_s"):
         Batcher(lambda jobs: None, window_s=1.0, max_wait_s=0.5)
+
+
+def test_on_batch_sees_every_job_settled_even_when_the_batch_failed():
+    b, gate, _ = _held(max_rows=1)
+    seen = []
+    b.on_batch = lambda jobs: seen.append([(j.payload, j.future.done()) for j in jobs])
+    gate.set()
+    for payload in ("fine", "bad", "silent"):
+        b.submit(payload).exception(timeout=10)
+    deadline = time.monotonic() + 10
+    while len(seen) < 3 and time.monotonic() < deadline:  # the hook runs just after the futures settle
+        time.sleep(0.01)
+    b.on_batch = lambda jobs: 1 / 0  # an error in the hook does not stop the worker
+    assert b.submit("after").result(timeout=10) == "after"
+    b.close()
+    assert seen == [[("fine", True)], [("bad", True)], [("silent", True)]]
