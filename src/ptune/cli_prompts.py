@@ -16,7 +16,7 @@ from .errors import ConfigError
 from .files import dumps_json, write_output
 from .options import CommandOptions, Resolved
 
-__all__ = ["add_commands", "verbalizer_option"]
+__all__ = ["add_commands", "subcommand", "verbalizer_option"]
 
 EXAMPLES_EXPORT = """examples:
   ptune export --checkpoint runs/sst --format peft --output exports/sst-peft
@@ -33,9 +33,11 @@ EXAMPLES_GENERATE = """examples:
 """
 
 
-def _parser(sub: argparse._SubParsersAction, name: str, func: Callable[[Resolved], int], helptext: str,
-            description: str, epilog: str | None = None) -> tuple[argparse.ArgumentParser, CommandOptions]:
-    p = sub.add_parser(name, help=helptext, description=description, epilog=epilog,
+def subcommand(sub: argparse._SubParsersAction, name: str, func: Callable[[Resolved], int], helptext: str,
+               description: str = "", epilog: str | None = None) -> tuple[argparse.ArgumentParser, CommandOptions]:
+    """A ``ptune`` subcommand (``--config`` included) that runs ``func``; add its plain
+    options, then ``adopt()`` them and add the config fields."""
+    p = sub.add_parser(name, help=helptext, description=description or helptext, epilog=epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=func)
     return p, CommandOptions(p)
@@ -43,7 +45,7 @@ def _parser(sub: argparse._SubParsersAction, name: str, func: Callable[[Resolved
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``generate``, ``export`` and ``import`` to the ``ptune`` command's subcommands."""
-    p, opts = _parser(sub, "generate", cmd_generate, "open-ended text from a causal LM with a trained prompt "
+    p, opts = subcommand(sub, "generate", cmd_generate, "open-ended text from a causal LM with a trained prompt "
                       "(one JSON line per input)",
                       "A causal LM continues each input at the template's answer slot, the pseudo tokens spliced in "
                       "wherever the template puts them; greedy or sampled, with stop strings.", EXAMPLES_GENERATE)
@@ -64,7 +66,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _add_export_and_import(sub: argparse._SubParsersAction) -> None:
     from .export import FORMATS
 
-    p, opts = _parser(sub, "export", cmd_export, "write a prompt as a PEFT adapter or as embeddings for a serving "
+    p, opts = subcommand(sub, "export", cmd_export, "write a prompt as a PEFT adapter or as embeddings for a serving "
                       "engine", "peft: a PEFT PROMPT_TUNING adapter folder (causal LMs; pseudo tokens before the "
                       "input). embeddings: the pseudo-token embeddings (safetensors) with the template and verbalizer "
                       "as JSON, any layout. Both write a model card (README.md).", EXAMPLES_EXPORT)
@@ -73,7 +75,7 @@ def _add_export_and_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, help="folder to write (replaced if it exists)")
     p.add_argument("--model", help="base model to load the prompt onto (default: the recorded one)")
     opts.adopt()
-    p, opts = _parser(sub, "import", cmd_import, "make a ptune checkpoint of a PEFT prompt-tuning or P-tuning "
+    p, opts = subcommand(sub, "import", cmd_import, "make a ptune checkpoint of a PEFT prompt-tuning or P-tuning "
                       "adapter", "A PEFT PROMPT_TUNING or P_TUNING adapter of a causal LM becomes a checkpoint whose "
                       "pseudo tokens (encoder none) precede --template; it evaluates, predicts and trains on.",
                       EXAMPLES_IMPORT)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -32,7 +33,8 @@ from .errors import ConfigError
 from .kernels import AnswerOnlyLastLayer, FusedActivations, activation_checkpointing
 
 __all__ = ["LMKind", "MASKED", "CAUSAL", "KINDS", "kind_of", "detect_kind", "load_base", "head_input",
-           "pad_token_id", "max_positions", "LMRunner", "LMWrapper", "remote_code", "hub_kwargs"]
+           "pad_token_id", "max_positions", "LMRunner", "LMWrapper", "remote_code", "hub_kwargs",
+           "model_reference"]
 
 
 # ----------------------------------------------------------------------------- kinds
@@ -189,6 +191,12 @@ def load_base(name_or_path: str, kind: str | None = None, **kwargs: Any) -> tupl
             first = "it needs its own modelling code, which ptune runs only with --trust-remote-code"
         raise ConfigError("model", f"cannot load {name_or_path!r}: {first}") from None
     return lm, tokenizer, kind
+
+
+def model_reference(name_or_path: str) -> str:
+    """What a checkpoint records as its base model: a local folder as an absolute path (the
+    checkpoint then loads from any working folder), a hub name as given."""
+    return str(Path(name_or_path).resolve()) if Path(name_or_path).exists() else name_or_path
 
 
 # ----------------------------------------------------------------------------- running an LM

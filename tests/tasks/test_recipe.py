@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from conftest import SHARED_DATA, pair
 from ptune import ConfigError, PromptConfig
 from ptune.batch import Item
-from ptune.cli import _superglue_config, build_parser
+from ptune.cli import build_parser
+from ptune.cli_harness import _superglue_config
 from ptune.options import CommandOptions
 from ptune.tasks import recipe
 from ptune.tasks import superglue as sg

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from ptune.cli import _probe_config, _superglue_config, build_parser, main
+from ptune.cli import build_parser, main
+from ptune.cli_harness import _probe_config, _superglue_config
 from ptune.config import PromptConfig, TrainConfig
 from ptune.encoder import EncoderConfig
 from ptune.errors import ConfigError
