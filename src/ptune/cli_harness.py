@@ -17,7 +17,7 @@ from typing import Any, Callable
 from .cli_prompts import subcommand
 from .config import PromptConfig, TrainConfig
 from .demo import DemoConfig
-from .distributed import is_main, world_size
+from .distributed import UnitsConfig, is_main, world_size
 from .errors import ConfigError
 from .files import dumps_json
 from .lm import model_reference
@@ -36,6 +36,7 @@ __all__ = ["add_commands", "ENCODER_FLAG", "STEPS_OR_EPOCHS"]
 
 ENCODER_FLAG = {"encoder.type": ("--encoder",)}
 STEPS_OR_EPOCHS = ("train.steps", "train.epochs")
+UNITS_TITLE = "under accelerate launch / torchrun (not recorded: a folder resumes under any setting)"
 
 TEXTS: dict[str, tuple[str, str, str | None]] = {  # command: (help, description, epilog)
     "probe": ("LAMA knowledge probing of a frozen LM",
@@ -98,6 +99,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
                 title="TrainConfig options of each relation's prompt")
     opts.fields(AutoPromptConfig, "autoprompt", title="autoprompt options (its rounds follow the TrainConfig options)")
     opts.fields(MiningConfig, "mining", title="mined options")
+    opts.fields(UnitsConfig, "units", title=UNITS_TITLE)
     opts.exclusive.append(STEPS_OR_EPOCHS)
 
 
@@ -114,6 +116,7 @@ def _add_superglue(sub: argparse._SubParsersAction) -> None:
                 default_text={"steps": "the paper's per task", "lr": "the paper's per task; 1e-3 with a frozen LM",
                               "warmup_steps": "0; with --recipe paper 150 for RTE"},
                 title="TrainConfig options of every run")
+    opts.fields(UnitsConfig, "units", title=UNITS_TITLE)
     opts.negated_flag("--frozen", "train.finetune_lm", "keep the LM frozen (same as --no-finetune-lm): only the "
                       "prompt, or the classification head, is trained")
 
@@ -152,6 +155,11 @@ def _superglue_config(o: Resolved) -> SuperGlueConfig:
                                train=o.section("train"))
 
 
+def _units(o: Resolved) -> UnitsConfig:
+    with o.blame():
+        return UnitsConfig(**o.section("units"))
+
+
 def cmd_probe(o: Resolved) -> int:
     from .tasks.lama import markdown_table, probe
     from .template import Template
@@ -165,7 +173,7 @@ def cmd_probe(o: Resolved) -> int:
         raise DataError(str(Path(o["data_dir"]) / "relations.jsonl"), "no such file (is --data-dir a LAMA folder?)")
     lm, tokenizer, _ = load_placed(o, processes=world_size())
     results = probe(lm, tokenizer, o["data_dir"], o["output"], config, model_name=o["model"],
-                    base_model=model_reference(o["model"]), progress=True)
+                    base_model=model_reference(o["model"]), progress=True, units=_units(o))
     if is_main():  # once, also under torchrun / accelerate launch
         sys.stdout.write(markdown_table(results, config.methods))
     return 0
@@ -177,7 +185,8 @@ def cmd_superglue(o: Resolved) -> int:
     config = _superglue_config(o)
     if not Path(o["data_dir"]).is_dir():
         raise ConfigError("--data-dir", f"{o['data_dir']}: no such folder")
-    results = run_superglue(model_reference(o["model"]), o["data_dir"], o["output"], config, progress=True)
+    results = run_superglue(model_reference(o["model"]), o["data_dir"], o["output"], config, progress=True,
+                            units=_units(o))
     if is_main():
         sys.stdout.write(markdown_table(results))
     return 0

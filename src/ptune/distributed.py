@@ -6,12 +6,16 @@ SuperGLUE task × seed) over the N processes. Each unit trains in one process
 (``train(..., alone=True)``) and seeds itself, so its numbers do not depend on which
 process runs it or on what ran before: N processes give the results of one.
 
-The units run in rounds: round ``k`` gives unit ``k·N + r`` of the unfinished units to rank
-``r``; after each round every process receives the round's results, and rank 0 alone writes
-the result files (what a one-process run writes after each unit). A resumed run skips the
-units its files record as finished. Files a unit writes for itself (a checkpoint, SuperGLUE's
-``runs/<Task>/seed<N>/``) are written by the process that ran it, so on several nodes the
-output folder must be on a filesystem they share.
+A unit whose training set is large (at least ``UnitsConfig.data_parallel_from`` examples)
+trains data-parallel instead: every process takes its slice of each global batch, as under
+``ptune train`` (``train(..., alone=False)``); such units run first, one at a time. The
+others run in rounds: round ``k`` gives unit ``k·N + r`` of them to rank ``r``; after each
+round (and after each data-parallel unit) every process receives the results, and rank 0
+alone writes the result files (what a one-process run writes after each unit). A resumed run
+skips the units its files record as finished. Files a unit writes for itself (a checkpoint,
+SuperGLUE's ``runs/<Task>/seed<N>/``) are written by the process that ran it (rank 0 for a
+data-parallel unit: :func:`writes_unit_files`), so on several nodes the output folder must
+be on a filesystem they share.
 
 Example:
     >>> results = run_units(["a", "b", "c"], str.upper, on_round=print, save=lambda: None)   # doctest: +SKIP
@@ -21,13 +25,43 @@ from __future__ import annotations
 
 import atexit
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 
-__all__ = ["world_size", "rank", "is_main", "device", "barrier", "finish", "finish_at_exit", "run_units", "grid", "in_order"]
+from .errors import ConfigError
+
+__all__ = ["UnitsConfig", "world_size", "rank", "is_main", "device", "barrier", "finish", "finish_at_exit",
+           "run_units", "unit_processes", "writes_unit_files", "grid", "in_order"]
 
 U = TypeVar("U")
+_SPAN = [1]  # how many processes the unit now running spans
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnitsConfig:
+    """How a harness spreads its units of work over the processes of a launch (nothing
+    changes in one process; not recorded in the results: a folder resumes under any setting)."""
+
+    data_parallel_from: int | None = 1024
+    """A unit (a LAMA relation and method, a SuperGLUE task and seed) whose training set holds
+    at least this many examples trains data-parallel over all the processes, one such unit
+    at a time (its batch size must be divisible by the processes x accumulation steps, else
+    it runs in one process); smaller units run one per process, side by side. 0 or none:
+    every unit in one process."""
+
+    def __post_init__(self) -> None:
+        if self.data_parallel_from is not None and (isinstance(self.data_parallel_from, bool)
+                                                    or self.data_parallel_from < 0):
+            raise ConfigError("data_parallel_from", f"must be 0 or more, got {self.data_parallel_from!r}")
+
+    def data_parallel(self, train_examples: int, batch_size: int, grad_accum: int = 1) -> bool:
+        """Whether a unit with this many training examples (and this batch) trains over all
+        the processes: never in one process."""
+        world = world_size()
+        return (world > 1 and bool(self.data_parallel_from) and train_examples >= self.data_parallel_from
+                and batch_size % (world * grad_accum) == 0)
 
 
 def world_size() -> int:
@@ -82,49 +116,82 @@ def finish_at_exit() -> None:
     atexit.register(finish)
 
 
+def unit_processes() -> int:
+    """How many processes train the unit now running: 1 (it runs in this process alone; also
+    outside :func:`run_units`) or all of them (a data-parallel unit)."""
+    return _SPAN[0]
+
+
+def writes_unit_files() -> bool:
+    """Whether this process writes the running unit's own files: the process running it
+    alone, or rank 0 of a data-parallel unit."""
+    return _SPAN[0] == 1 or is_main()
+
+
 def run_units(units: Sequence[U], run: Callable[[U], Any], *, on_round: Callable[[list[tuple[U, Any]]], None],
-              save: Callable[[], None]) -> None:
-    """Run every unit once, split across the processes in rounds.
+              save: Callable[[], None], together: Callable[[U], bool] | None = None) -> None:
+    """Run every unit once: the ``together`` ones data-parallel over all the processes, one
+    at a time, then the others split across the processes in rounds.
 
     Args:
         units: the unfinished units; rank 0's list counts (the others may have read the
             folder after rank 0 began writing to it).
-        run: computes one unit's result (picklable).
+        run: computes one unit's result (picklable); inside it, :func:`unit_processes` says
+            whether it trains alone or data-parallel.
         on_round: called on every process with the round's ``(unit, result)`` pairs in unit
             order, to update its copy of the results.
         save: called on rank 0 after each round, to write the result files.
+        together: whether a unit trains data-parallel (asked on rank 0, under a launch only;
+            e.g. :meth:`UnitsConfig.data_parallel`).
 
     Raises:
         The unit's own exception on the process that ran it; ``RuntimeError`` naming the unit
         and the process on the others (after rank 0 has saved the round's finished units).
     """
-    world, me = world_size(), rank()
+    world = world_size()
+    pairs = [(u, world > 1 and together is not None and is_main() and together(u)) for u in units]
     if world > 1:
         from accelerate.utils import broadcast_object_list
 
         _state()  # every process joins the group, even one without units
-        units = broadcast_object_list([list(units)])[0]
-    for start in range(0, len(units), world):
-        chunk = list(units[start : start + world])
-        error: BaseException | None = None
-        mine: tuple[str, Any] | None = None
-        if me < len(chunk):
-            try:
-                mine = ("ok", run(chunk[me]))
-            except Exception as e:  # the others must learn of it, or they would wait forever
-                if world == 1:
-                    raise
-                error, mine = e, ("error", f"{type(e).__name__}: {e}")
-        gathered = _gather(mine, world)
-        on_round([(u, r[1]) for u, r in zip(chunk, gathered) if r is not None and r[0] == "ok"])
-        if is_main():
-            save()
-        failed = [(i, r[1]) for i, r in enumerate(gathered) if r is not None and r[0] == "error"]
-        if error is not None:
-            raise error
-        if failed:
-            i, msg = failed[0]
-            raise RuntimeError(f"unit {chunk[i]!r} failed in process {i}: {msg}")
+        pairs = broadcast_object_list([pairs])[0]
+    for unit in [u for u, t in pairs if t]:  # every process runs it; rank 0's result counts
+        _SPAN[0] = world
+        try:
+            _round([unit], run, on_round, save, everyone=True)
+        finally:
+            _SPAN[0] = 1
+    alone = [u for u, t in pairs if not t]
+    for start in range(0, len(alone), world):
+        _round(alone[start : start + world], run, on_round, save, everyone=False)
+
+
+def _round(chunk: list[U], run: Callable[[U], Any], on_round: Callable[[list[tuple[U, Any]]], None],
+           save: Callable[[], None], everyone: bool) -> None:
+    """Rank ``r`` runs ``chunk[r]`` (``everyone``: every rank runs ``chunk[0]``); the results
+    reach every process, rank 0 saves, and a failure anywhere raises everywhere."""
+    world, me = world_size(), rank()
+    error: BaseException | None = None
+    mine: tuple[str, Any] | None = None
+    if everyone or me < len(chunk):
+        try:
+            mine = ("ok", run(chunk[0] if everyone else chunk[me]))
+        except Exception as e:  # the others must learn of it, or they would wait forever
+            if world == 1:
+                raise
+            error, mine = e, ("error", f"{type(e).__name__}: {e}")
+    gathered = _gather(mine, world)
+    failed = [(i, r[1]) for i, r in enumerate(gathered) if r is not None and r[0] == "error"]
+    if everyone:  # one unit: its result is rank 0's, and only if no process failed
+        gathered = [None if failed else gathered[0]]
+    on_round([(u, r[1]) for u, r in zip(chunk, gathered) if r is not None and r[0] == "ok"])
+    if is_main():
+        save()
+    if error is not None:
+        raise error
+    if failed:
+        i, msg = failed[0]
+        raise RuntimeError(f"unit {chunk[0 if everyone else i]!r} failed in process {i}: {msg}")
 
 
 def grid(rows: Sequence[Any], cols: Sequence[Any]) -> list[tuple[Any, Any]]:

@@ -17,7 +17,7 @@ from typing import Sequence
 from .errors import TemplateError
 
 __all__ = ["Text", "Field", "Pseudo", "Answer", "Sep", "Element", "parse_elements", "MAX_PSEUDO_PER_MARKER",
-           "MAX_PSEUDO", "MAX_TEMPLATE_CHARS"]
+           "MAX_PSEUDO", "MAX_TEMPLATE_CHARS", "strip_pseudo"]
 
 _FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PSEUDO_RE = re.compile(r"P(?:\*([0-9]+))?(?::(.*))?\Z", re.S)  # ASCII digits only
@@ -28,6 +28,19 @@ MAX_PSEUDO = 1024
 """The most pseudo tokens in one template."""
 MAX_TEMPLATE_CHARS = 4096
 """The longest template text."""
+
+_PSEUDO_MARKER_RE = re.compile(r"(?<!\\)\[P(?:\*\d+)?(?::[^\]]*)?\]")
+
+
+def strip_pseudo(template: str) -> str:
+    """The manual-prompt version of a template: its pseudo-token markers removed.
+
+    Example:
+        >>> strip_pseudo("{premise} ? [P*2] Answer: [MASK] .")
+        '{premise} ? Answer: [MASK] .'
+    """
+    return re.sub(r" {2,}", " ", _PSEUDO_MARKER_RE.sub("", template)).strip()
+
 
 # ----------------------------------------------------------------------------- elements
 @dataclass(frozen=True)

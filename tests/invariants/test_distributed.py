@@ -78,16 +78,11 @@ def _files(root: Path) -> dict[str, bytes]:
     return files
 
 
-@pytest.mark.slow  # a one-process run and a two-process launch of both harnesses
-def test_harnesses_on_two_processes_write_what_one_writes(tmp_path):
-    """``ptune probe`` and ``ptune superglue --task all`` split their units over 2 processes
-    (gloo): the same files, byte for byte, as one process; a resumed 2-process run skips the
-    units the folder records as finished."""
-    import json
-
+def _harness_setup(tmp_path: Path) -> tuple[str, list[str]]:
+    """The accelerate command and dist_harness.py's model and data arguments (a tiny BERT
+    for SuperGLUE, the shipped world's GPT for LAMA); skips without FewGLUE or accelerate."""
     sys.path.insert(0, str(HERE))
     from conftest import SHARED_DATA
-    from dist_harness import run
 
     from ptune.tiny import tiny_model, train_tokenizer
     from ptune.world import shipped_world_dir
@@ -103,14 +98,38 @@ def test_harnesses_on_two_processes_write_what_one_writes(tmp_path):
     tiny_model("bert", tok, seed=0, positions=512).save_pretrained(tmp_path / "bert")
     tok.save_pretrained(tmp_path / "bert")
     world = shipped_world_dir()
-    args = [str(world / "gpt"), str(world / "lama"), str(tmp_path / "bert"), str(fewglue)]
+    return accelerate, [str(world / "gpt"), str(world / "lama"), str(tmp_path / "bert"), str(fewglue)]
+
+
+def _one_process(out: Path, args: list[str], mode: str = "units") -> None:
+    from dist_harness import run
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the launched processes (OMP_NUM_THREADS=1): the same float sums
     try:
-        run(str(tmp_path / "one"), *args)
+        run(str(out), *args, mode)
     finally:
         torch.set_num_threads(threads)
+
+
+def _launch(accelerate: str, out: Path, args: list[str], mode: str = "units") -> subprocess.CompletedProcess:
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+           "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(HERE / "dist_harness.py"),
+           str(out), *args, mode]
+    proc = subprocess.run(cmd, env=_env(), timeout=600, capture_output=True, text=True)
+    assert proc.returncode == 0, "\n".join(x for x in proc.stderr.splitlines() if "rank1" not in x)[-3000:]
+    return proc
+
+
+@pytest.mark.slow  # a one-process run and a two-process launch of both harnesses
+def test_harnesses_on_two_processes_write_what_one_writes(tmp_path):
+    """``ptune probe`` and ``ptune superglue --task all`` split their units over 2 processes
+    (gloo): the same files, byte for byte, as one process; a resumed 2-process run skips the
+    units the folder records as finished."""
+    import json
+
+    accelerate, args = _harness_setup(tmp_path)
+    _one_process(tmp_path / "one", args)
     one = {k: _files(tmp_path / "one" / k) for k in ("probe", "superglue")}
     # the 2-process run resumes a folder where some units are finished
     two = tmp_path / "two"
@@ -121,11 +140,7 @@ def test_harnesses_on_two_processes_write_what_one_writes(tmp_path):
     (two / "probe" / "results.json").write_text(json.dumps(probe))
     shutil.copytree(tmp_path / "one" / "superglue" / "runs" / "CB", two / "superglue" / "runs" / "CB",
                     ignore=shutil.ignore_patterns("checkpoint"))
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-           "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(HERE / "dist_harness.py"),
-           str(two), *args]
-    proc = subprocess.run(cmd, env=_env(), timeout=600, capture_output=True, text=True)
-    assert proc.returncode == 0, "\n".join(x for x in proc.stderr.splitlines() if "rank1" not in x)[-3000:]
+    proc = _launch(accelerate, two, args)
     assert proc.stdout.count("| RTE |") == 1  # rank 0 alone prints the tables
     # units finished before were not run again (their checkpoints were not copied)
     assert not (two / "probe" / "checkpoints" / "P19" / "ptuning").exists()
@@ -140,6 +155,51 @@ def test_harnesses_on_two_processes_write_what_one_writes(tmp_path):
         assert got.keys() == one[name].keys()
         for k in got:
             assert got[k] == one[name][k], f"{name}/{k} differs"
+
+
+def _close(a, b, path: str = "") -> None:
+    """``a`` equals ``b``, floats within 1e-4 (gradients summed over 2 processes in another order)."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert abs(a - b) <= 1e-4, f"{path}: {a} != {b}"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+@pytest.mark.slow  # a one-process run and a two-process launch of both harnesses
+def test_large_units_train_data_parallel_with_the_results_of_one_process(tmp_path):
+    """A LAMA relation and a SuperGLUE task whose training sets count as large
+    (``--data-parallel-from``) train over both processes (each takes half of every batch):
+    their records say so, rank 0 alone writes their files, and the numbers are the
+    one-process run's (floats within 1e-4)."""
+    import json
+
+    accelerate, args = _harness_setup(tmp_path)
+    _one_process(tmp_path / "one", args, "data-parallel")
+    _launch(accelerate, tmp_path / "two", args, "data-parallel")
+    one, two = ({k: json.loads((root / k / "results.json").read_text()) for k in ("probe", "superglue")}
+                for root in (tmp_path / "one", tmp_path / "two"))
+    lama = [two["probe"]["relations"]["P19"]["methods"]["ptuning"]]
+    runs = [two["superglue"]["tasks"]["RTE"]["runs"]["1"]]
+    assert [r.pop("processes") for r in lama + runs] == [2, 2]  # trained over both processes
+    assert "processes" not in one["probe"]["relations"]["P19"]["methods"]["ptuning"]
+    assert lama[0]["steps"] > 1 and 0 < lama[0]["test"]["p@1"]  # it trained and found facts
+    for entry in (one["probe"], two["probe"]):
+        entry["relations"]["P19"].pop("seconds")
+    runs += [json.loads((tmp_path / "two" / "superglue" / "runs" / "RTE" / "seed1" / "result.json").read_text())]
+    runs[1].pop("processes")
+    assert runs[1] == runs[0]  # the unit's own file, written once by rank 0
+    _close(one, two)
+    for name in ("probe/checkpoints/P19/ptuning/prompt.safetensors", "superglue/runs/RTE/seed1/checkpoint",
+                 "superglue/predictions/RTE.jsonl"):
+        assert (tmp_path / "two" / name).exists(), name
 
 
 @pytest.mark.slow  # one process, then a two-process launch

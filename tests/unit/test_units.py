@@ -48,3 +48,28 @@ def test_unit_order_and_result_layout_do_not_depend_on_the_processes(monkeypatch
     monkeypatch.setenv("WORLD_SIZE", "2")  # column by column: a round's units are alike
     assert grid("ab", "xy") == [("a", "x"), ("b", "x"), ("a", "y"), ("b", "y")]
     assert list(in_order({"old": 0, "y": 1, "x": 2}, ["x", "y"])) == ["x", "y", "old"]
+
+
+def test_large_units_train_data_parallel_only_under_a_launch_and_with_a_batch_that_splits(monkeypatch):
+    from ptune.distributed import UnitsConfig, unit_processes, writes_unit_files
+
+    units = UnitsConfig(data_parallel_from=100)
+    assert not units.data_parallel(5000, 32)  # one process: nothing to spread over
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert units.data_parallel(100, 32) and units.data_parallel(5000, 32, grad_accum=4)
+    assert not units.data_parallel(99, 32)  # small: one process per unit, side by side
+    assert not units.data_parallel(5000, 33) and not units.data_parallel(5000, 32, grad_accum=32)  # cannot split
+    assert not UnitsConfig(data_parallel_from=0).data_parallel(5000, 32)
+    assert not UnitsConfig(data_parallel_from=None).data_parallel(5000, 32)
+    with pytest.raises(ConfigError, match="data_parallel_from"):
+        UnitsConfig(data_parallel_from=-1)
+    assert (unit_processes(), writes_unit_files()) == (1, True)  # outside a data-parallel unit
+
+
+def test_in_one_process_every_unit_runs_alone_in_order_whatever_counts_as_large():
+    from ptune.distributed import unit_processes
+
+    rounds = []
+    run_units(["a", "b", "c"], lambda u: (u, unit_processes()), on_round=rounds.append, save=lambda: None,
+              together=lambda u: u == "b")
+    assert rounds == [[("a", ("a", 1))], [("b", ("b", 1))], [("c", ("c", 1))]]

@@ -40,7 +40,7 @@ import torch
 from ..checkpoint import save_checkpoint
 from ..config import PromptConfig, TrainConfig
 from ..data import Records, read_examples
-from ..distributed import grid, in_order, is_main, run_units
+from ..distributed import UnitsConfig, grid, in_order, is_main, run_units, unit_processes, writes_unit_files
 from ..errors import ConfigError, DataError, PtuneError
 from ..files import save_figure, write_json_atomic, write_text_atomic
 from ..progress import Progress
@@ -67,6 +67,8 @@ logger = logging.getLogger(__name__)
 
 Method = Literal["manual", "ptuning", "hybrid", "oracle", "majority", "autoprompt", "mined"]
 METHODS: tuple[str, ...] = get_args(Method)
+TRAINED: tuple[str, ...] = ("ptuning", "hybrid")
+"""The methods whose prompt trains through :func:`ptune.trainer.train` (data-parallel when large)."""
 DEFAULT_TEMPLATES = {"masked": "[P*3] [X] [P*3] [MASK] [P*3]", "causal": "[P*3] [X] [P*3] [MASK]"}
 SPLITS = ("train", "dev", "test")
 
@@ -305,13 +307,16 @@ def _probe_relation(lm: Any, tokenizer: Any, kind: str, rel: Relation, method: s
         found = autoprompt_search(model, train_items, dev_score, tc, config.autoprompt)  # type: ignore[arg-type]
         out = {"template": template, **found.record(template, tokenizer)}
     else:  # best weights are kept in memory; a stalled prompt trains again (ptune.restarts)
+        processes = unit_processes()  # 1, or all of them for a large relation (ptune.distributed)
         kept = train_restarts(make, tc, RestartConfig(restarts=config.restarts, restart_below=config.restart_below),
-                              progress=False, alone=True)
+                              progress=False, alone=processes == 1)
         model, result = kept.model, kept.result
         out = {"template": template, "steps": result.steps, "best_step": result.best_step,
                "stopped_early": result.stopped_early,
-               **({"attempts": kept.attempts} if len(kept.attempts) > 1 else {})}
-    save_checkpoint(model, ckpt_dir)  # one serving checkpoint
+               **({"attempts": kept.attempts} if len(kept.attempts) > 1 else {}),
+               **({"processes": processes} if processes > 1 else {})}
+    if writes_unit_files():
+        save_checkpoint(model, ckpt_dir)  # one serving checkpoint
     for s in evals:
         out[s] = rank_eval(model, *split[s], tc.eval_batch_size)
     return out
@@ -333,15 +338,17 @@ def _kept_facts(data_dir: str | Path, relation: str, vocab: set[str]) -> tuple[d
 
 @locks_folder("output_dir")
 def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path, config: ProbeConfig | None = None,
-          *, model_name: str = "model", base_model: str | None = None, progress: bool = False) -> dict[str, Any]:
+          *, model_name: str = "model", base_model: str | None = None, progress: bool = False,
+          units: UnitsConfig | None = None) -> dict[str, Any]:
     """Probe a frozen LM on LAMA relations; resumable (finished relation/method pairs are kept).
 
     Writes ``results.json``, ``results.md``, ``p_at_1.png`` and ``checkpoints/<rel>/<method>/``
     under ``output_dir`` and returns the results. ``model_name`` labels the results;
     ``base_model`` (default: ``model_name``) is the name or folder the checkpoints load
-    their LM from.
+    their LM from; ``units``: which relations train data-parallel under a launch.
     """
     config = config or ProbeConfig()
+    units = units or UnitsConfig()
     out = Path(output_dir)
     kind = detect_kind(lm)
     relations = load_relations(data_dir)
@@ -395,7 +402,13 @@ def probe(lm: Any, tokenizer: Any, data_dir: str | Path, output_dir: str | Path,
         results["summary"] = summarize(results, config.methods)
         bar.update(len(done))
 
-    run_units(todo, run, on_round=on_round, save=lambda: write_json_atomic(out / RESULTS_FILE, results))
+    def together(unit: tuple[str, str]) -> bool:
+        rid, method = unit
+        n = len(facts[rid]["train"].examples) if "train" in facts[rid] else 0
+        return method in TRAINED and units.data_parallel(n, min(config.train.batch_size, n), config.train.grad_accum)
+
+    run_units(todo, run, on_round=on_round, save=lambda: write_json_atomic(out / RESULTS_FILE, results),
+              together=together)
     bar.close()
     results["summary"] = summarize(results, config.methods)
     if is_main():

@@ -41,19 +41,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence, get_args
 
-
 from ..checkpoint import save_checkpoint
 from ..config import PromptConfig, TrainConfig
 from ..data import Records
-from ..distributed import device, is_main, run_units
+from ..distributed import UnitsConfig, device, is_main, run_units, unit_processes, writes_unit_files
 from ..errors import ConfigError
 from ..files import read_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from ..progress import Progress
+from ..syntax import strip_pseudo
 from ..finetune import ClassifierConfig, ClassifierModel
 from ..inference import iter_outputs
 from ..lock import locks_folder
@@ -161,19 +160,6 @@ SPECS: dict[str, TaskSpec] = {
     for task, mode, default, *rest in _SPECS
 }
 assert tuple(sorted(SPECS)) == tuple(sorted(TASKS))
-
-_PSEUDO_RE = re.compile(r"(?<!\\)\[P(?:\*\d+)?(?::[^\]]*)?\]")
-
-
-def strip_pseudo(template: str) -> str:
-    """The manual-prompt version of a template: its pseudo-token markers removed.
-
-    Example:
-        >>> strip_pseudo("{premise} ? [P*2] Answer: [MASK] .")
-        '{premise} ? Answer: [MASK] .'
-    """
-    return re.sub(r" {2,}", " ", _PSEUDO_RE.sub("", template)).strip()
-
 
 @dataclass(frozen=True, kw_only=True)
 class SuperGlueConfig(recipe.RecipeOptions):
@@ -384,10 +370,11 @@ def run_one(spec: TaskSpec, config: SuperGlueConfig, splits: dict[str, Records],
         def eval_fn(m: Any, items: Sequence[Any]) -> dict[str, float]:
             return evaluate_task(spec, m, items, dev.examples, batch_size=tcfg.eval_batch_size)[0]
 
+        processes = unit_processes()  # 1, or all of them for a large training set (ptune.distributed)
         result = train(model, prepared["train"].items, dev.items, tcfg, output_dir=None, eval_fn=eval_fn,
-                       alone=True, progress=progress)
+                       alone=processes == 1, progress=progress)
         trained = {"trained": True, "steps": result.steps, "best_step": result.best_step,
-                   "stopped_early": result.stopped_early}
+                   "stopped_early": result.stopped_early, **({"processes": processes} if processes > 1 else {})}
     else:
         model.to(device())
     record: dict[str, Any] = {"seed": seed, **trained, "train_examples": len(prepared["train"].items),
@@ -398,13 +385,14 @@ def run_one(spec: TaskSpec, config: SuperGlueConfig, splits: dict[str, Records],
             metrics, preds = evaluate_task(spec, model, prepared[name].items, prepared[name].examples,
                                            batch_size=tcfg.eval_batch_size)
             record[name] = metrics
-            if name == "val":
+            if name == "val" and writes_unit_files():
                 write_jsonl_atomic(out / run_file("val"), preds)
     if "test" in prepared:
         test = prepared["test"]
         labels = predict_task(spec, model, test.items, test.examples, batch_size=tcfg.eval_batch_size)
-        write_jsonl_atomic(out / run_file("test"), prediction_rows(spec.name, labels, test.examples))
-    if config.save_checkpoints:
+        if writes_unit_files():
+            write_jsonl_atomic(out / run_file("test"), prediction_rows(spec.name, labels, test.examples))
+    if config.save_checkpoints and writes_unit_files():
         save_checkpoint(model, out / "checkpoint")
     return record
 
@@ -412,8 +400,8 @@ def run_one(spec: TaskSpec, config: SuperGlueConfig, splits: dict[str, Records],
 # ----------------------------------------------------------------------------- the harness
 @locks_folder("output_dir")
 def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, config: SuperGlueConfig | None = None,
-                  *, progress: bool = False, loader: Callable[[], tuple[Any, Any, str]] | None = None
-                  ) -> dict[str, Any]:
+                  *, progress: bool = False, loader: Callable[[], tuple[Any, Any, str]] | None = None,
+                  units: UnitsConfig | None = None) -> dict[str, Any]:
     """Run every (task, seed) of ``config``; resumable.
 
     Writes ``results.json`` (per task: settings, per-seed metrics on val and dev32, mean
@@ -428,8 +416,10 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
         output_dir: where results go; rerunning with the same settings resumes.
         config: tasks, method, setting, seeds and training options.
         loader: returns a fresh ``(lm, tokenizer, kind)``; default: :func:`ptune.lm.load_base`.
+        units: which runs train data-parallel under a launch (:class:`ptune.distributed.UnitsConfig`).
     """
     config = config or SuperGlueConfig()
+    units = units or UnitsConfig()
     out = Path(output_dir)
     loader = loader or (lambda: load_base(model))
     settings = {"model": model, "data_dir": str(data_dir), **config.to_dict()}
@@ -457,8 +447,15 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
         bar.note(f"{task} seed {seed}")
         run_dir = out / "runs" / task / f"seed{seed}"
         record = run_one(SPECS[task], config, splits[task], model, seed, run_dir, loader=loader, progress=progress)
-        write_json_atomic(run_dir / "result.json", record)  # the unit's own file: marks it finished
+        if writes_unit_files():
+            write_json_atomic(run_dir / "result.json", record)  # the unit's own file: marks it finished
         return record
+
+    def together(unit: tuple[str, int]) -> bool:
+        task, seed = unit
+        n = len(splits[task]["train"].examples)
+        tc = _train_config(SPECS[task], config, seed, n)
+        return not (config.method == "manual" and config.frozen) and units.data_parallel(n, tc.batch_size, tc.grad_accum)
 
     def on_round(done: list[tuple[tuple[str, int], dict[str, Any]]]) -> None:
         for (task, seed), record in done:
@@ -467,7 +464,8 @@ def run_superglue(model: str, data_dir: str | Path, output_dir: str | Path, conf
             entry.update(summarize_seeds(entry["runs"]))
         bar.update(len(done))
 
-    run_units(todo, run, on_round=on_round, save=lambda: write_json_atomic(out / RESULTS_FILE, results))
+    run_units(todo, run, on_round=on_round, save=lambda: write_json_atomic(out / RESULTS_FILE, results),
+              together=together)
     bar.close()
     if is_main():
         for task in config.tasks:
