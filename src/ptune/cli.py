@@ -1,13 +1,14 @@
-"""The ``ptune`` command line: train, eval and predict on a user's own data; the LAMA and
-SuperGLUE harnesses; the demo.
+"""The ``ptune`` command line: train, eval, predict and inspect on a user's own data; the
+harnesses and the demo (:mod:`ptune.cli_harness`); generate, export and import
+(:mod:`ptune.cli_prompts`); serve (:mod:`ptune.serve`).
 
 Options come from the config dataclasses (:mod:`ptune.options`): a field's name, type,
 default and docstring make its flag and help. Every command also takes ``--config FILE``
 (JSON, YAML or TOML) whose keys are its options; the command line overrides the file.
 
 Bad input exits with code 2 and one line ``ptune: error: ...`` naming the file, line and
-field (or the template column, or the config file and key); this is the only module that
-prints.
+field (or the template column, or the config file and key). With :mod:`ptune.cli_prompts`
+and :mod:`ptune.cli_harness`, whose commands it adds, these are the only modules that print.
 """
 
 from __future__ import annotations
