@@ -226,3 +226,40 @@ def test_fsdp_sharded_lm_trains_the_prompt_of_the_single_process_run(tmp_path):
             # gradients, so compare against the size of the update
             moved = float((a[k] - a[k.replace(family, family + ".initial", 1)]).abs().max())
             assert moved > 0 and float((a[k] - b[k]).abs().max()) <= 1e-2 * moved, k
+
+
+@pytest.mark.slow  # a one-process demo and a two-process torchrun launch of it
+def test_demo_under_torchrun_writes_what_one_process_writes(mini_world, tmp_path):
+    """``ptune demo`` launched by torchrun (2 processes, gloo) splits its probes over them and
+    writes the one-process run's results: the same numbers, byte for byte (seconds aside)."""
+    import json
+
+    from ptune.cli import main
+
+    args = ["demo", "--world", str(mini_world), "--methods", "majority,manual,ptuning", "--epochs", "2",
+            "--patience", "2"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the launched processes (OMP_NUM_THREADS=1): the same float sums
+    try:
+        assert main([*args, "--output", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "ptune.cli", *args, "--output", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, env=_env(), timeout=600, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("Claims:") == 1 and proc.stderr.count("demo: the world in") == 1  # rank 0 alone says it
+
+    def results(root: Path) -> dict:
+        out = {}
+        for which in ("gpt", "bert"):
+            res = json.loads((root / which / "results.json").read_text())
+            for entry in res["relations"].values():
+                entry.pop("seconds")
+            out[which] = res
+        summary = json.loads((root / "summary.json").read_text())
+        out["rows"], out["checks"] = summary["rows"], [w["checks"] for w in summary["worlds"]]
+        return out
+
+    one, two = results(tmp_path / "one"), results(tmp_path / "two")
+    assert one["gpt"]["relations"] and one == two
