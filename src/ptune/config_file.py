@@ -21,7 +21,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
     Raises:
         ConfigError: naming the file: missing, unknown extension, a syntax error (with
-            its line), or not a mapping.
+            its line), a key given twice in one mapping (with its lines), or not a mapping.
     """
     p = Path(path)
     if not p.is_file():
@@ -36,7 +36,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_strict_yaml_loader())  # noqa: S506 (a SafeLoader)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -57,3 +57,29 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(str(path), f"expected a mapping of option names to values, got {type(data).__name__}")
     return data
+
+
+def _strict_yaml_loader() -> type:
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last value; JSON and TOML files are refused the same way)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base" merges another mapping
+                    continue
+                key, line = self.construct_object(key_node, deep=deep), key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: PyYAML's own error names it
+                    break
+                if first is not None:
+                    where = f"lines {first} and {line}" if first != line else f"line {line}"
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} is given twice ({where})", key_node.start_mark)
+                seen[key] = line
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader
