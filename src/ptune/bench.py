@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -404,9 +403,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     for r in rows:
         r.update(meta)
     if args.json:
-        with open(args.json, "a", encoding="utf-8") as fh:
-            for r in rows:
-                fh.write(json.dumps(r) + "\n")
+        from .files import append_jsonl_atomic
+
+        append_jsonl_atomic(args.json, rows)
     sys.stdout.write(markdown(rows))
     return 0
 

@@ -39,7 +39,8 @@ from typing import Any, Iterable, Iterator
 
 from .errors import DataError, OutputError
 
-__all__ = ["atomic_file", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "write_jsonl_atomic", "atomic_dir",
+__all__ = ["atomic_file", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "write_jsonl_atomic",
+           "append_jsonl_atomic", "atomic_dir",
            "commit_dir", "recover_dir", "remove_temporaries", "save_figure", "write_output", "dumps_json",
            "loads_json", "read_text", "read_json", "sha256_file", "crash_point", "CRASH_ENV"]
 
@@ -235,6 +236,17 @@ def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Any]) -> Path:
         for r in rows:
             fh.write((dumps_json(r) + "\n").encode("utf-8"))
     return Path(path)
+
+
+def append_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Any]) -> Path:
+    """Add one strict JSON line per row at the end of a JSON-lines file (made if missing).
+    The old lines and the new ones go to a temporary file that replaces the file, so a
+    crash leaves it as it was or with every new line, never half a line."""
+    p = Path(path)
+    old = p.read_bytes() if p.is_file() else b""  # a FIFO or a device: written in place, nothing read
+    if old and not old.endswith(b"\n"):
+        old += b"\n"
+    return write_bytes_atomic(p, old + b"".join((dumps_json(r) + "\n").encode("utf-8") for r in rows))
 
 
 def write_output(path: str | os.PathLike | None, text: str) -> None:

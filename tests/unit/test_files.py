@@ -43,3 +43,18 @@ def test_atomic_dir_replaces_a_folder_only_on_success(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
     finally:
         os.umask(old)
+
+
+def test_appending_json_lines_keeps_the_old_lines_and_refuses_what_is_not_json(tmp_path):
+    from ptune.errors import PtuneError
+    from ptune.files import append_jsonl_atomic
+
+    log = tmp_path / "bench.jsonl"
+    append_jsonl_atomic(log, [{"run": 1}])
+    log.write_text(log.read_text() + '{"run": 2}')  # a line without its newline, written by hand
+    append_jsonl_atomic(log, [{"run": 3}, {"run": 4}])
+    assert [json.loads(x)["run"] for x in log.read_text().splitlines()] == [1, 2, 3, 4]
+    with pytest.raises((PtuneError, ValueError)):
+        append_jsonl_atomic(log, [{"run": 5}, {"speed": float("nan")}])  # strict JSON: not NaN
+    assert [json.loads(x)["run"] for x in log.read_text().splitlines()] == [1, 2, 3, 4]  # nothing half-written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.jsonl"]
