@@ -36,7 +36,7 @@ from .inference import model_device
 from .progress import Progress
 from .template import Encoded
 
-__all__ = ["generate", "generate_text", "input_embeds"]
+__all__ = ["generate", "generate_text", "generate_text_rows", "input_embeds"]
 
 
 @torch.no_grad()
@@ -196,7 +196,6 @@ def input_embeds(model: Any, examples: Sequence[Any]) -> list[torch.Tensor]:
         model.train(was)
 
 
-@torch.no_grad()
 def generate_text(model: Any, examples: Sequence[Any], config: GenerateConfig | None = None,
                   batch_size: int = 16, *, progress: bool = False) -> list[dict[str, Any]]:
     """Open-ended text written by a causal LM at the template's answer slot.
@@ -225,41 +224,84 @@ def generate_text(model: Any, examples: Sequence[Any], config: GenerateConfig | 
         ConfigError: a masked LM, or a bad batch size.
         DataError: an example whose input and ``max_new_tokens`` exceed the LM's positions.
     """
+    return generate_text_rows([(model, item) for item in _items(model, examples)], config, batch_size,
+                              progress=progress)
+
+
+@torch.no_grad()
+def generate_text_rows(rows: Sequence[tuple[Any, Item]], config: GenerateConfig | None = None,
+                       batch_size: int = 16, *, progress: bool = False) -> list[dict[str, Any]]:
+    """:func:`generate_text` for rows of several prompts on one LM: ``(model, prepared item)``
+    pairs whose models share one causal LM object and tokenizer (a
+    :class:`~ptune.multi.PromptBank`'s prompts). Each row's input is built by its own
+    prompt; the rows of a batch, whatever their prompts, share the LM's ``generate`` calls,
+    and each row's text is the one its prompt writes alone (up to float rounding)."""
     config = config or GenerateConfig()
-    if model.runner.kind.answer_in_input:
+    if not rows:
+        return []
+    lead = rows[0][0]
+    if lead.runner.kind.answer_in_input:
         raise ConfigError("model", "open-ended generation needs a causal LM; this is a masked LM, which reads its "
                                    "answer at mask tokens inside the input (use predict, or generate for answers "
                                    "of fixed length)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError("batch_size", f"must be a positive integer, got {batch_size!r}")
-    items = _items(model, examples)
-    encs = [_encode(model, it) for it in items]
-    limit = model.runner.max_positions
-    for it, enc in zip(items, encs):
+    if any(m.lm is not lead.lm or m.tokenizer is not lead.tokenizer for m, _ in rows):
+        raise ConfigError("rows", "the rows' prompts must share one LM object and tokenizer")
+    encs = [_encode(m, it) for m, it in rows]
+    limit = lead.runner.max_positions
+    for (_, it), enc in zip(rows, encs):
         if len(enc.input_ids) + config.max_new_tokens > limit:
             raise DataError(it.source, f"{len(enc.input_ids)} input tokens and max_new_tokens "
                                        f"{config.max_new_tokens} exceed the LM's {limit} positions")
-    gen = _hf_generation_config(model, config)
-    was = model.training
-    model.eval()
-    device = model_device(model)
+    gen = _hf_generation_config(lead, config)
+    models = list({id(m): m for m, _ in rows}.values())
+    was = [m.training for m in models]
+    for m in models:
+        m.eval()
+    device = model_device(lead)
     out: list[dict[str, Any]] = []
     bar = Progress(len(encs), "generate", "input", enabled=progress)
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=config.do_sample):
             if config.seed is not None:
                 torch.manual_seed(config.seed)
-            prompt = model.pseudo_embeddings()
+            prompts = {id(m): m.pseudo_embeddings() for m in models}
             for s in range(0, len(encs), batch_size):
-                view, start, emb = _left_padded(model, encs[s : s + batch_size], 1, prompt, device)
-                rows = model.lm.generate(inputs_embeds=emb, attention_mask=view.attention_mask[:, :start],
-                                         generation_config=gen, tokenizer=model.tokenizer)
-                out += [_finished(model.tokenizer, row, gen, config.stop) for row in rows[:, -gen.max_new_tokens:].tolist()]
-                bar.update(len(rows))
+                chunk = range(s, min(s + batch_size, len(encs)))
+                mask, emb = _mixed_inputs([(rows[i][0], encs[i]) for i in chunk], prompts, device)
+                written = lead.lm.generate(inputs_embeds=emb, attention_mask=mask, generation_config=gen,
+                                           tokenizer=lead.tokenizer)
+                out += [_finished(lead.tokenizer, row, gen, config.stop)
+                        for row in written[:, -gen.max_new_tokens:].tolist()]
+                bar.update(len(chunk))
     finally:
         bar.close()
-        model.train(was)
+        for m, w in zip(models, was):
+            m.train(w)
     return out
+
+
+def _mixed_inputs(rows: list[tuple[Any, Encoded]], prompts: dict[int, Any], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows' attention mask and input embeddings, ``(R, T)`` and ``(R, T, H)``: each
+    prompt's rows built by it (:func:`_left_padded`), then padded further on the left to
+    one length (zero vectors the mask hides) and put back in row order."""
+    groups: dict[int, list[int]] = {}
+    for i, (m, _) in enumerate(rows):
+        groups.setdefault(id(m), []).append(i)
+    parts = []
+    for key, idx in groups.items():
+        model = rows[idx[0]][0]
+        view, start, emb = _left_padded(model, [rows[i][1] for i in idx], 1, prompts[key], device)
+        parts.append((idx, view.attention_mask[:, :start], emb))
+    if len(parts) == 1:
+        return parts[0][1], parts[0][2]
+    width = max(mask.shape[1] for _, mask, _ in parts)
+    order = [i for idx, _, _ in parts for i in idx]
+    mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for _, m, _ in parts])
+    emb = torch.cat([torch.nn.functional.pad(e, (0, 0, width - e.shape[1], 0)) for _, _, e in parts])
+    back = torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=mask.device)
+    return mask[back], emb[back]
 
 
 def _hf_generation_config(model: Any, config: GenerateConfig) -> Any:

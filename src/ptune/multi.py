@@ -17,6 +17,10 @@ compares them, causal and masked). Only PET's iterative filling of multi-token w
 (``multi_token="iterative"``) needs passes that see earlier choices; those rows run their
 extra passes per prompt.
 
+Open-ended generation mixes prompts the same way: each row's input embeddings come from its
+prompt, and the rows of a batch share the LM's ``generate`` calls
+(:meth:`PromptBank.generate_text`).
+
 Example:
     >>> bank = PromptBank.from_base("gpt2")                              # doctest: +SKIP
     >>> bank.add("sentiment", "runs/sst")                                 # doctest: +SKIP
@@ -36,8 +40,9 @@ import torch.nn.functional as F
 from . import scoring
 from .batch import Item, View
 from .checkpoint import load_checkpoint, read_meta, resolve
-from .config import SpeedConfig
+from .config import GenerateConfig, SpeedConfig
 from .errors import CheckpointError, ConfigError
+from .generate import generate_text_rows
 from .inference import model_device
 from .lm import LMRunner, load_base
 from .model import PTunedModel
@@ -176,6 +181,14 @@ class PromptBank:
             for (name, item), scores in zip(chunk, self.score(chunk)):
                 out += self[name].predictions(scores.unsqueeze(0), [item])
         return out
+
+    def generate_text(self, rows: Sequence[tuple[str, dict[str, Any] | Item]], config: GenerateConfig | None = None,
+                      batch_size: int = 16) -> list[dict[str, Any]]:
+        """Open-ended text (:func:`ptune.generate.generate_text`) for rows of any prompts of a
+        causal LM; the rows of a batch share the LM's ``generate`` calls whatever their
+        prompts, and each row's text is the one its prompt writes alone."""
+        items = self._items(rows)
+        return generate_text_rows([(self[name], item) for (name, _), item in zip(rows, items)], config, batch_size)
 
     def _items(self, rows: Sequence[tuple[str, dict[str, Any] | Item]]) -> list[Item]:
         """Prepared items of the rows; examples are prepared per prompt (sources: ``example N``)."""

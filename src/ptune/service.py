@@ -22,6 +22,7 @@ from typing import Any
 from .batcher import Batcher, Job, Overloaded
 from .config import GenerateConfig
 from .errors import ConfigError, PtuneError
+from .generate import generate_text_rows
 from .model import prediction_record
 from .multi import PromptBank
 from .registry import PromptRegistry
@@ -107,12 +108,14 @@ class Service:
     """The bank, its registry and the batcher whose worker thread runs every model call.
 
     ``stats`` counts the batches the worker ran: ``batches``, ``rows``, the largest batch
-    (``max_rows``) and the most prompts in one forward pass (``max_prompts``).
+    (``max_rows``) and the most prompts in one forward pass (``max_prompts``) for predict;
+    ``generate_batches``, ``generate_rows`` and ``max_generate_prompts`` for generate.
     """
 
     def __init__(self, bank: PromptBank, registry: PromptRegistry, config: ServeConfig) -> None:
         self.bank, self.registry, self.config = bank, registry, config
-        self.stats = {"batches": 0, "rows": 0, "max_rows": 0, "max_prompts": 0}
+        self.stats = {"batches": 0, "rows": 0, "max_rows": 0, "max_prompts": 0, "generate_batches": 0,
+                      "generate_rows": 0, "max_generate_prompts": 0}
         self.batcher = Batcher(self._run, max_rows=config.max_batch, window_s=config.batch_window_ms / 1000,
                                max_wait_s=config.batch_max_wait_ms / 1000, max_queue=config.max_queue,
                                idle_s=config.rescan_s or None,
@@ -242,8 +245,12 @@ class Service:
         if not ready:
             return
         config: GenerateConfig = ready[0][0].payload[3]
-        items = [item for _, _, its in ready for item in its]
-        outs = ready[0][1].generate_text(items, config, batch_size=self.config.max_batch)
+        rows = [(model, item) for _, model, its in ready for item in its]  # of any prompts: one generate call
+        outs = generate_text_rows(rows, config, batch_size=self.config.max_batch)
+        s = self.stats
+        s["generate_batches"] += 1
+        s["generate_rows"] += len(rows)
+        s["max_generate_prompts"] = max(s["max_generate_prompts"], len({job.payload[1] for job, _, _ in ready}))
         k = 0
         for job, _, its in ready:
             rows = [{"text": o["text"], "finish_reason": o["finish_reason"]} for o in outs[k : k + len(its)]]
@@ -252,12 +259,13 @@ class Service:
 
 
 def _generate_groups(jobs: list[Job]) -> list[list[Job]]:
-    """Generate requests that can share calls: greedy ones of one prompt and settings;
-    sampled ones run alone (their seed then gives the same text whatever else arrived)."""
+    """Generate requests that can share calls: greedy ones with the same settings, whatever
+    their prompts; sampled ones run alone (their seed then gives the same text whatever else
+    arrived)."""
     groups: dict[Any, list[Job]] = {}
     for i, job in enumerate(jobs):
-        _, name, _, config = job.payload
-        groups.setdefault(i if config.do_sample else (name, config), []).append(job)
+        config = job.payload[3]
+        groups.setdefault(i if config.do_sample else config, []).append(job)
     return list(groups.values())
 
 

@@ -244,6 +244,29 @@ def test_generate_equals_the_library(server, world):
     assert [a.json()["outputs"][0]["finish_reason"] for a in answers] == [w["finish_reason"] for w in want]
 
 
+def test_generate_requests_of_several_prompts_share_calls_and_equal_each_prompt_alone(server):
+    service, url = server
+    names = ["p-lstm", "p-left", "manual", "three"]
+    requests = [(names[i % 4], {"text": TEXTS[i % len(TEXTS)]}) for i in range(12)]
+
+    async def send():
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            return await asyncio.gather(*(client.post("/v1/generate", json={
+                "prompt": n, "inputs": [x], "max_new_tokens": 5}) for n, x in requests))
+
+    before = service.health()
+    answers = asyncio.run(send())
+    after = service.health()
+    assert [a.status_code for a in answers] == [200] * 12
+    for name in names:
+        mine = [x for n, x in requests if n == name]
+        want = service.bank[name].generate_text(mine, max_new_tokens=5)
+        got = [a.json()["outputs"][0] for (n, _), a in zip(requests, answers) if n == name]
+        assert [g["text"] for g in got] == [w["text"] for w in want], name
+    assert after["generate_rows"] - before["generate_rows"] == 12
+    assert after["generate_batches"] - before["generate_batches"] < 12 and after["max_generate_prompts"] >= 2
+
+
 def test_prompts_and_health(server):
     _, url = server
     listed = httpx.get(url + "/v1/prompts", timeout=10).json()

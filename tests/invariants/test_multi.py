@@ -9,6 +9,7 @@ import torch
 from conftest import pair, sentiment
 from ptune import EncoderConfig, PromptConfig, PTunedModel
 from ptune.checkpoint import save_checkpoint
+from ptune.config import GenerateConfig
 from ptune.errors import CheckpointError, ConfigError
 from ptune.multi import PromptBank
 
@@ -128,3 +129,31 @@ def test_checkpoints_load_onto_the_bank_and_other_bases_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="unknown prompt 'nope'"):
         bank.predict([("nope", example)])
     assert list(bank) == ["mine"]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_generated_text_of_mixed_prompts_is_each_prompt_s_own(family):
+    """Generation rows of several prompts (different templates, lengths, pseudo tokens) in
+    one ``generate`` call write what each prompt writes alone, greedy token for token."""
+    lm, tok = pair(family, init_range=0.2, dropout=0.0)
+    bank = PromptBank(lm, tok)
+    templates = {"front": "[P*3] {text} [MASK]", "around": "Q: [P] {text} [P*2] A:[P][MASK]", "manual": "{text} :[MASK]"}
+    for seed, (name, template) in enumerate(templates.items()):
+        bank.add(name, PTunedModel(lm, tok, PromptConfig(template=template, verbalizer={"a": "yes", "b": "no"}),
+                                   seed=seed))
+    texts = ["the movie was great .", "cat", "a wonderful story with brilliant acting and good music ."]
+    rows = [(name, {"text": t}) for t in texts for name in templates]  # interleaved, every length per prompt
+    mixed = bank.generate_text(rows, GenerateConfig(max_new_tokens=6), batch_size=5)  # batches of mixed prompts
+    for name in templates:
+        alone = bank[name].generate_text([{"text": t} for t in texts], max_new_tokens=6)
+        got = [m for (n, _), m in zip(rows, mixed) if n == name]
+        assert [g["ids"] for g in got] == [a["ids"] for a in alone], name
+        assert [g["finish_reason"] for g in got] == [a["finish_reason"] for a in alone], name
+    assert len({tuple(m["ids"]) for m in mixed}) > 1  # the prompts write different texts
+    other = PTunedModel(*pair(family, init_range=0.2), PromptConfig(template="{text} [MASK]",
+                                                                    verbalizer={"a": "yes", "b": "no"}))
+    with pytest.raises(ConfigError, match="share one LM"):
+        from ptune.generate import generate_text_rows
+
+        generate_text_rows([(bank["front"], bank["front"].prepare([{"text": "x"}])[0]),
+                            (other, other.prepare([{"text": "x"}])[0])])
