@@ -39,6 +39,7 @@ from .files import write_json_atomic, write_text_atomic
 from .lm import load_base
 from .lock import locks_folder
 from .progress import Progress
+from .restarts import RestartConfig
 from .report import CONTROL, MODELS, aggregate, nan_free, plot_report, summary_markdown, wording_spread, world_checks
 from .config import TrainConfig
 from .tasks.autoprompt import AutoPromptConfig
@@ -121,6 +122,12 @@ class DemoConfig:
     """Epochs without a dev P@1 gain before a prompt stops training."""
     batch_size: int = 16
     """Training facts per step (a world relation has 60)."""
+    restarts: int = 2
+    """A ptuning or hybrid prompt whose best dev P@1 stays below ``restart_below`` (a stall)
+    trains again with the next seed, at most this many times; the best on dev is kept."""
+    restart_below: float = 0.5
+    """The dev P@1 below which a trained prompt counts as stalled; 0 turns the demo's
+    restarts off (``ptune probe`` has them off unless asked)."""
 
     def __post_init__(self) -> None:
         for name in ("seeds", "methods", "encoders"):
@@ -136,6 +143,7 @@ class DemoConfig:
                 raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
         if self.wordings < 0:
             raise ConfigError("wordings", f"must be 0 or more, got {self.wordings}")
+        RestartConfig(restarts=self.restarts, restart_below=self.restart_below)  # validates both
 
     def probe_config(self, methods: tuple[str, ...], seed: int, world: Path, *, encoder: str | None = None,
                      wording: int = 0) -> ProbeConfig:
@@ -148,7 +156,8 @@ class DemoConfig:
         return ProbeConfig(methods=methods, vocab="common", wording=wording,  # type: ignore[arg-type]
                            prompt={"encoder": encoder or self.encoders[0]},
                            train={"epochs": self.epochs, "patience": self.patience, "batch_size": self.batch_size,
-                                  "seed": seed}, **options)
+                                  "seed": seed},
+                           restarts=self.restarts, restart_below=self.restart_below, **options)
 
 
 def default_world_dir(seed: int = 0) -> Path:

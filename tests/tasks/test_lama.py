@@ -160,6 +160,24 @@ def test_probe_resumes_a_partial_run(tmp_path, monkeypatch):
     assert set(resumed["relations"]["P2"]["seconds"]) == {"manual", "ptuning"}
 
 
+def test_a_folder_probed_with_restarts_resumes_only_with_them(tmp_path, monkeypatch):
+    """A folder written with restarts on (the demo's, and ``ptune probe``'s earlier default)
+    is not resumed by a probe without restarts: the error names the setting and both values;
+    rerun with restarts, the finished pairs are kept. A folder probed with restarts off by
+    ``restart_below`` 0 resumes under the default."""
+    data = _mini_lama(tmp_path / "lama")
+    lm, tok = pair("bert", hidden=32)
+    cfg = lama.ProbeConfig(methods=("manual",), relations=("P1",))
+    lama.probe(lm, tok, data, tmp_path / "on", dataclasses.replace(cfg, restarts=2, restart_below=0.5), model_name="t")
+    lama.probe(lm, tok, data, tmp_path / "off", dataclasses.replace(cfg, restarts=2, restart_below=0.0), model_name="t")
+    with pytest.raises(lama.ConfigError, match=r"other settings \(restarts.restart_below: 0.5 there, 0.0 here\); "
+                                               r"rerun with that run's settings"):
+        lama.probe(lm, tok, data, tmp_path / "on", cfg, model_name="t")
+    monkeypatch.setattr(lama, "_probe_relation", lambda *a, **k: pytest.fail("a finished pair ran again"))
+    lama.probe(lm, tok, data, tmp_path / "on", dataclasses.replace(cfg, restart_below=0.5), model_name="t")
+    lama.probe(lm, tok, data, tmp_path / "off", cfg, model_name="t")
+
+
 def test_lamas_original_per_relation_files_are_the_test_split(tmp_path):
     (tmp_path / "relations.jsonl").write_text(json.dumps({"relation": "P19", "template": "[X] was born in [Y] ."}) + "\n")
     (tmp_path / "P19.jsonl").write_text(
@@ -237,7 +255,12 @@ def test_a_stalled_prompt_trains_again_and_the_best_attempt_on_dev_is_kept(tmp_p
         assert kept["dev"] == max(a["dev"] for a in tries) == methods[m]["dev"]["p@1"]
         assert kept["attempt"] == min(a["attempt"] for a in tries if a["dev"] == kept["dev"])
     assert res["settings"]["restarts"] == {"restarts": 2, "restart_below": 1.1}
-    once = lama.probe(lm, tok, data, tmp_path / "once", dataclasses.replace(cfg, restart_below=0.0), model_name="tiny")
-    assert all("attempts" not in once["relations"]["P1"]["methods"][m] for m in ("ptuning", "hybrid"))
+    # the default trains once, and so does restarts=0 whatever restart_below
+    default = lama.ProbeConfig(methods=cfg.methods, relations=cfg.relations, train=train)
+    for name, off in (("default", default), ("zero", dataclasses.replace(cfg, restarts=0))):
+        once = lama.probe(lm, tok, data, tmp_path / name, off, model_name="tiny")
+        assert all("attempts" not in once["relations"]["P1"]["methods"][m] for m in ("ptuning", "hybrid")), name
+    for m in ("ptuning", "hybrid"):  # one attempt is the restarted run's first
+        assert once["relations"]["P1"]["methods"][m]["dev"]["p@1"] == methods[m]["attempts"][0]["dev"]
     with pytest.raises(lama.ConfigError, match="restarts"):
         lama.ProbeConfig(restarts=-1)

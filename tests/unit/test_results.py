@@ -37,3 +37,15 @@ def test_other_settings_are_refused_and_the_folder_is_left_as_it_was(tmp_path):
     with pytest.raises(ConfigError, match="other settings"):
         resume_results(tmp_path, {"model": "other"}, "relations")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_the_refusal_names_the_settings_that_differ(tmp_path):
+    there = {"model": "m", "train": {"lr": 0.1, "epochs": 3}, "a": 1, "b": 2, "c": 3}
+    write_json_atomic(tmp_path / "results.json", {"settings": there, "relations": {}})
+    here = {"model": "m", "train": {"lr": 0.2, "epochs": 3}, "a": 2, "b": 3, "c": 4, "wording": 2}
+    with pytest.raises(ConfigError) as e:
+        resume_results(tmp_path, here, "relations")
+    assert (f"{tmp_path} holds a run with other settings (train.lr: 0.1 there, 0.2 here; a: 1 there, 2 here; "
+            "b: 2 there, 3 here; c: 3 there, 4 here; and 1 more)") in str(e.value)
+    with pytest.raises(ConfigError, match=r"\(wording: unset there, 2 here\)"):
+        resume_results(tmp_path, {**there, "wording": 2}, "relations")
