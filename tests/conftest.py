@@ -4,8 +4,10 @@ world (built once per session) and the ``slow`` marker."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,19 @@ def mini_world_config():
     from ptune.world import WorldConfig
 
     return dataclasses.replace(WorldConfig.mini(), threads=1)
+
+
+def stale_world(world: Path, to: Path, *, keep: int = 0, edit: bool = False, models: bool = False) -> Path:
+    """A copy of ``world`` (with its LMs if ``models``) as an older ptune built it:
+    ``manual_templates`` left out of relations.jsonl after the first ``keep`` relations;
+    ``edit`` also changes the last relation's label (then not refreshable)."""
+    shutil.copytree(world, to, ignore=None if models else shutil.ignore_patterns("gpt", "bert"))
+    rows = [json.loads(line) for line in (to / "lama" / "relations.jsonl").read_text().splitlines()]
+    rows = rows[:keep] + [{k: v for k, v in r.items() if k != "manual_templates"} for r in rows[keep:]]
+    if edit:
+        rows[-1]["label"] += " (edited)"
+    (to / "lama" / "relations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return to
 
 
 @pytest.fixture(scope="session")

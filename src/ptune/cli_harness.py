@@ -212,7 +212,9 @@ def _say_world(world: Path, source: str) -> None:
     say = {"given": f"the world in {world} (--world)",
            "shipped": f"the world shipped with ptune (seed 0, sha256 manifest verified): {world}",
            "cached": f"the world cached in {world}, built earlier on this machine",
-           "building": f"building the world in {world} first (minutes; later runs reuse it)"}[source]
+           "building": f"building the world in {world} first (minutes; later runs reuse it)",
+           "refreshed": f"added to {world}/lama/relations.jsonl the hand-written wordings (manual_templates) that "
+                        "an older ptune left out, as a fresh build writes them (the LMs are unchanged)"}[source]
     print(f"demo: {say}", file=sys.stderr, flush=True)
 
 

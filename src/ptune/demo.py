@@ -43,7 +43,7 @@ from .restarts import RestartConfig
 from .report import CONTROL, MODELS, aggregate, nan_free, plot_report, summary_markdown, wording_spread, world_checks
 from .config import TrainConfig
 from .tasks.autoprompt import AutoPromptConfig
-from .tasks.lama import ProbeConfig, probe
+from .tasks.lama import ProbeConfig, load_relations, probe
 from .tasks.mining import MiningConfig
 
 __all__ = ["DemoMethod", "DEMO_METHODS", "DemoConfig", "run_demo", "default_world_dir", "demo_world",
@@ -185,6 +185,42 @@ def demo_world(world_dir: str | Path | None = None, seed: int = 0) -> tuple[Path
     return world, "given" if world_dir is not None else "cached"
 
 
+def _ready_wordings(world: Path, source: str, seed: int, config: DemoConfig) -> list[str]:
+    """Check that the world has the manual wordings that the wording study asks for.
+
+    A world that an older ptune built without them gets them (:func:`ptune.world.refresh_wordings`:
+    exact, or refused); a world still to build is checked against what a build writes.
+
+    Returns:
+        The files refreshed (relative to the world folder; empty when none).
+
+    Raises:
+        DataError: the wordings are missing and cannot be added exactly; says how to rebuild.
+        ConfigError: a relation has fewer wordings than ``config.wordings``.
+    """
+    from .world import WorldConfig, refresh_wordings
+    from .world.facts import relation_records
+    from .world.refresh import WORDINGS_FILE
+
+    if config.wordings <= 1 or not {"manual", "hybrid"} & set(config.methods):
+        return []
+    refreshed = False
+    if source == "building":
+        found = {r["relation"]: len(r["manual_templates"])
+                 for r in relation_records(dataclasses.replace(WorldConfig.tiny(), seed=seed))}
+    else:
+        fix = (f"remove {world} and run ptune demo again, which builds it anew (minutes)" if source == "cached" else
+               "build the world again with this ptune (ptune world build --output NEW_DIR, with its preset and "
+               "--seed) and pass --world NEW_DIR")
+        refreshed = refresh_wordings(world, write=is_main(), fix=fix) and is_main()
+        found = {r.id: len(r.manual_templates) for r in load_relations(world / "lama").values()}
+    for rel, n in found.items():
+        if n < config.wordings:
+            raise ConfigError("wordings", f"{config.wordings} wordings asked, but relation {rel} of "
+                                          f"{world / WORDINGS_FILE} has {n} (manual_templates)")
+    return [WORDINGS_FILE] if refreshed else []
+
+
 def _runs(config: DemoConfig) -> int:
     """Probe calls per world (for the progress bar)."""
     return 2 * (2 + max(0, config.wordings - 1) * ("manual" in config.methods or "hybrid" in config.methods)
@@ -286,7 +322,10 @@ def run_demo(output: str | Path = "runs/demo", config: DemoConfig | None = None,
     Args:
         world_dir: probe this world folder (one seed only).
         progress: report progress (:mod:`ptune.progress`).
-        on_world: called with each world folder and its source before any work on it.
+        on_world: called with each world folder and its source before any work on it, then
+            with ``"refreshed"`` where the demo added to a world that an older ptune built the
+            manual wordings that ``config.wordings`` needs (exact, or refused with a
+            :class:`~ptune.errors.DataError` that says how to rebuild the world).
 
     Returns:
         ``{"worlds": [per world: seed, world, world_source, rows, wordings, encoders, checks,
@@ -300,12 +339,16 @@ def run_demo(output: str | Path = "runs/demo", config: DemoConfig | None = None,
     out = Path(output)
     t0 = time.perf_counter()
     worlds = []
+    refreshed = {seed: _ready_wordings(*demo_world(world_dir, seed), seed, config) for seed in config.seeds}
+    barrier()  # one process refreshed, the others checked
     with Progress(total=_runs(config) * len(config.seeds), desc="demo", unit="probe",
                   enabled=progress and is_main()) as bar:
         for seed in config.seeds:
             world, source = demo_world(world_dir, seed)
             if on_world is not None:
                 on_world(world, source)
+                if refreshed[seed]:
+                    on_world(world, "refreshed")
             t = time.perf_counter()
             if source == "building" and is_main():  # under several processes, one builds, the others wait
                 build_world(world, dataclasses.replace(WorldConfig.tiny(), seed=seed), progress=progress)
@@ -315,7 +358,7 @@ def run_demo(output: str | Path = "runs/demo", config: DemoConfig | None = None,
             measured = _probe_world(world, sub, config, seed, bar)
             measured["seconds"]["build"] = built
             w = {"seed": seed, "world": str(world), "world_source": "built" if source == "building" else source,
-                 **measured}
+                 **({"refreshed": refreshed[seed]} if refreshed[seed] else {}), **measured}
             w["checks"] = world_checks(w)
             worlds.append(w)
     agg = aggregate(worlds)

@@ -124,7 +124,8 @@ def aggregate(worlds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in ("rows", "encoders", "method_seconds"):
         out[key] = {w: {c: stat(v) for c, v in cols.items()} for w, cols in _cells(worlds, key).items()}
-    flat = [{"wordings": {which: {f"{p}.{s}": w[p][s] for p in ("manual", "hybrid") for s in ("mean", "std")}
+    flat = [{"wordings": {which: {f"{p}.{s}": w[p][s] for p in ("manual", "hybrid") if p in w
+                                  for s in ("mean", "std")}
                           for which, w in world.get("wordings", {}).items()}} for world in worlds]
     out["wordings"] = {w: {c: stat(v) for c, v in cols.items()} for w, cols in _cells(flat, "wordings").items()}
     return out

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import stale_world
 from ptune.config import TrainConfig
 from ptune.errors import ConfigError
 from ptune.demo import DEMO_METHODS, DemoConfig, DemoMethod, run_demo
@@ -225,3 +226,35 @@ def test_demo_over_several_seeds_builds_once_and_reports_mean_and_std(mini_world
     assert built == [2] and again["worlds"][1]["world_source"] == "cached"  # the second run reuses the world
     with pytest.raises(ConfigError, match="one seed"):
         run_demo(tmp_path / "x", config, world_dir=mini_world)
+
+
+def test_the_demo_adds_the_wordings_an_older_world_lacks_or_refuses_in_one_line(mini_world, tmp_path, monkeypatch,
+                                                                                capsys):
+    """A world built before relations.jsonl held manual_templates: the demo writes them in
+    when that is exact (what a fresh build writes), otherwise stops before probing anything
+    with one line naming the file and how to rebuild; it never skips the wording study."""
+    from ptune.cli import main
+    from ptune.cli_harness import _say_world
+
+    old = stale_world(mini_world, tmp_path / "old", keep=1, models=True)
+    seen = []
+    config = DemoConfig(methods=("manual",), wordings=5, epochs=1, patience=1, restarts=0)
+    summary = run_demo(tmp_path / "a", config, world_dir=old, progress=False, on_world=lambda w, s: seen.append(s))
+    assert seen == ["given", "refreshed"] and summary["worlds"][0]["refreshed"] == ["lama/relations.jsonl"]
+    assert (old / "lama" / "relations.jsonl").read_bytes() == (mini_world / "lama" / "relations.jsonl").read_bytes()
+    for which in ("gpt", "bert"):  # every relation probed with its five wordings
+        assert summary["worlds"][0]["wordings"][which]["manual"]["relations"] == len(WorldConfig.mini().relations)
+    capsys.readouterr()
+    _say_world(old, "refreshed")  # what the command prints then
+    assert capsys.readouterr().err == (f"demo: added to {old}/lama/relations.jsonl the hand-written wordings "
+                                       "(manual_templates) that an older ptune left out, as a fresh build writes "
+                                       "them (the LMs are unchanged)\n")
+    monkeypatch.setenv("PTUNE_CACHE", str(tmp_path / "cache"))
+    cached = stale_world(mini_world, tmp_path / "cache" / "world-tiny-seed1", edit=True)
+    assert main(["demo", "--seeds", "0,1", "--wordings", "5", "--output", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err and not (tmp_path / "b").exists()
+    assert err.startswith(f"ptune: error: {cached / 'lama' / 'relations.jsonl'}: has no manual_templates")
+    assert err.endswith(f"remove {cached} and run ptune demo again, which builds it anew (minutes)")
+    with pytest.raises(ConfigError, match="6 wordings asked, but relation P19 of .*relations.jsonl has 5"):
+        run_demo(tmp_path / "c", DemoConfig(wordings=6), progress=False)

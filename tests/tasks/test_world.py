@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import mini_world_config
+from conftest import mini_world_config, stale_world
 from ptune.errors import ConfigError
 from ptune.world import RELATIONS, SPLITS, WorldConfig, build_world, corpus, memorized
 
@@ -306,3 +306,34 @@ def test_the_corpus_file_is_the_pretraining_corpus_and_a_different_one_is_refuse
     with pytest.raises(DataError, match="the corpus generated here has .* sentences and .* tokens"):
         write_corpus(other, tmp_path / "x.txt")
     assert not (tmp_path / "x.txt").exists() and corpus_key(other) == corpus_key(mini_world)
+
+
+# ----------------------------------------------------------------------------- worlds of an older ptune
+def test_a_world_without_wordings_gets_exactly_the_fresh_builds_file(world: Path, tmp_path: Path) -> None:
+    from ptune.world import MANIFEST, refresh_wordings, verify_manifest, write_manifest
+
+    fresh = (world / "lama" / "relations.jsonl").read_bytes()
+    old = stale_world(world, tmp_path / "old", keep=2)
+    write_manifest(old)  # a world folder with a manifest keeps it true
+    stale = (old / "lama" / "relations.jsonl").read_bytes()
+    assert refresh_wordings(old, write=False) and (old / "lama" / "relations.jsonl").read_bytes() == stale
+    assert refresh_wordings(old) and (old / "lama" / "relations.jsonl").read_bytes() == fresh
+    assert verify_manifest(old) == old and json.loads((old / MANIFEST).read_text())["files"][
+        "lama/relations.jsonl"]["size"] == len(fresh)
+    assert not refresh_wordings(old) and not refresh_wordings(world)  # nothing missing: nothing written
+
+
+def test_a_world_that_differs_in_more_than_the_wordings_is_refused(world: Path, tmp_path: Path) -> None:
+    from ptune.errors import DataError
+    from ptune.world import refresh_wordings
+
+    edited = stale_world(world, tmp_path / "edited", edit=True)
+    before = (edited / "lama" / "relations.jsonl").read_bytes()
+    with pytest.raises(DataError, match=r"relations.jsonl: has no manual_templates .* for 5 of its 5 relations, and "
+                                        r"differs .* cannot be added exactly; rebuild it"):
+        refresh_wordings(edited, fix="rebuild it")
+    assert (edited / "lama" / "relations.jsonl").read_bytes() == before
+    unknown = stale_world(world, tmp_path / "unknown")
+    (unknown / "world.json").write_text("{}")
+    with pytest.raises(DataError, match=r"records no world config"):
+        refresh_wordings(unknown)

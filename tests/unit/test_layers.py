@@ -11,7 +11,7 @@ ORDER = ["errors", "progress", "batcher", "files", "lock", "integrity", "data", 
          "distributed", "tiny", "tasks.results", "tasks.autoprompt", "tasks.mining",
          "tasks.lama_vocab", "tasks.lama", "tasks.superglue_data", "tasks.submission", "tasks.superglue_losses", "tasks.recipe",
          "tasks.superglue", "world.spec", "world.facts",
-         "world.pretrain", "world.build", "world", "report", "demo", "bench", "config_file", "options", "cli_prompts", "cli_harness", "service", "worker", "serve", "guard", "cli"]
+         "world.pretrain", "world.build", "world.refresh", "world", "report", "demo", "bench", "config_file", "options", "cli_prompts", "cli_harness", "service", "worker", "serve", "guard", "cli"]
 
 
 def _imports(path: Path) -> set[str]:

@@ -18,7 +18,8 @@ lists how a rebuilt world differs from the shipped one.
 
 Modules: ``spec`` (relations, name pools, :class:`WorldConfig`), ``facts`` (entities,
 facts, corpus, LAMA files), ``pretrain`` (tokenizers, the two LMs, the memorization
-check), ``build`` (:func:`build_world`, the manifest).
+check), ``build`` (:func:`build_world`, the manifest), ``refresh`` (:func:`refresh_wordings`:
+the hand-written wordings added to a world that an older ptune built).
 
 Example:
     >>> meta = build_world("world", WorldConfig.tiny())                  # doctest: +SKIP
@@ -29,9 +30,10 @@ Example:
 from .build import (MANIFEST, SHIPPED_SEED, build_world, compare_with_shipped, corpus_key, read_manifest,
                     shipped_world_dir, verify_manifest, write_corpus, write_manifest)
 from .facts import corpus
+from .refresh import refresh_wordings
 from .pretrain import memorized
 from .spec import RELATIONS, SPLITS, Relation, WorldConfig
 
 __all__ = ["Relation", "RELATIONS", "SPLITS", "WorldConfig", "corpus", "build_world", "memorized", "MANIFEST",
            "SHIPPED_SEED", "shipped_world_dir", "write_manifest", "read_manifest", "verify_manifest",
-           "compare_with_shipped", "write_corpus", "corpus_key"]
+           "compare_with_shipped", "write_corpus", "corpus_key", "refresh_wordings"]

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from .spec import (INSTRUMENTS, OCCUPATIONS, RELATIONS, SPLITS, WorldConfig, _CODAS, _DISTRACTORS, _FILL, _FILLER,
                    _NUCLEI, _ONSETS, _SUFFIX, _pool_size)
@@ -118,16 +118,24 @@ def corpus(config: WorldConfig) -> Iterator[str]:
 
 
 
+def relation_records(cfg: WorldConfig) -> list[dict[str, Any]]:
+    """The lines of the world's ``lama/relations.jsonl``: a pure function of ``cfg.relations``."""
+    return [{"relation": r.id, "template": r.template, "label": r.label, "type": r.type, "description": r.description,
+             "train_templates": list(r.train_templates), "manual_templates": list(r.manual_templates)}
+            for r in (RELATIONS[rel] for rel in cfg.relations)]
+
+
+def relations_jsonl(cfg: WorldConfig) -> str:
+    """The text of the world's ``lama/relations.jsonl``, as :func:`build_world` writes it."""
+    return "".join(json.dumps(r) + "\n" for r in relation_records(cfg))
+
+
 def _write_lama(root: Path, cfg: WorldConfig, world: _World) -> dict[str, dict[str, int]]:
     rng = random.Random(f"ptune-uuid-{cfg.seed}")
     uri = {name: f"W{i}" for i, name in enumerate(n for names in world.entities.values() for n in names)}
     (root / "fact-retrieval").mkdir(parents=True)
     with open(root / "relations.jsonl", "w", encoding="utf-8") as f:
-        for rel in cfg.relations:
-            r = RELATIONS[rel]
-            f.write(json.dumps({"relation": r.id, "template": r.template, "label": r.label, "type": r.type,
-                                "description": r.description, "train_templates": list(r.train_templates),
-                                "manual_templates": list(r.manual_templates)}) + "\n")
+        f.write(relations_jsonl(cfg))
     counts = {}
     for rel in cfg.relations:
         (root / "fact-retrieval" / rel).mkdir()
