@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .config import GenerateConfig, PromptConfig, SpeedConfig, TrainConfig  # noqa: E402
 from .encoder import EncoderConfig, PromptEncoder  # noqa: E402
+from .evaluation import evaluate  # noqa: E402
 from .errors import CheckpointError, ConfigError, DataError, PtuneError, TemplateError  # noqa: E402
 from .export import export_checkpoint, import_peft  # noqa: E402
 from .finetune import ClassifierConfig, ClassifierModel  # noqa: E402
@@ -26,7 +27,7 @@ from .lm import detect_kind, load_base  # noqa: E402
 from .model import PTunedModel  # noqa: E402
 from .multi import PromptBank  # noqa: E402
 from .template import Template  # noqa: E402
-from .trainer import TrainResult, evaluate, train  # noqa: E402
+from .trainer import TrainResult, train  # noqa: E402
 from .verbalizer import Verbalizer  # noqa: E402
 
 __all__ = [

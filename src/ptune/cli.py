@@ -219,7 +219,7 @@ def cmd_inspect(o: Resolved) -> int:
 
 
 def cmd_eval(o: Resolved) -> int:
-    from .trainer import evaluate
+    from .evaluation import evaluate
 
     model, records = _load(o)
     items = model.prepare(records.examples, records.sources, require_labels=True)

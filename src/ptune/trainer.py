@@ -1,17 +1,18 @@
-"""The one training and evaluation loop, for P-tuned models and the fine-tuning baseline.
+"""The one training loop, for P-tuned models and the fine-tuning baseline.
 
 AdamW with separate learning rates for the prompt encoder (or classifier head) and, when
-tuned jointly, the LM; warmup then linear / constant decay (``transformers.get_scheduler``)
-or the paper's per-epoch exponential decay; gradient clipping and accumulation; dev
-evaluation with early stopping; seeds, autocast, a progress bar and a ``metrics.jsonl``
-log. Accelerate is the engine: the same code runs on one CPU or GPU and under
-``accelerate launch`` / ``torchrun`` on several processes.
+tuned jointly, the LM, warmup then linear / constant decay or the paper's per-epoch
+exponential decay (:mod:`ptune.optimization`); gradient clipping and accumulation; dev
+evaluation (:func:`ptune.evaluation.evaluate`, or a task's own) with early stopping;
+seeds, autocast, a progress bar and a ``metrics.jsonl`` log. Accelerate is the engine:
+the same code runs on one CPU or GPU and under ``accelerate launch`` / ``torchrun`` on
+several processes.
 
 Batches are *global*: ``batch_size`` examples per optimizer step whatever the number of
 processes; each process takes its slice of every global batch, so a 2-process run
 makes the same updates as a 1-process run. The data order of epoch ``e`` is a
 permutation seeded by ``seed + e``; with Accelerate's saved optimizer, scheduler and
-random-generator states this makes resuming exact.
+random-generator states in ``last/`` (:mod:`ptune.trainstate`) this makes resuming exact.
 
 A run folder holds::
 
@@ -25,46 +26,34 @@ A run folder holds::
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import os
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from .batch import Item
 from .card import RunFacts
-from .checkpoint import READ_ERRORS, load_training_state, load_weights, save_checkpoint
+from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, TrainingError
-from .files import commit_dir, crash_point, write_json_atomic
-from .inference import iter_outputs
-from .placement import place
-from .sharding import average_gradients, shard_for_launch
+from .evaluation import EvalFn, MetricFn, accuracy, evaluate
+from .files import write_json_atomic
 from .lock import locks_folder
-from .runfolder import STAGING_NAME, MetricsLog, holds_run, recover_run
+from .optimization import make_optimizer, make_scheduler
+from .placement import place
 from .progress import Progress
+from .runfolder import MetricsLog, holds_run, recover_run
 from .selection import judge, remember
+from .sharding import average_gradients, shard_for_launch
 from .tracking import Tracking, accelerator_kwargs
+from .trainstate import Run, check_weights, load_last, save_last, snapshot
 
-__all__ = ["train", "evaluate", "TrainResult", "accuracy", "make_scheduler"]
-
-logger = logging.getLogger(__name__)
-
-MetricFn = Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
-EvalFn = Callable[[Any, Sequence[Item]], dict[str, float]]
-RESUME_DIR = "accelerate"
-
-
-def accuracy(pred: torch.Tensor, gold: torch.Tensor) -> dict[str, float]:
-    """``{"accuracy": ..., "n": ...}`` of predicted vs gold label indices."""
-    n = int(gold.numel())
-    return {"accuracy": float((pred == gold).float().mean()) if n else 0.0, "n": n}
+__all__ = ["train", "TrainResult"]
 
 
 @dataclass
@@ -81,102 +70,7 @@ class TrainResult:
     num_processes: int = 1
 
 
-@dataclass
-class _Run:
-    """What :func:`_setup` builds and the steps share."""
-
-    model: Any
-    wrapped: Any  # the model as Accelerate prepared it (DDP on several processes)
-    accelerator: Any
-    optimizer: Any
-    scheduler: Any
-    config: TrainConfig
-    items: list[Item]
-    out: Path | None
-    total: int
-    steps_per_epoch: int
-    state: dict[str, Any]
-    best_weights: dict[str, torch.Tensor] | None = None
-    best_staged: bool = False  # best/ written as .best.new, committed after last/
-    alone: bool = False  # this process only, also under a multi-process launch
-    sharded: bool = False  # the LM's layers sharded across the processes (ptune.sharding)
-
-
-# ----------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate(
-    model: Any,
-    items: Sequence[Item],
-    *,
-    batch_size: int = 32,
-    metric_fn: MetricFn = accuracy,
-    accelerator: Any = None,
-    progress: bool = False,
-) -> dict[str, float]:
-    """Metrics of ``model`` on labelled ``items`` (sharded over processes if distributed);
-    ``progress``: report progress per batch (:mod:`ptune.progress`)."""
-    from accelerate.utils import gather_object
-
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-    preds: list[int] = []
-    golds: list[int] = []
-    losses: list[tuple[float, int]] = []
-    autocast = accelerator.autocast if accelerator else None
-    mine = list(items[rank::world])
-    bar = Progress(-(-len(mine) // batch_size), "eval", "batch", enabled=progress and rank == 0)
-    for _, batch, out in iter_outputs(model, mine, batch_size, autocast=autocast):
-        bar.update()
-        preds += out.scores.argmax(-1).tolist()
-        golds += batch.labels.tolist()
-        if out.loss is not None:
-            losses.append((float(out.loss), len(batch)))
-    bar.close()
-    if world > 1:
-        preds, golds, losses = (sum(gather_object([x]), []) for x in (preds, golds, losses))
-    metrics = metric_fn(torch.tensor(preds, dtype=torch.long), torch.tensor(golds, dtype=torch.long))
-    if losses:
-        metrics["loss"] = sum(l * n for l, n in losses) / sum(n for _, n in losses)
-    return metrics
-
-
 # ----------------------------------------------------------------------------- setup
-def _param_groups(model: Any, config: TrainConfig) -> list[dict[str, Any]]:
-    """The prompt (or head) with ``lr``; with ``finetune_lm`` the rest of the LM with
-    ``lm_lr``, biases and norms without weight decay."""
-    groups = []
-    prompt = [p for p in model.prompt_parameters() if p.requires_grad]
-    if prompt:
-        groups.append({"params": prompt, "lr": config.lr, "weight_decay": config.weight_decay, "name": "prompt"})
-    if config.finetune_lm:
-        taken = set(map(id, prompt))
-        decay, no_decay = [], []
-        for name, p in model.lm.named_parameters():
-            if p.requires_grad and id(p) not in taken:
-                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-        groups.append({"params": decay, "lr": config.lm_lr, "weight_decay": config.lm_weight_decay, "name": "lm"})
-        groups.append({"params": no_decay, "lr": config.lm_lr, "weight_decay": 0.0, "name": "lm_no_decay"})
-    if not groups:
-        raise ConfigError("finetune_lm", "nothing to train: the template has no pseudo tokens and the LM is frozen")
-    return groups
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int, steps_per_epoch: int):
-    """The learning-rate schedule: ``transformers.get_scheduler``'s linear decay or constant
-    rate after ``warmup_steps`` of linear warmup, or (``exponential``, the paper's LAMA) a
-    factor ``gamma`` per epoch after the warmup."""
-    from transformers import get_scheduler
-
-    if config.schedule != "exponential":
-        name = "linear" if config.schedule == "linear" else "constant_with_warmup"
-        return get_scheduler(name, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total)
-    w = config.warmup_steps
-
-    def factor(step: int) -> float:
-        return step / w if step < w else config.gamma ** (step // steps_per_epoch)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def _accelerator(config: TrainConfig, out: Path | None):
     from accelerate import Accelerator
 
@@ -201,7 +95,7 @@ def _items(model: Any, items: Any) -> list[Item]:
 
 
 def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None, resume: bool,
-           alone: bool = False) -> _Run:
+           alone: bool = False) -> Run:
     """Check the run, then build the accelerator, optimizer and schedule; resume if asked."""
     if alone and out is not None:
         raise ConfigError("output_dir", "a run in one process of several keeps its weights in memory; "
@@ -237,7 +131,7 @@ def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None,
     on_gpu = accelerator.device.type == "cuda"
     if on_gpu and hasattr(model, "speed"):  # length buckets: fixed shapes for kernels and compilers
         model.speed = dataclasses.replace(model.speed, pad_to_multiple_of=8)
-    optimizer = torch.optim.AdamW(_param_groups(model, config), fused=on_gpu)
+    optimizer = make_optimizer(model, config, fused=on_gpu)
     scheduler = make_scheduler(optimizer, config, total, steps_per_epoch)
     if alone or sharded:  # no DDP wrapper: other work elsewhere, or ptune averages the prompt's gradients
         wrapped, optimizer = model, accelerator.prepare_optimizer(optimizer)
@@ -246,38 +140,17 @@ def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None,
     accelerator.register_for_checkpointing(scheduler)  # not prepared: it steps once per optimizer step
     state: dict[str, Any] = {"step": 0, "best": None, "best_loss": None, "best_step": None, "bad_evals": 0,
                              "history": []}
-    run = _Run(model, wrapped, accelerator, optimizer, scheduler, config, items, out, total, steps_per_epoch, state,
-               alone=alone, sharded=sharded)
+    run = Run(model, wrapped, accelerator, optimizer, scheduler, config, items, out, total, steps_per_epoch, state,
+              alone=alone, sharded=sharded)
     if resume and (out / "last").is_dir():  # type: ignore[operator]
-        _resume(run)  # (a run killed before its first checkpoint starts again from step 0)
+        load_last(run)  # (a run killed before its first checkpoint starts again from step 0)
     if out is not None and accelerator.is_main_process:
         write_json_atomic(out / "train_config.json", config.to_dict())
     return run
 
 
-def _resume(run: _Run) -> None:
-    """Continue from ``last/``: its weights, the best weights so far, and Accelerate's state."""
-    assert run.out is not None
-    last = run.out / "last"
-    state, _ = load_training_state(last)
-    if not (last / RESUME_DIR).is_dir():
-        raise CheckpointError(f"{last}: no {RESUME_DIR}/ (the optimizer and random states to resume from)")
-    if state.get("best_step") is not None and (run.out / "best").is_dir():
-        load_weights(run.model, run.out / "best")
-        run.best_weights = _snapshot(run.model)
-    load_weights(run.model, last)
-    try:
-        run.accelerator.load_state(str(last / RESUME_DIR))  # optimizer, scheduler, every process's RNG
-    except (*READ_ERRORS, KeyError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"{last / RESUME_DIR}: damaged resume state ({first})") from None
-    state.pop("config", None)
-    run.state = {**run.state, **state}
-    logger.info("resuming from %s at step %d", last, state["step"])
-
-
 # ----------------------------------------------------------------------------- steps
-def _step(run: _Run) -> float:
+def _step(run: Run) -> float:
     """One optimizer step on this process's slice of the next global batch; the mean loss."""
     acc, cfg, model = run.accelerator, run.config, run.model
     epoch, k = divmod(run.state["step"], run.steps_per_epoch)
@@ -310,21 +183,8 @@ def _step(run: _Run) -> float:
     return float(acc.reduce(torch.tensor(loss_sum, device=acc.device), "mean"))
 
 
-def _check_weights(run: _Run, step: int) -> None:
-    """Stop before evaluating or saving weights that are no longer finite."""
-    bad = [n for n, p in run.model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
-    if bad:
-        raise TrainingError(f"step {step}: {len(bad)} trained weights ({bad[0]}, ...) became NaN or infinite; "
-                            "training stopped (a lower learning rate or gradient clipping helps)")
-
-
-def _snapshot(model: Any) -> dict[str, torch.Tensor]:
-    """A copy (in CPU memory) of the weights that train: what restoring the best needs."""
-    return {k: p.detach().to("cpu", copy=True) for k, p in model.named_parameters() if p.requires_grad}
-
-
-def _dev_metrics(run: _Run, dev: list[Item], metric_fn: MetricFn, eval_fn: EvalFn | None) -> dict[str, float]:
-    _check_weights(run, run.state["step"])
+def _dev_metrics(run: Run, dev: list[Item], metric_fn: MetricFn, eval_fn: EvalFn | None) -> dict[str, float]:
+    check_weights(run, run.state["step"])
     if eval_fn is None:
         metrics = evaluate(run.model, dev, batch_size=run.config.eval_batch_size, metric_fn=metric_fn,
                            accelerator=None if run.alone or run.sharded else run.accelerator)
@@ -340,7 +200,7 @@ def _dev_metrics(run: _Run, dev: list[Item], metric_fn: MetricFn, eval_fn: EvalF
     return metrics
 
 
-def _record_eval(run: _Run, metrics: dict[str, float]) -> bool:
+def _record_eval(run: Run, metrics: dict[str, float]) -> bool:
     """Update the best so far (:mod:`ptune.selection`); keep its weights (and write
     ``best/``) when it wins."""
     state, cfg = run.state, run.config
@@ -350,34 +210,12 @@ def _record_eval(run: _Run, metrics: dict[str, float]) -> bool:
     if verdict.best:
         remember(state, metrics, cfg.metric, cfg.select_all)
         state["best_step"] = state["step"]
-        run.best_weights = _snapshot(run.model)
-        if run.out is not None and run.accelerator.is_main_process:  # committed after last/ (see _save_last)
+        run.best_weights = snapshot(run.model)
+        if run.out is not None and run.accelerator.is_main_process:  # committed after last/ (see save_last)
             save_checkpoint(run.model, run.out / "best", step=state["step"], commit=False, facts=RunFacts(
                 metrics={"step": state["step"], **metrics}, training=run.config.to_dict()))
             run.best_staged = True
     return verdict.best
-
-
-def _save_last(run: _Run) -> None:
-    """``last/``: the checkpoint, the trainer state and Accelerate's state (every process
-    writes its RNG state), put in place in one rename."""
-    assert run.out is not None
-    _check_weights(run, run.state["step"])
-    acc = run.accelerator
-    staging = run.out / STAGING_NAME
-    if acc.is_main_process:
-        shutil.rmtree(staging, ignore_errors=True)
-    acc.wait_for_everyone()
-    acc.save_state(str(staging))
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        save_checkpoint(run.model, run.out / "last", trainer_state={**run.state, "config": run.config.to_dict()},
-                        extra={RESUME_DIR: staging})
-        crash_point("last-saved")
-        if run.best_staged:
-            commit_dir(run.out / "best")
-            run.best_staged = False
-    acc.wait_for_everyone()
 
 
 # ----------------------------------------------------------------------------- fit
@@ -452,7 +290,7 @@ def train(
             tracking.evaluation(step, last_metrics)
             stopped_early = config.patience is not None and state["bad_evals"] >= config.patience
         if out is not None and (at_eval or stopping or stopped_early):
-            _save_last(run)
+            save_last(run)
         if stopped_early or stopping:
             break
     bar.close()
@@ -463,7 +301,7 @@ def train(
                        state["history"], 1 if alone else acc.num_processes)
 
 
-def _report_step(run: _Run, loss: float, seconds: float, log: MetricsLog, tracking: Tracking, bar: Progress) -> None:
+def _report_step(run: Run, loss: float, seconds: float, log: MetricsLog, tracking: Tracking, bar: Progress) -> None:
     """A step's line in ``metrics.jsonl``, the trackers and the progress bar; a loss that is
     not finite stops training."""
     step, lrs = run.state["step"], run.scheduler.get_last_lr()
@@ -479,7 +317,7 @@ def _report_step(run: _Run, loss: float, seconds: float, log: MetricsLog, tracki
     bar.note(f"loss {loss:.4f}" + (f", best {run.config.metric} {best:.4f}" if best is not None else ""))
 
 
-def _finish(run: _Run, save_best: bool, alone: bool) -> dict[str, Any] | None:
+def _finish(run: Run, save_best: bool, alone: bool) -> dict[str, Any] | None:
     """After the last step: ``best/`` of a run without dev data (``save_best``); the best
     weights back in the model. Returns the best evaluation's metrics."""
     model, state = run.model, run.state

@@ -9,7 +9,9 @@ import torch
 
 from conftest import pair, sentiment
 from ptune import CheckpointError, ConfigError, EncoderConfig, PromptConfig, PTunedModel, TrainConfig
-from ptune.trainer import _param_groups, evaluate, make_scheduler, train
+from ptune.evaluation import evaluate
+from ptune.optimization import make_scheduler, param_groups
+from ptune.trainer import train
 
 TEMPLATE = "{text} [P*4] [MASK]"
 VERB = {"pos": "yes", "neg": "no"}
@@ -143,7 +145,7 @@ def test_manual_template_trains_with_the_lm():
     items = model.prepare(sentiment(32), require_labels=True)
     result = train(model, items, items, TrainConfig(steps=30, lm_lr=3e-3, batch_size=16, finetune_lm=True, lm_dropout=False), progress=False)
     assert result.last_metrics["accuracy"] >= 0.9
-    assert [g["name"] for g in _param_groups(model, TrainConfig(finetune_lm=True))] == ["lm", "lm_no_decay"]
+    assert [g["name"] for g in param_groups(model, TrainConfig(finetune_lm=True))] == ["lm", "lm_no_decay"]
 
 
 def test_best_dev_weights_are_restored_in_memory():

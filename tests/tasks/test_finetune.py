@@ -11,8 +11,9 @@ import torch
 from conftest import NEG, POS, pair, sentiment
 from ptune import CheckpointError, ConfigError, DataError, TrainConfig
 from ptune.checkpoint import load_checkpoint, load_training_state, load_weights, save_checkpoint
+from ptune.evaluation import evaluate
 from ptune.finetune import ClassifierConfig, ClassifierModel
-from ptune.trainer import evaluate, train
+from ptune.trainer import train
 
 LABELS = ["pos", "neg"]
 

@@ -17,13 +17,13 @@ from ptune import ConfigError, PromptConfig
 from ptune.batch import Item
 from ptune.cli import build_parser
 from ptune.cli_harness import _superglue_config
+from ptune.optimization import make_scheduler
 from ptune.options import CommandOptions
 from ptune.tasks import recipe
 from ptune.tasks import superglue as sg
 from ptune.tasks.superglue_data import TASKS, read_task, split_path
 from ptune.tasks.superglue_losses import RecipeModel, hinge_loss, token_mean_loss, with_pad_masks
 from ptune.tiny import tiny_model, train_tokenizer
-from ptune.trainer import make_scheduler
 
 FEWGLUE = SHARED_DATA / "fewglue"
 needs_data = pytest.mark.skipif(not (FEWGLUE / "RTE" / "train.jsonl").is_file(),

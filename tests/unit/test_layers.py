@@ -7,7 +7,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "ptune"
 ORDER = ["errors", "progress", "batcher", "files", "lock", "integrity", "data", "tracking", "kernels", "lm", "placement", "encoder", "verbalizer", "syntax", "template", "batch", "config", "selection", "inference",
-         "cache", "scoring", "collate", "generate", "model", "metrics", "finetune", "card", "checkpoint", "multi", "registry", "export", "runfolder", "sharding", "trainer", "restarts",
+         "cache", "scoring", "collate", "generate", "model", "metrics", "evaluation", "finetune", "card", "checkpoint", "multi", "registry", "export", "runfolder", "sharding", "optimization", "trainstate", "trainer", "restarts",
          "distributed", "tiny", "tasks.results", "tasks.autoprompt", "tasks.mining",
          "tasks.lama_vocab", "tasks.lama", "tasks.superglue_data", "tasks.submission", "tasks.superglue_losses", "tasks.recipe",
          "tasks.superglue", "world.spec", "world.facts",
