@@ -41,3 +41,19 @@ def test_the_serve_benchmark_on_a_tiny_model(tmp_path):
     ratio = rows[0]["rps"] / rows[1]["rps"]  # over the faster of the two
     assert f"| 8 | a worker process | `--max-batch 8` | {rows[0]['rps']:.1f} |" in table
     assert f"**{ratio:.2f}x** |" in table and table.count("x** |") == 1
+
+
+def test_the_mixed_generation_benchmark_on_a_tiny_model(tmp_path, capsys):
+    """benchmarks/generate_mixed.py: both ways write the same texts (it checks), the table
+    has the ratio and the JSON row is appended."""
+    import json
+
+    spec = importlib.util.spec_from_file_location("generate_benchmark", SCRIPT.parent / "generate_mixed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "g.jsonl"
+    assert module.main(["--arch", "tiny", "--prompts", "3", "--rows", "6", "--new-tokens", "3", "--repeats", "1",
+                        "--json", str(out)]) == 0
+    assert "| tiny | 3 | 6 | 3 |" in capsys.readouterr().out
+    row = json.loads(out.read_text())
+    assert row["ratio"] > 0 and row["rows_per_s[one call per prompt]"] > 0
