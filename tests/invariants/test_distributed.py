@@ -206,18 +206,26 @@ def test_large_units_train_data_parallel_with_the_results_of_one_process(tmp_pat
 def test_fsdp_sharded_lm_trains_the_prompt_of_the_single_process_run(tmp_path):
     """torch's FSDP2 runs on CPU with gloo: the LM's layers sharded over 2 processes (the
     embeddings, head and prompt replicated) train the same prompt and give the same scores
-    as one process, within float tolerance."""
+    as one process, within float tolerance; a sharded run in a run folder, stopped and
+    resumed, ends with the prompt of the run straight through, bit for bit."""
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
     if accelerate is None:
         pytest.skip("the accelerate command is not installed")
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
     subprocess.run([sys.executable, str(HERE / "dist_fsdp.py"), str(one)], check=True, env=_env(), timeout=300)
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-           "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(HERE / "dist_fsdp.py"), str(two)]
+           "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(HERE / "dist_fsdp.py"), str(two),
+           str(tmp_path / "runs")]
     env = {**_env(), "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
     proc = subprocess.run(cmd, env=env, timeout=300, capture_output=True, text=True)
     assert proc.returncode == 0, "\n".join(x for x in proc.stderr.splitlines() if "rank1" not in x)[-3000:]
     a, b = load_file(str(one)), load_file(str(two))
+    whole = {k[len("run.whole."):]: b.pop(k) for k in list(b) if k.startswith("run.whole.")}
+    resumed = {k[len("run.resumed."):]: b.pop(k) for k in list(b) if k.startswith("run.resumed.")}
+    assert whole and whole.keys() == resumed.keys()
+    for k in whole:  # a sharded run in a run folder, stopped after step 3 and resumed: bit-identical
+        assert torch.equal(whole[k], resumed[k]), k
+    assert (tmp_path / "runs" / "cut" / "best" / "prompt.safetensors").is_file()
     for family in ("gpt2", "bert"):
         assert not a[f"{family}.sharded"] and b[f"{family}.sharded"]  # one process whole, two processes sharded
         torch.testing.assert_close(a[f"{family}.scores"], b[f"{family}.scores"], rtol=1e-4, atol=1e-5)
