@@ -18,16 +18,36 @@ depends on the batch, and evaluates every dev example on every process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["fsdp_plugin", "shard_lm", "shard_for_launch", "average_gradients"]
+__all__ = ["fsdp_plugin", "shard_lm", "shard_for_launch", "average_gradients", "outside_accelerate_fsdp"]
+
+
+@contextlib.contextmanager
+def outside_accelerate_fsdp() -> Iterator[None]:
+    """Build an ``Accelerator`` inside this: under an FSDP launch it then stays out of
+    Accelerate's own FSDP mode (ptune shards the LM itself, :func:`shard_for_launch`), so
+    it saves and loads resume state as for any model it did not wrap, and run folders
+    work as with DDP. The launch's FSDP settings stay in the environment for
+    :func:`fsdp_plugin`. (Accelerate runs FSDP only on accelerators; on CPU this changes
+    nothing.)"""
+    asked = os.environ.get("ACCELERATE_USE_FSDP")
+    if asked is None or asked.lower() != "true":
+        yield
+        return
+    os.environ["ACCELERATE_USE_FSDP"] = "false"
+    try:
+        yield
+    finally:
+        os.environ["ACCELERATE_USE_FSDP"] = asked
 
 
 def fsdp_plugin(accelerator: Any) -> Any | None:
@@ -81,9 +101,10 @@ def shard_for_launch(model: nn.Module, accelerator: Any, finetune_lm: bool, run_
         return False
     if finetune_lm:
         raise ConfigError("finetune_lm", "FSDP shards a frozen LM here; tune the LM jointly with DDP")
-    if run_folder and accelerator.distributed_type == "FSDP":
-        raise ConfigError("output_dir", "a run sharded under Accelerate's FSDP mode keeps its weights in memory "
-                          "(Accelerate saves no resume state for a model it did not wrap); give no output folder")
+    if run_folder and accelerator.distributed_type == "FSDP":  # an Accelerator built before ptune's (the API)
+        raise ConfigError("output_dir", "a run sharded under Accelerate's own FSDP mode keeps its weights in memory "
+                          "(Accelerate saves no resume state for a model it did not wrap); give no output folder, or "
+                          "let ptune build the first Accelerator of the process")
     shard_lm(model.lm, plugin)  # type: ignore[arg-type]
     if hasattr(model, "speed"):  # one plain LM call per forward: FSDP's gathers pair with autograd's uses
         model.speed = dataclasses.replace(model.speed, prefix_cache=False, lm_shortcuts=False)

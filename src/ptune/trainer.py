@@ -49,7 +49,7 @@ from .placement import place
 from .progress import Progress
 from .runfolder import MetricsLog, holds_run, recover_run
 from .selection import judge, remember
-from .sharding import average_gradients, shard_for_launch
+from .sharding import average_gradients, outside_accelerate_fsdp, shard_for_launch
 from .tracking import Tracking, accelerator_kwargs
 from .trainstate import Run, check_weights, load_last, save_last, snapshot
 
@@ -77,8 +77,9 @@ def _accelerator(config: TrainConfig, out: Path | None):
     gpu = torch.cuda.is_available()
     # cpu=True on a machine without a GPU: torchrun / accelerate launch then join the
     # processes in one gloo group (without it each process trains alone)
-    acc = Accelerator(mixed_precision=config.mixed_precision if gpu else "no", cpu=not gpu,
-                      **accelerator_kwargs(config.report_to, out))
+    with outside_accelerate_fsdp():  # ptune shards a frozen LM itself (ptune.sharding)
+        acc = Accelerator(mixed_precision=config.mixed_precision if gpu else "no", cpu=not gpu,
+                          **accelerator_kwargs(config.report_to, out))
     # resume state holds the optimizer, scheduler and RNG; the weights are in the checkpoint
     acc.register_save_state_pre_hook(lambda models, weights, folder: weights.clear())
     acc.register_load_state_pre_hook(lambda models, folder: models.clear())

@@ -73,3 +73,24 @@ def test_in_one_process_every_unit_runs_alone_in_order_whatever_counts_as_large(
     run_units(["a", "b", "c"], lambda u: (u, unit_processes()), on_round=rounds.append, save=lambda: None,
               together=lambda u: u == "b")
     assert rounds == [[("a", ("a", 1))], [("b", ("b", 1))], [("c", ("c", 1))]]
+
+
+def test_the_trainer_builds_its_accelerator_outside_accelerate_s_fsdp_mode(monkeypatch):
+    """Under an FSDP launch, Accelerate's own FSDP mode is off while ptune builds its
+    Accelerator (ptune shards the LM itself), and the launch's setting is back afterwards,
+    also after an error; without FSDP nothing changes."""
+    import os
+
+    from ptune.sharding import outside_accelerate_fsdp
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with outside_accelerate_fsdp():
+        assert os.environ["ACCELERATE_USE_FSDP"] == "false"
+    assert os.environ["ACCELERATE_USE_FSDP"] == "true"
+    with pytest.raises(RuntimeError):
+        with outside_accelerate_fsdp():
+            raise RuntimeError("the accelerator failed")
+    assert os.environ["ACCELERATE_USE_FSDP"] == "true"
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    with outside_accelerate_fsdp():
+        assert "ACCELERATE_USE_FSDP" not in os.environ
