@@ -141,15 +141,16 @@ def run_units(units: Sequence[U], run: Callable[[U], Any], *, on_round: Callable
         on_round: called on every process with the round's ``(unit, result)`` pairs in unit
             order, to update its copy of the results.
         save: called on rank 0 after each round, to write the result files.
-        together: whether a unit trains data-parallel (asked on rank 0, under a launch only;
-            e.g. :meth:`UnitsConfig.data_parallel`).
+        together: whether a unit trains data-parallel (asked under a launch only; e.g.
+            :meth:`UnitsConfig.data_parallel`).
 
     Raises:
         The unit's own exception on the process that ran it; ``RuntimeError`` naming the unit
         and the process on the others (after rank 0 has saved the round's finished units).
     """
     world = world_size()
-    pairs = [(u, world > 1 and together is not None and is_main() and together(u)) for u in units]
+    # every process asks (an error then stops them all alike); rank 0's answers count
+    pairs = [(u, world > 1 and together is not None and together(u)) for u in units]
     if world > 1:
         from accelerate.utils import broadcast_object_list
 
