@@ -397,7 +397,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         print("ptune: error: --peak-tflops must be positive", file=sys.stderr)
         return 2
     meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "threads": torch.get_num_threads()}
     if args.device == "cuda":
         meta["gpu"] = torch.cuda.get_device_name()
     for r in rows:
