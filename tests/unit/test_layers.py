@@ -44,3 +44,10 @@ def test_every_module_is_placed():
     modules = {".".join(p.relative_to(SRC).with_suffix("").parts) for p in SRC.rglob("*.py")}
     modules = {m for m in modules if not m.endswith("__init__")}
     assert modules <= set(ORDER), modules - set(ORDER)
+
+
+def test_the_architecture_page_names_every_module():
+    page = (SRC.parents[1] / "docs" / "architecture.md").read_text()
+    modules = {p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py") if p.name != "__init__.py"}
+    missing = sorted(m for m in modules if f"`{m}`" not in page)
+    assert not missing, f"docs/architecture.md does not describe {missing}"
