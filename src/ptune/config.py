@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal, Mapping, TypeVar, get_args
 
 from .encoder import EncoderConfig
 from .errors import ConfigError
+from .files import dumps_json
 from .tracking import check_trackers
 from .verbalizer import Verbalizer
 
@@ -76,6 +77,37 @@ def check_types(cls: type, d: Mapping[str, Any], where: str) -> None:
         if name in hints and not _conforms(value, hints[name]):
             raise ConfigError(f"{where}.{name}", f"got {type(value).__name__} {value!r:.60}, which is not a "
                               f"{str(hints[name]).replace('typing.', '')}")
+
+
+def settings_differences(there: Mapping[str, Any], here: Mapping[str, Any], *, most: int = 4) -> str:
+    """What a refused resume says: the settings that differ, ``key: <there> there, <here>
+    here`` (nested keys dotted, long values cut short, at most ``most`` named).
+
+    Example:
+        >>> settings_differences({"train": {"lr": 0.1}}, {"train": {"lr": 0.2}, "seed": 1})
+        'train.lr: 0.1 there, 0.2 here; seed: unset there, 1 here'
+    """
+    found = _differences(there, here, "")
+    more = len(found) - most
+    return "; ".join(found[:most]) + (f"; and {more} more" if more > 0 else "")
+
+
+def _differences(there: Mapping[str, Any], here: Mapping[str, Any], prefix: str) -> list[str]:
+    out: list[str] = []
+    for k in [*there, *(k for k in here if k not in there)]:
+        a, b = there.get(k), here.get(k)
+        if a == b:
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += _differences(a, b, f"{prefix}{k}.")
+            continue
+        a_text, b_text = (_short(dumps_json(v)) if k in d else "unset" for v, d in ((a, there), (b, here)))
+        out.append(f"{prefix}{k}: {a_text} there, {b_text} here")
+    return out
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 C = TypeVar("C", bound="_Mapped")

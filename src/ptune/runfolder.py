@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import load_training_state, read_meta
+from .config import settings_differences
 from .errors import ConfigError, PtuneError
 from .files import crash_point, dumps_json, recover_dir, remove_temporaries, write_text_atomic
 
@@ -56,11 +57,11 @@ def check_resume(out: Path, wanted: Any) -> None:
         raise ConfigError("--resume", f"{out} holds no run to resume (no last/)")
     if not (out / "last").is_dir():
         return  # killed before its first checkpoint: it starts again
-    saved = read_meta(out / "last")["prompt"]
-    now = wanted.to_dict()
-    diff = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now if k != "kind" and now[k] != saved.get(k)]
-    if diff:
-        raise ConfigError("--resume", f"the run in {out} was started with {', '.join(diff)}")
+    now = {k: v for k, v in wanted.to_dict().items() if k != "kind"}
+    saved = {k: v for k, v in read_meta(out / "last")["prompt"].items() if k in now}
+    if saved != now:
+        raise ConfigError("--resume", f"the run in {out} was started with other prompt settings "
+                                      f"({settings_differences(saved, now)}); resume it with those")
 
 
 def _staged_best_is_current(out: Path) -> bool:

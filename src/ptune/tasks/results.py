@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..distributed import is_main
+from ..config import settings_differences
 from ..errors import ConfigError, DataError
 from ..files import dumps_json, loads_json, read_json, remove_temporaries
 
@@ -58,35 +59,11 @@ def resume_results(output_dir: str | Path, settings: dict[str, Any], body: str, 
 
     if fixed(previous.get("settings")) != fixed(settings):
         raise ConfigError("output", f"{output_dir} holds a run with other settings "
-                                    f"({_said(_differences(fixed(previous.get('settings')), fixed(settings)))}); "
+                                    f"({settings_differences(fixed(previous.get('settings')), fixed(settings))}); "
                                     "rerun with that run's settings to resume it, or choose another folder")
     results[body] = previous.get(body, {})
     _sweep(output_dir)
     return results
-
-
-def _differences(there: dict[str, Any], here: dict[str, Any], prefix: str = "") -> list[str]:
-    """The settings that differ, ``key: <there> there, <here> here`` (nested keys dotted)."""
-    out: list[str] = []
-    for k in [*there, *(k for k in here if k not in there)]:
-        a, b = there.get(k), here.get(k)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{k}.")
-            continue
-        a_text, b_text = (_short(dumps_json(v)) if k in d else "unset" for v, d in ((a, there), (b, here)))
-        out.append(f"{prefix}{k}: {a_text} there, {b_text} here")
-    return out
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _said(differences: list[str], most: int = 4) -> str:
-    more = len(differences) - most
-    return "; ".join(differences[:most]) + (f"; and {more} more" if more > 0 else "")
 
 
 def _sweep(output_dir: str | Path) -> None:
