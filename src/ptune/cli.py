@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from . import __version__
 from .cli_harness import ENCODER_FLAG, STEPS_OR_EPOCHS
@@ -26,7 +26,7 @@ from .cli_harness import add_commands as add_harness_commands
 from .cli_prompts import add_commands as add_prompt_commands
 from .cli_prompts import subcommand, verbalizer_option
 from .config import PromptConfig, TrainConfig
-from .distributed import finish_at_exit, is_main, world_size
+from .distributed import exit_with, is_main, world_size
 from .placement import add_arguments as placement_arguments
 from .placement import load_placed
 from .errors import ConfigError
@@ -38,7 +38,7 @@ from .options import CommandOptions, Parser, Resolved
 from .serve import add_command as add_serve_command
 from .progress import set_quiet
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "run", "build_parser"]
 
 EXAMPLES_TRAIN = """examples:
   ptune train --model bert-base-cased --train train.jsonl --dev dev.jsonl \\
@@ -285,9 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             hf_logging.disable_progress_bar()
         except ImportError:  # pragma: no cover
             pass
-    if world_size() > 1:
-        finish_at_exit()
     return guarded(lambda: _run(args), verbose=args.verbose)
+
+
+def run() -> NoReturn:
+    """The ``ptune`` executable: :func:`main`, then the process ends with its exit code (under
+    ``accelerate launch`` / ``torchrun`` without a teardown that can abort:
+    :func:`ptune.distributed.exit_with`)."""
+    exit_with(main)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -299,4 +304,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

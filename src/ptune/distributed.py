@@ -23,16 +23,18 @@ Example:
 
 from __future__ import annotations
 
-import atexit
+import logging
 import os
+import sys
+import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, NoReturn, Sequence, TypeVar
 
 import torch
 
 from .errors import ConfigError
 
-__all__ = ["UnitsConfig", "world_size", "rank", "is_main", "device", "barrier", "finish", "finish_at_exit",
+__all__ = ["UnitsConfig", "world_size", "rank", "is_main", "device", "barrier", "finish", "exit_with",
            "run_units", "unit_processes", "writes_unit_files", "grid", "in_order"]
 
 U = TypeVar("U")
@@ -101,19 +103,38 @@ def barrier() -> None:
 
 
 def finish() -> None:
-    """Leave the process group, if this process joined one. A process that exits with the
-    group's threads still alive can abort at shutdown (``terminate called without an active
-    exception``), so the CLI calls this at exit under a launcher."""
+    """Leave the process group, if this process joined one."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
-def finish_at_exit() -> None:
-    """Call :func:`finish` when the interpreter exits (once, however often this is asked)."""
-    atexit.unregister(finish)
-    atexit.register(finish)
+def exit_with(main: Callable[[], int | None]) -> NoReturn:
+    """Run ``main`` and end the process with its exit code (an exception: its traceback and 1).
+
+    Under a launcher the process then leaves the process group, flushes its output and exits
+    at once, without the interpreter's teardown: a process whose teardown meets C++ threads
+    still running (gloo's) can abort there (``terminate called without an active
+    exception``, SIGABRT) after its work is done, and the launcher then fails the whole run.
+    In one process it exits as usual."""
+    try:
+        code = main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) or e.code is None else 1
+        if not isinstance(e.code, int) and e.code is not None:
+            print(e.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - reported, then the exit code says it
+        traceback.print_exc()
+        code = 1
+    code = int(code or 0)
+    if world_size() > 1:
+        finish()
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def unit_processes() -> int:

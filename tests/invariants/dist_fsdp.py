@@ -19,7 +19,7 @@ from conftest import pair, sentiment  # noqa: E402
 
 from ptune import PromptConfig, PTunedModel, TrainConfig  # noqa: E402
 from ptune.inference import iter_outputs  # noqa: E402
-from ptune.distributed import finish  # noqa: E402
+from ptune.distributed import exit_with  # noqa: E402
 from ptune.trainer import train  # noqa: E402
 
 TEMPLATES = {"gpt2": "[P*2] {text} [P*2] [MASK]", "bert": "[P*2] {text} [P*2] [MASK] ."}
@@ -70,7 +70,4 @@ def main(out: str, run_dir: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(*sys.argv[1:])
-    finally:
-        finish()  # leave the process group before exit, or a process can abort at shutdown
+    exit_with(lambda: main(*sys.argv[1:]))  # under a launcher: no interpreter teardown, which can abort

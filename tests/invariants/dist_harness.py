@@ -14,6 +14,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src"))
 
 from ptune.cli import main  # noqa: E402
+from ptune.distributed import exit_with  # noqa: E402
 
 PROBE = ["--relations", "P19,P20,P36", "--methods", "majority,manual,ptuning", "--epochs", "1", "--batch-size", "8"]
 SUPERGLUE = ["--task", "all", "--frozen", "--seeds", "1", "--max-steps", "1", "--eval-every", "1", "--batch-size", "4",
@@ -36,4 +37,4 @@ def run(out: str, world_lm: str, lama: str, sg_model: str, fewglue: str, mode: s
 
 
 if __name__ == "__main__":
-    run(*sys.argv[1:])
+    exit_with(lambda: run(*sys.argv[1:]))  # under a launcher: no interpreter teardown, which can abort

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from conftest import pair, sentiment  # noqa: E402
 
 from ptune import PromptConfig, PTunedModel, TrainConfig  # noqa: E402
-from ptune.distributed import finish  # noqa: E402
+from ptune.distributed import exit_with  # noqa: E402
 from ptune.trainer import train  # noqa: E402
 
 CONFIG = TrainConfig(steps=6, lr=1e-2, batch_size=8, eval_every=3)
@@ -44,7 +44,4 @@ def main(out: str, run_dir: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(*sys.argv[1:])
-    finally:
-        finish()  # leave the process group before exit, or a process can abort at shutdown
+    exit_with(lambda: main(*sys.argv[1:]))  # under a launcher: no interpreter teardown, which can abort

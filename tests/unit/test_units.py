@@ -94,3 +94,24 @@ def test_the_trainer_builds_its_accelerator_outside_accelerate_s_fsdp_mode(monke
     monkeypatch.delenv("ACCELERATE_USE_FSDP")
     with outside_accelerate_fsdp():
         assert "ACCELERATE_USE_FSDP" not in os.environ
+
+
+def test_exit_with_ends_the_process_with_main_s_code_and_under_a_launcher_skips_the_teardown():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ptune.distributed import exit_with
+
+    for main, code in ((lambda: 2, 2), (lambda: None, 0), (lambda: 1 / 0, 1), (lambda: sys.exit("bad"), 1)):
+        with pytest.raises(SystemExit) as e:
+            exit_with(main)
+        assert e.value.code == code
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    script = ("import atexit, sys; from ptune.distributed import exit_with; "
+              "atexit.register(lambda: print('teardown ran')); print('written', end=''); exit_with(lambda: 3)")
+    for world, teardown in (("2", False), ("1", True)):
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                              env={"PYTHONPATH": src, "WORLD_SIZE": world, "PATH": "/usr/bin:/bin"})
+        assert proc.returncode == 3 and proc.stdout.startswith("written")  # output flushed before the exit
+        assert ("teardown ran" in proc.stdout) is teardown
