@@ -306,7 +306,9 @@ class LMRunner:
         emb = self.lm.get_input_embeddings()(input_ids)
         if prompt is None:
             return emb
-        rows = prompt.to(emb.dtype)[pseudo_index.clamp(min=0)]  # (R, T, H)
+        # (R, T, H); an embedding lookup, whose CPU backward sums each row's gradients in a
+        # fixed order (advanced indexing's accumulates them in thread order)
+        rows = torch.nn.functional.embedding(pseudo_index.clamp(min=0), prompt.to(emb.dtype))
         return torch.where((pseudo_index >= 0).unsqueeze(-1), rows, emb)
 
     def forward_kwargs(self, mask: torch.Tensor, token_types: torch.Tensor | None,

@@ -83,3 +83,30 @@ def test_runner_finds_the_position_numbering_for_left_padding(family, offset):
     expected = offset if offset is not None else lm.config.pad_token_id + 1
     assert pos.tolist() == [[expected, expected, expected, expected + 1]]
     assert runner.positions(mask, "right") is None
+
+
+def test_the_prompt_s_gradient_is_the_same_on_every_run_with_several_threads():
+    """``LMRunner.embed`` splices the pseudo tokens in with an embedding lookup, whose CPU
+    backward sums each prompt row's gradients in a fixed order; advanced indexing summed
+    them in thread order, so a seeded run's prompt differed from run to run."""
+    lm, tok = pair("bert")
+    runner = LMRunner(lm, tok)
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.randn(9, lm.config.hidden_size, generator=gen, requires_grad=True)
+    ids = torch.randint(5, 50, (64, 40), generator=gen)
+    pseudo = torch.randint(-1, 9, (64, 40), generator=gen)  # -1: a word, 0..8: a pseudo token
+    weight = torch.randn(64, 40, lm.config.hidden_size, generator=gen)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        for _ in range(20):
+            prompt.grad = None
+            (runner.embed(ids, pseudo, prompt) * weight).sum().backward()
+            seen.append(prompt.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(g, seen[0]) for g in seen)
+    want = torch.zeros_like(prompt)  # and it is the sum of the pseudo positions' gradients
+    want.index_add_(0, pseudo[pseudo >= 0], weight[pseudo >= 0])
+    torch.testing.assert_close(seen[0], want)
