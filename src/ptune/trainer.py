@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -95,22 +94,34 @@ def _items(model: Any, items: Any) -> list[Item]:
     return model.prepare(items, require_labels=True)
 
 
+def _check_run_folder(out: Path, resume: bool, acc: Any) -> None:
+    """Rank 0 repairs whatever a crash left (back to the last checkpoint); then every process
+    looks at the folder, and none writes to it before all have looked (a process that looked
+    after another had begun the run would find a run there)."""
+    if acc.is_main_process:
+        recover_run(out)
+    acc.wait_for_everyone()
+    if resume and not holds_run(out):
+        raise CheckpointError(f"{out}: nothing to resume (no last/ checkpoint)")
+    if not resume and holds_run(out):
+        raise ConfigError("output_dir", f"{out} already holds a run; resume it or choose another folder")
+    acc.wait_for_everyone()
+
+
 def _setup(model: Any, items: list[Item], config: TrainConfig, out: Path | None, resume: bool,
            alone: bool = False) -> Run:
     """Check the run, then build the accelerator, optimizer and schedule; resume if asked."""
     if alone and out is not None:
         raise ConfigError("output_dir", "a run in one process of several keeps its weights in memory; "
                                         "give no output folder")
-    if out is not None and int(os.environ.get("RANK", "0")) == 0:
-        recover_run(out)  # whatever a crash left: back to the last checkpoint
-    if resume and (out is None or not holds_run(out)):
-        raise CheckpointError(f"{out}: nothing to resume (no last/ checkpoint)")
-    if out is not None and not resume and holds_run(out):
-        raise ConfigError("output_dir", f"{out} already holds a run; resume it or choose another folder")
+    if resume and out is None:
+        raise CheckpointError("nothing to resume: no output folder")
     bad = next((it for it in items if it.label < 0), None)
     if bad is not None:
         raise ConfigError("train", f"{bad.source}: training examples need a label")
     accelerator = _accelerator(config, out)
+    if out is not None:
+        _check_run_folder(out, resume, accelerator)
     world = 1 if alone else accelerator.num_processes
     if config.batch_size % (world * config.grad_accum):
         raise ConfigError("batch_size", f"{config.batch_size} is not divisible by {world} processes x "
